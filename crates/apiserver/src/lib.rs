@@ -1,1 +1,74 @@
-//! placeholder
+//! The Kubernetes API server.
+//!
+//! Requests flow: TLS → authentication → routing (`request`) → the generic REST handlers
+//! (`rest`) → the resource's strategy (`strategy`: defaulting, validation, status/spec rules,
+//! allocations) → the store. Reads and watches are served from the watch cache (`cache`).
+//!
+//! Architecture Invariant: this is the only crate that holds a `store::Store`; every other
+//! component reaches objects through HTTP.
+
+pub mod allocator;
+pub mod auth;
+pub mod bootstrap;
+pub mod cache;
+pub mod discovery;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod request;
+pub mod rest;
+pub mod strategy;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+pub use auth::{TokenAuthenticator, UserInfo};
+pub use http::serve;
+
+/// What the API server needs to know about the cluster it serves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    /// The address other hosts and pods reach the API server at (for the `kubernetes` Service's endpoints).
+    pub advertise_address: IpAddr,
+    pub service_cidr: allocator::Cidr,
+    pub node_port_range: (u16, u16),
+}
+
+/// Shared state of a running API server.
+pub struct ApiServer {
+    pub config: Config,
+    pub store: Arc<dyn store::Store>,
+    pub cache: Arc<cache::Cache>,
+    pub tokens: TokenAuthenticator,
+    pub metrics: metrics::Metrics,
+    pub allocator: allocator::Allocator,
+    openapi_v2: OnceLock<Bytes>,
+    openapi_v3: OnceLock<std::collections::BTreeMap<String, (String, Bytes)>>,
+}
+
+impl ApiServer {
+    /// Fill the watch cache from the store and make the built-in objects exist.
+    pub async fn new(
+        config: Config,
+        store: Arc<dyn store::Store>,
+        tokens: TokenAuthenticator,
+    ) -> anyhow::Result<Arc<ApiServer>> {
+        let cache = cache::Cache::start(store.clone()).await?;
+        let allocator = allocator::Allocator::new(config.service_cidr.clone(), config.node_port_range);
+        let server = Arc::new(ApiServer {
+            config,
+            store,
+            cache,
+            tokens,
+            metrics: metrics::Metrics::new(),
+            allocator,
+            openapi_v2: OnceLock::new(),
+            openapi_v3: OnceLock::new(),
+        });
+        bootstrap::ensure_builtin_objects(&server).await?;
+        Ok(server)
+    }
+}

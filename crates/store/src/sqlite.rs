@@ -1,1 +1,1268 @@
-//! todo
+//! The embedded backend: one SQLite database in WAL mode.
+//!
+//! Layout:
+//! - `kv` is the history log, one row per change. Its integer primary key is
+//!   `revision << SUB_BITS | op index`, so rows sort in revision order without a second index.
+//!   A delete is a tombstone row (`deleted = 1`, empty value). `prev_id` points at the live
+//!   version the row replaced (a delete event's value comes from it). Compaction at `C` removes
+//!   tombstones and superseded versions below `C`, which keeps the `prev_id` of every row above
+//!   `C`, so watches from `C` on replay complete events.
+//! - `current` maps every live key to its latest row: current reads never scan history.
+//! - `meta` holds the current and the compacted revision.
+//!
+//! One writer thread owns the write connection and commits every pending transaction in one
+//! SQLite transaction (group commit: one fsync for many writers). Reads use a small pool of
+//! read connections on blocking threads; WAL lets them run beside the writer.
+//!
+//! Architecture Invariant: the writer thread is the only code that writes the database, and it
+//! publishes each committed batch of events after the commit, in revision order.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use rusqlite::types::Value;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params, params_from_iter};
+use tokio::sync::{Semaphore, broadcast, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{
+    Compare, Event, EventKind, KeyValue, Op, RangeRequest, RangeResponse, Result, Revision, Store,
+    StoreError, TxnResponse, WatchStream, prefix_end,
+};
+
+/// Row ids are `revision << SUB_BITS | op index`: at most 2^20 ops per transaction.
+const SUB_BITS: u32 = 20;
+/// Most requests the writer commits together.
+const MAX_GROUP: usize = 512;
+/// Most value bytes the writer commits together (bounds the memory of one group).
+const MAX_GROUP_BYTES: usize = 32 << 20;
+/// Committed batches kept for slow watchers before they must catch up from the database.
+const EVENT_CHANNEL: usize = 256;
+/// Rows a watcher replays from the database per read.
+const REPLAY_PAGE: usize = 1000;
+/// Rows one compaction step examines (one short write transaction each).
+const COMPACTION_STEP: i64 = 2000;
+/// Read connections kept open; also the most concurrent reads.
+const READERS: usize = 4;
+
+fn row_id(revision: Revision, index: usize) -> i64 {
+    (revision << SUB_BITS) | index as i64
+}
+
+fn revision_of(id: i64) -> Revision {
+    id >> SUB_BITS
+}
+
+/// Tuning of the embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Sync every commit to disk (`synchronous=FULL`), so acknowledged writes survive power
+    /// loss. Without it they still survive a crash of the process.
+    pub fsync: bool,
+    /// How often history is compacted automatically; zero turns it off.
+    pub compaction_interval: Duration,
+    /// Revisions of history automatic compaction keeps.
+    pub compaction_keep: i64,
+    /// Page cache per connection, in KiB (there are up to five connections).
+    pub cache_kib: u32,
+    /// Largest size the database may reach, like etcd's backend quota; writes past it fail
+    /// with [`StoreError::NoSpace`]. `None` means as large as the disk allows.
+    pub quota_bytes: Option<u64>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            fsync: true,
+            compaction_interval: Duration::from_secs(5 * 60),
+            compaction_keep: 1000,
+            cache_kib: 2048,
+            quota_bytes: None,
+        }
+    }
+}
+
+/// The embedded store. Dropping it stops the writer thread after its current group.
+pub struct SqliteStore {
+    requests: Option<mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    reads: Arc<ReadPool>,
+    events: broadcast::Sender<Arc<Vec<Event>>>,
+    revisions: Arc<Revisions>,
+    // Held (and flock'ed) for the life of the store so two processes never write one database.
+    _lock: File,
+}
+
+#[derive(Default)]
+struct Revisions {
+    current: AtomicI64,
+    compacted: AtomicI64,
+}
+
+enum Request {
+    Txn {
+        compares: Vec<Compare>,
+        ops: Vec<Op>,
+        reply: oneshot::Sender<Result<TxnResponse>>,
+    },
+    Compact {
+        revision: Revision,
+        /// None for automatic compaction.
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
+}
+
+impl SqliteStore {
+    /// Open (or create) the database at `path` and start its writer thread.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<Self> {
+        let name = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Backend(format!("creating directory {}: {e}", dir.display()))
+            })?;
+        }
+        let lock_path = PathBuf::from(format!("{name}-lock"));
+        let lock = File::create(&lock_path).map_err(|e| {
+            StoreError::Backend(format!("creating lock file {}: {e}", lock_path.display()))
+        })?;
+        lock.try_lock().map_err(|e| {
+            StoreError::Backend(format!("database {name} is in use by another process: {e}"))
+        })?;
+
+        let conn = Connection::open(path).ctx(&name, "opening the database")?;
+        // auto_vacuum only takes effect on a new database, before anything is written to it.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+            .ctx(&name, "enabling incremental vacuum")?;
+        configure(&conn, &name, &options)?;
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             CREATE TABLE IF NOT EXISTS kv (
+                 id INTEGER PRIMARY KEY,
+                 key BLOB NOT NULL,
+                 value BLOB NOT NULL,
+                 create_revision INTEGER NOT NULL,
+                 prev_id INTEGER,
+                 deleted INTEGER NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS kv_key ON kv (key, id);
+             CREATE TABLE IF NOT EXISTS current (
+                 key BLOB PRIMARY KEY,
+                 id INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS meta (
+                 name TEXT PRIMARY KEY,
+                 value INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0), ('compacted', 0);
+             COMMIT;",
+        )
+        .ctx(&name, "creating the schema")?;
+        if let Some(quota) = options.quota_bytes {
+            let page_size: i64 = conn
+                .pragma_query_value(None, "page_size", |r| r.get(0))
+                .ctx(&name, "reading the page size")?;
+            let pages = (quota / page_size.max(1) as u64).max(1) as i64;
+            conn.pragma_update(None, "max_page_count", pages)
+                .ctx(&name, "setting the quota")?;
+        }
+        let (current, compacted) = read_meta(&conn).ctx(&name, "reading revisions")?;
+        let revisions = Arc::new(Revisions::default());
+        revisions.current.store(current, Ordering::SeqCst);
+        revisions.compacted.store(compacted, Ordering::SeqCst);
+
+        let reads = Arc::new(ReadPool {
+            path: path.to_path_buf(),
+            name: name.clone(),
+            cache_kib: options.cache_kib,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(READERS)),
+        });
+        // Open one reader now so a broken path fails here, not on the first read.
+        let reader = reads.connect()?;
+        reads.put_back(reader);
+
+        let (events, _) = broadcast::channel(EVENT_CHANNEL);
+        let (requests, rx) = mpsc::channel();
+        let auto = !options.compaction_interval.is_zero();
+        let writer = Writer {
+            conn,
+            name: name.clone(),
+            current,
+            compacted,
+            revisions: revisions.clone(),
+            events: events.clone(),
+            compaction: None,
+            interval: options.compaction_interval,
+            keep: options.compaction_keep.max(0),
+            next_auto: auto.then(|| Instant::now() + options.compaction_interval),
+        };
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Backend(format!("starting the writer of {name}: {e}")))?;
+        tracing::info!(path = %path.display(), current, compacted, "opened sqlite store");
+        Ok(Self {
+            requests: Some(requests),
+            writer: Some(writer),
+            reads,
+            events,
+            revisions,
+            _lock: lock,
+        })
+    }
+
+    fn send(&self, request: Request) -> Result<()> {
+        self.requests
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(request)
+            .map_err(|_| StoreError::Closed)
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channel makes the writer finish its group and exit.
+        self.requests.take();
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!("sqlite store writer thread panicked");
+        }
+    }
+}
+
+fn configure(conn: &Connection, name: &str, options: &SqliteOptions) -> Result<()> {
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .ctx(name, "enabling WAL")?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Backend(format!(
+            "database {name} cannot use WAL (journal mode stays {mode})"
+        )));
+    }
+    let sync = if options.fsync { "FULL" } else { "OFF" };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync};
+         PRAGMA cache_size = -{};
+         PRAGMA journal_size_limit = {};
+         PRAGMA foreign_keys = OFF;",
+        options.cache_kib.max(64),
+        16 << 20
+    ))
+    .ctx(name, "configuring the connection")?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .ctx(name, "setting the busy timeout")
+}
+
+fn read_meta(conn: &Connection) -> rusqlite::Result<(Revision, Revision)> {
+    conn.query_row(
+        "SELECT (SELECT value FROM meta WHERE name = 'revision'),
+                (SELECT value FROM meta WHERE name = 'compacted')",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
+/// Maps SQLite errors to store errors: a full disk is `NoSpace`, everything else `Backend`.
+trait Context<T> {
+    fn ctx(self, name: &str, what: &str) -> Result<T>;
+}
+
+impl<T> Context<T> for rusqlite::Result<T> {
+    fn ctx(self, name: &str, what: &str) -> Result<T> {
+        self.map_err(|e| store_error(&e, name, what))
+    }
+}
+
+fn store_error(e: &rusqlite::Error, name: &str, what: &str) -> StoreError {
+    if e.sqlite_error_code() == Some(ErrorCode::DiskFull) {
+        StoreError::NoSpace {
+            path: name.to_string(),
+        }
+    } else {
+        StoreError::Backend(format!("{what} in {name}: {e}"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+struct ReadPool {
+    path: PathBuf,
+    name: String,
+    cache_kib: u32,
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl ReadPool {
+    fn connect(&self) -> Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags)
+            .ctx(&self.name, "opening a read connection")?;
+        conn.execute_batch(&format!(
+            "PRAGMA query_only = ON; PRAGMA cache_size = -{};",
+            self.cache_kib.max(64)
+        ))
+        .ctx(&self.name, "configuring a read connection")?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .ctx(&self.name, "setting the busy timeout")?;
+        Ok(conn)
+    }
+
+    fn put_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < READERS {
+            idle.push(conn);
+        }
+    }
+
+    /// Run `read` on a pooled connection inside one read transaction (one snapshot).
+    async fn read<T, F>(self: &Arc<Self>, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>, &str) -> Result<T> + Send + 'static,
+    {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let pooled = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => pool.connect()?,
+            };
+            let out = match conn.transaction() {
+                Ok(tx) => read(&tx, &pool.name),
+                Err(e) => Err(store_error(&e, &pool.name, "starting a read")),
+            };
+            pool.put_back(conn);
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task of {} failed: {e}", self.name)))?
+    }
+}
+
+/// A key range `[lo, hi)` (or `(lo, hi)`), `hi = None` meaning no end.
+struct Bounds {
+    lo: Vec<u8>,
+    lo_exclusive: bool,
+    hi: Option<Vec<u8>>,
+}
+
+impl Bounds {
+    fn new(key: &str, prefix: bool) -> Self {
+        let lo = key.as_bytes().to_vec();
+        let hi = if prefix {
+            Some(prefix_end(key)).filter(|end| end.as_slice() != [0])
+        } else {
+            // The only key in [key, key + "\0") is key itself.
+            let mut end = lo.clone();
+            end.push(0);
+            Some(end)
+        };
+        Self {
+            lo,
+            lo_exclusive: false,
+            hi,
+        }
+    }
+
+    fn after(mut self, start_after: Option<&str>) -> Self {
+        if let Some(after) = start_after
+            && after.as_bytes() >= self.lo.as_slice()
+        {
+            self.lo = after.as_bytes().to_vec();
+            self.lo_exclusive = true;
+        }
+        self
+    }
+
+    /// SQL conditions on `column`, appending their parameters.
+    fn sql(&self, column: &str, params: &mut Vec<Value>) -> String {
+        let op = if self.lo_exclusive { ">" } else { ">=" };
+        params.push(Value::Blob(self.lo.clone()));
+        let mut sql = format!("{column} {op} ?{}", params.len());
+        if let Some(hi) = &self.hi {
+            params.push(Value::Blob(hi.clone()));
+            sql.push_str(&format!(" AND {column} < ?{}", params.len()));
+        }
+        sql
+    }
+}
+
+fn key_string(bytes: Vec<u8>) -> rusqlite::Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
+
+fn range_at(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    req: &RangeRequest,
+) -> Result<RangeResponse> {
+    let (current, compacted) = read_meta(tx).ctx(name, "reading revisions")?;
+    if req.revision > current {
+        return Err(StoreError::FutureRevision {
+            requested: req.revision,
+            current,
+        });
+    }
+    if req.revision > 0 && req.revision < compacted {
+        return Err(StoreError::Compacted {
+            requested: req.revision,
+            compacted,
+        });
+    }
+    let latest = req.revision == 0 || req.revision == current;
+    let revision = if req.revision == 0 {
+        current
+    } else {
+        req.revision
+    };
+    let all = Bounds::new(&req.key, req.prefix);
+    let page = Bounds::new(&req.key, req.prefix).after(req.start_after.as_deref());
+
+    // Latest versions come from `current`; older ones are the newest history row of each key
+    // at or below the revision, unless that row is a tombstone.
+    let select = |bounds: &Bounds, params: &mut Vec<Value>| -> String {
+        if latest {
+            let cond = bounds.sql("c.key", params);
+            format!("FROM current c JOIN kv k ON k.id = c.id WHERE {cond} ORDER BY c.key")
+        } else {
+            let cond = bounds.sql("key", params);
+            params.push(Value::Integer(row_id(revision + 1, 0)));
+            let below = params.len();
+            format!(
+                "FROM kv k WHERE k.id IN (SELECT max(id) FROM kv WHERE {cond} AND id < ?{below} \
+                 GROUP BY key) AND k.deleted = 0 ORDER BY k.key"
+            )
+        }
+    };
+
+    let mut params = Vec::new();
+    let count_sql = if latest {
+        // The key index alone answers this; no need to touch the values.
+        format!(
+            "SELECT count(*) FROM current WHERE {}",
+            all.sql("key", &mut params)
+        )
+    } else {
+        format!("SELECT count(*) {}", select(&all, &mut params))
+    };
+    let count: i64 = tx
+        .prepare_cached(&count_sql)
+        .and_then(|mut s| s.query_row(params_from_iter(params), |r| r.get(0)))
+        .ctx(name, "counting keys")?;
+    if req.count_only {
+        return Ok(RangeResponse {
+            kvs: Vec::new(),
+            more: false,
+            count,
+            revision,
+        });
+    }
+
+    let mut params = Vec::new();
+    let limit = if req.limit == 0 {
+        -1
+    } else {
+        req.limit as i64 + 1
+    };
+    let from = select(&page, &mut params);
+    params.push(Value::Integer(limit));
+    let sql = format!(
+        "SELECT k.key, k.value, k.create_revision, k.id {from} LIMIT ?{}",
+        params.len()
+    );
+    let mut kvs = tx
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(params), |r| {
+                Ok(KeyValue {
+                    key: key_string(r.get(0)?)?,
+                    value: Bytes::from(r.get::<_, Vec<u8>>(1)?),
+                    create_revision: r.get(2)?,
+                    mod_revision: revision_of(r.get(3)?),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .ctx(name, "reading keys")?;
+    let more = req.limit > 0 && kvs.len() > req.limit;
+    kvs.truncate(if req.limit > 0 { req.limit } else { kvs.len() });
+    Ok(RangeResponse {
+        kvs,
+        more,
+        count,
+        revision,
+    })
+}
+
+/// Events with revisions in `(after, target]` under `prefix`, at most about one page; never
+/// splits a revision. Returns the events and the revision they cover up to.
+fn events_page(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    prefix: &Bounds,
+    after: Revision,
+    target: Revision,
+) -> Result<(Vec<Event>, Revision)> {
+    let (_, compacted) = read_meta(tx).ctx(name, "reading revisions")?;
+    if after < compacted {
+        return Err(StoreError::Compacted {
+            requested: after,
+            compacted,
+        });
+    }
+    let query = |from: Revision, to: Revision, limit: i64| -> Result<Vec<(i64, Event)>> {
+        let mut params = vec![
+            Value::Integer(row_id(from, 0)),
+            Value::Integer(row_id(to + 1, 0)),
+        ];
+        let cond = prefix.sql("k.key", &mut params);
+        params.push(Value::Integer(limit));
+        let sql = format!(
+            "SELECT k.id, k.key, k.value, k.create_revision, k.deleted,
+                    p.id, p.value, p.create_revision
+             FROM kv k LEFT JOIN kv p ON p.id = k.prev_id
+             WHERE k.id >= ?1 AND k.id < ?2 AND {cond} ORDER BY k.id LIMIT ?{}",
+            params.len()
+        );
+        tx.prepare_cached(&sql)
+            .and_then(|mut s| {
+                s.query_map(params_from_iter(params), |r| {
+                    let id: i64 = r.get(0)?;
+                    let key = key_string(r.get(1)?)?;
+                    let prev = match r.get::<_, Option<i64>>(5)? {
+                        Some(prev_id) => Some(KeyValue {
+                            key: key.clone(),
+                            value: Bytes::from(r.get::<_, Vec<u8>>(6)?),
+                            create_revision: r.get(7)?,
+                            mod_revision: revision_of(prev_id),
+                        }),
+                        None => None,
+                    };
+                    let deleted: bool = r.get(4)?;
+                    // A delete carries the last value, which its tombstone takes from prev.
+                    let value = match (&prev, deleted) {
+                        (Some(prev), true) => prev.value.clone(),
+                        _ => Bytes::from(r.get::<_, Vec<u8>>(2)?),
+                    };
+                    Ok((
+                        id,
+                        Event {
+                            kind: if deleted {
+                                EventKind::Delete
+                            } else {
+                                EventKind::Put
+                            },
+                            kv: KeyValue {
+                                key,
+                                value,
+                                create_revision: r.get(3)?,
+                                mod_revision: revision_of(id),
+                            },
+                            prev,
+                        },
+                    ))
+                })?
+                .collect()
+            })
+            .ctx(name, "reading history")
+    };
+    let mut rows = query(after + 1, target, REPLAY_PAGE as i64)?;
+    if rows.len() < REPLAY_PAGE {
+        return Ok((rows.into_iter().map(|(_, e)| e).collect(), target));
+    }
+    // A full page may end inside a revision: read that revision whole.
+    let last = revision_of(rows.last().map_or(0, |(id, _)| *id));
+    rows.retain(|(id, _)| revision_of(*id) < last);
+    rows.extend(query(last, last, -1)?);
+    Ok((rows.into_iter().map(|(_, e)| e).collect(), last))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watch
+
+async fn watch_loop(
+    reads: Arc<ReadPool>,
+    revisions: Arc<Revisions>,
+    mut live: broadcast::Receiver<Arc<Vec<Event>>>,
+    prefix: String,
+    mut last: Revision,
+    out: tokio::sync::mpsc::Sender<Result<Vec<Event>>>,
+) {
+    let bounds = Arc::new(Bounds::new(&prefix, true));
+    loop {
+        // `live` was subscribed before this replay started, so every commit is either in the
+        // replayed snapshot (revision <= target, skipped below) or arrives on `live`.
+        let target = revisions.current.load(Ordering::SeqCst);
+        while last < target {
+            let b = bounds.clone();
+            let from = last;
+            let page = reads
+                .read(move |tx, name| events_page(tx, name, &b, from, target))
+                .await;
+            match page {
+                Ok((events, reached)) => {
+                    last = reached;
+                    if !events.is_empty() && out.send(Ok(events)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = out.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+        loop {
+            let batch = tokio::select! {
+                _ = out.closed() => return,
+                batch = live.recv() => batch,
+            };
+            match batch {
+                Ok(batch) => {
+                    let events: Vec<Event> = batch
+                        .iter()
+                        .filter(|e| e.kv.mod_revision > last && e.kv.key.starts_with(&prefix))
+                        .cloned()
+                        .collect();
+                    if let Some(end) = batch.last() {
+                        last = last.max(end.kv.mod_revision);
+                    }
+                    if !events.is_empty() && out.send(Ok(events)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    // Too slow for the channel: catch up from the database instead.
+                    tracing::debug!(prefix, last, missed, "watcher lagged; replaying history");
+                    live = live.resubscribe();
+                    break;
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    let _ = out.send(Err(StoreError::Closed)).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes
+
+struct Writer {
+    conn: Connection,
+    name: String,
+    current: Revision,
+    compacted: Revision,
+    revisions: Arc<Revisions>,
+    events: broadcast::Sender<Arc<Vec<Event>>>,
+    compaction: Option<Compaction>,
+    interval: Duration,
+    keep: i64,
+    next_auto: Option<Instant>,
+}
+
+/// Physical removal of history below `revision`, done in short steps between write groups.
+struct Compaction {
+    revision: Revision,
+    cursor: i64,
+    removed: u64,
+    waiters: Vec<oneshot::Sender<Result<()>>>,
+}
+
+enum Answer {
+    Txn(oneshot::Sender<Result<TxnResponse>>, Result<TxnResponse>),
+    Compact(Option<oneshot::Sender<Result<()>>>, Result<Revision>),
+}
+
+/// The live version of a key, as stored.
+struct Live {
+    id: i64,
+    kv: KeyValue,
+}
+
+impl Writer {
+    fn run(mut self, requests: mpsc::Receiver<Request>) {
+        loop {
+            let first = if self.compaction.is_some() {
+                match requests.try_recv() {
+                    Ok(r) => Some(r),
+                    Err(mpsc::TryRecvError::Empty) => None,
+                    Err(mpsc::TryRecvError::Disconnected) => break,
+                }
+            } else if let Some(at) = self.next_auto {
+                match requests.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(r) => Some(r),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match requests.recv() {
+                    Ok(r) => Some(r),
+                    Err(_) => break,
+                }
+            };
+            if let Some(first) = first {
+                let mut group = vec![first];
+                let mut bytes = 0;
+                while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+                    let Ok(next) = requests.try_recv() else { break };
+                    if let Request::Txn { ops, .. } = &next {
+                        bytes += ops
+                            .iter()
+                            .map(|op| match op {
+                                Op::Put { key, value } => key.len() + value.len(),
+                                Op::Delete { key } => key.len(),
+                            })
+                            .sum::<usize>();
+                    }
+                    group.push(next);
+                }
+                self.commit_group(group);
+            }
+            // One step per loop: compaction progresses even under steady load.
+            if self.compaction.is_some() {
+                self.compaction_step();
+            } else if self.next_auto.is_some_and(|at| at <= Instant::now()) {
+                self.next_auto = Some(Instant::now() + self.interval);
+                let target = self.current - self.keep;
+                if target > self.compacted {
+                    self.commit_group(vec![Request::Compact {
+                        revision: target,
+                        reply: None,
+                    }]);
+                }
+            }
+        }
+        tracing::debug!(path = self.name, "sqlite store writer stopped");
+    }
+
+    fn commit_group(&mut self, group: Vec<Request>) {
+        let mut answers = Vec::with_capacity(group.len());
+        let mut revision = self.current;
+        let mut compacted = self.compacted;
+        let mut events = Vec::new();
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = store_error(&e, &self.name, "starting a write");
+            for request in group {
+                reply_error(request, duplicate(&err));
+            }
+            return;
+        }
+        let mut requests = group.into_iter();
+        // Set when SQLite rolled back the whole transaction (it does so on a full disk).
+        let mut aborted = None;
+        for request in requests.by_ref() {
+            match request {
+                Request::Txn {
+                    compares,
+                    ops,
+                    reply,
+                } => {
+                    let result = self.apply_savepoint(revision + 1, &compares, ops, &mut events);
+                    match &result {
+                        Ok(resp) => revision = resp.revision,
+                        Err(e) if self.conn.is_autocommit() => aborted = Some(duplicate(e)),
+                        Err(_) => {}
+                    }
+                    answers.push(Answer::Txn(reply, result));
+                }
+                Request::Compact {
+                    revision: target,
+                    reply,
+                } => {
+                    let result = if target <= compacted {
+                        Err(StoreError::Compacted {
+                            requested: target,
+                            compacted,
+                        })
+                    } else if target > revision {
+                        Err(StoreError::FutureRevision {
+                            requested: target,
+                            current: revision,
+                        })
+                    } else {
+                        self.conn
+                            .execute(
+                                "UPDATE meta SET value = ?1 WHERE name = 'compacted'",
+                                params![target],
+                            )
+                            .ctx(&self.name, "recording the compacted revision")
+                            .map(|_| target)
+                    };
+                    match &result {
+                        Ok(target) => compacted = *target,
+                        Err(e) if self.conn.is_autocommit() => aborted = Some(duplicate(e)),
+                        Err(_) => {}
+                    }
+                    answers.push(Answer::Compact(reply, result));
+                }
+            }
+            if aborted.is_some() {
+                break;
+            }
+        }
+        let outcome = match aborted {
+            Some(err) => Err(err),
+            None => {
+                let mut commit = Ok(());
+                if revision != self.current {
+                    commit = self
+                        .conn
+                        .execute(
+                            "UPDATE meta SET value = ?1 WHERE name = 'revision'",
+                            params![revision],
+                        )
+                        .map(|_| ());
+                }
+                commit
+                    .and_then(|()| self.conn.execute_batch("COMMIT"))
+                    .map_err(|e| store_error(&e, &self.name, "committing writes"))
+            }
+        };
+        if let Err(err) = outcome {
+            // Nothing of the group stands: SQLite rolled the whole transaction back.
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            tracing::warn!(path = self.name, error = %err, "sqlite store write group failed");
+            for answer in answers {
+                match answer {
+                    Answer::Txn(reply, _) => {
+                        let _ = reply.send(Err(duplicate(&err)));
+                    }
+                    Answer::Compact(reply, _) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(duplicate(&err)));
+                        }
+                    }
+                }
+            }
+            for request in requests {
+                reply_error(request, duplicate(&err));
+            }
+            return;
+        }
+        self.current = revision;
+        self.compacted = compacted;
+        self.revisions.current.store(revision, Ordering::SeqCst);
+        self.revisions.compacted.store(compacted, Ordering::SeqCst);
+        if !events.is_empty() {
+            // No receivers is fine: nobody watches.
+            let _ = self.events.send(Arc::new(events));
+        }
+        for answer in answers {
+            match answer {
+                Answer::Txn(reply, result) => {
+                    let _ = reply.send(result);
+                }
+                Answer::Compact(reply, Err(e)) => match reply {
+                    Some(reply) => {
+                        let _ = reply.send(Err(e));
+                    }
+                    None => tracing::warn!(path = self.name, error = %e, "automatic compaction"),
+                },
+                Answer::Compact(reply, Ok(target)) => {
+                    // A newer target restarts the scan: rows below the cursor may now be
+                    // superseded too.
+                    let compaction = self.compaction.get_or_insert(Compaction {
+                        revision: target,
+                        cursor: 0,
+                        removed: 0,
+                        waiters: Vec::new(),
+                    });
+                    if target > compaction.revision {
+                        compaction.revision = target;
+                        compaction.cursor = 0;
+                    }
+                    compaction.waiters.extend(reply);
+                }
+            }
+        }
+    }
+
+    /// Apply one transaction inside a savepoint, so a failure undoes only this one.
+    fn apply_savepoint(
+        &self,
+        next: Revision,
+        compares: &[Compare],
+        ops: Vec<Op>,
+        events: &mut Vec<Event>,
+    ) -> Result<TxnResponse> {
+        if ops.len() >= 1 << SUB_BITS {
+            return Err(StoreError::Backend(format!(
+                "transaction of {} operations is larger than the limit of {}",
+                ops.len(),
+                1 << SUB_BITS
+            )));
+        }
+        self.conn
+            .execute_batch("SAVEPOINT txn")
+            .ctx(&self.name, "starting a transaction")?;
+        let mark = events.len();
+        match self.apply(next, compares, ops, events) {
+            Ok(resp) => {
+                self.conn
+                    .execute_batch("RELEASE txn")
+                    .ctx(&self.name, "finishing a transaction")?;
+                Ok(resp)
+            }
+            Err(e) => {
+                events.truncate(mark);
+                let _ = self.conn.execute_batch("ROLLBACK TO txn; RELEASE txn");
+                Err(store_error(&e, &self.name, "applying a transaction"))
+            }
+        }
+    }
+
+    fn live(&self, key: &str) -> rusqlite::Result<Option<Live>> {
+        self.conn
+            .prepare_cached(
+                "SELECT k.id, k.value, k.create_revision FROM current c
+                 JOIN kv k ON k.id = c.id WHERE c.key = ?1",
+            )?
+            .query_row(params![key.as_bytes()], |r| {
+                let id: i64 = r.get(0)?;
+                Ok(Live {
+                    id,
+                    kv: KeyValue {
+                        key: key.to_string(),
+                        value: Bytes::from(r.get::<_, Vec<u8>>(1)?),
+                        create_revision: r.get(2)?,
+                        mod_revision: revision_of(id),
+                    },
+                })
+            })
+            .optional()
+    }
+
+    fn apply(
+        &self,
+        next: Revision,
+        compares: &[Compare],
+        ops: Vec<Op>,
+        events: &mut Vec<Event>,
+    ) -> rusqlite::Result<TxnResponse> {
+        let mut current = Vec::with_capacity(compares.len());
+        let mut holds = true;
+        for compare in compares {
+            let live = self.live(&compare.key)?;
+            holds &= live.as_ref().map_or(0, |l| l.kv.mod_revision) == compare.mod_revision;
+            current.push(live.map(|l| l.kv));
+        }
+        if !holds {
+            return Ok(TxnResponse {
+                succeeded: false,
+                revision: next - 1,
+                prev: current,
+            });
+        }
+        let mut prev = Vec::with_capacity(ops.len());
+        let mut changed = false;
+        for (index, op) in ops.into_iter().enumerate() {
+            let id = row_id(next, index);
+            match op {
+                Op::Put { key, value } => {
+                    let live = self.live(&key)?;
+                    let create_revision = live.as_ref().map_or(next, |l| l.kv.create_revision);
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO kv (id, key, value, create_revision, prev_id, deleted)
+                             VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+                        )?
+                        .execute(params![
+                            id,
+                            key.as_bytes(),
+                            value.as_ref(),
+                            create_revision,
+                            live.as_ref().map(|l| l.id)
+                        ])?;
+                    self.conn
+                        .prepare_cached("INSERT OR REPLACE INTO current (key, id) VALUES (?1, ?2)")?
+                        .execute(params![key.as_bytes(), id])?;
+                    let before = live.map(|l| l.kv);
+                    events.push(Event {
+                        kind: EventKind::Put,
+                        kv: KeyValue {
+                            key,
+                            value,
+                            create_revision,
+                            mod_revision: next,
+                        },
+                        prev: before.clone(),
+                    });
+                    prev.push(before);
+                    changed = true;
+                }
+                Op::Delete { key } => {
+                    let Some(live) = self.live(&key)? else {
+                        prev.push(None);
+                        continue;
+                    };
+                    // The tombstone stores no value: its delete event takes it from `prev_id`.
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO kv (id, key, value, create_revision, prev_id, deleted)
+                             VALUES (?1, ?2, ?3, ?4, ?5, 1)",
+                        )?
+                        .execute(params![
+                            id,
+                            key.as_bytes(),
+                            &[] as &[u8],
+                            live.kv.create_revision,
+                            live.id
+                        ])?;
+                    self.conn
+                        .prepare_cached("DELETE FROM current WHERE key = ?1")?
+                        .execute(params![key.as_bytes()])?;
+                    events.push(Event {
+                        kind: EventKind::Delete,
+                        kv: KeyValue {
+                            key,
+                            value: live.kv.value.clone(),
+                            create_revision: live.kv.create_revision,
+                            mod_revision: next,
+                        },
+                        prev: Some(live.kv.clone()),
+                    });
+                    prev.push(Some(live.kv));
+                    changed = true;
+                }
+            }
+        }
+        Ok(TxnResponse {
+            succeeded: true,
+            revision: if changed { next } else { next - 1 },
+            prev,
+        })
+    }
+
+    /// Remove one window of history rows below the compaction revision: every tombstone, and
+    /// every version superseded by a newer one at or below the revision.
+    fn compaction_step(&mut self) {
+        let Some(compaction) = self.compaction.as_mut() else {
+            return;
+        };
+        let below = row_id(compaction.revision, 0);
+        let upto = row_id(compaction.revision + 1, 0);
+        let cursor = compaction.cursor;
+        let step = || -> rusqlite::Result<Option<(i64, usize)>> {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            let window: Option<i64> = self.conn.query_row(
+                "SELECT max(id) FROM (SELECT id FROM kv WHERE id >= ?1 AND id < ?2
+                 ORDER BY id LIMIT ?3)",
+                params![cursor, below, COMPACTION_STEP],
+                |r| r.get(0),
+            )?;
+            let Some(end) = window else {
+                self.conn.execute_batch("COMMIT")?;
+                return Ok(None);
+            };
+            let removed = self
+                .conn
+                .prepare_cached(
+                    "DELETE FROM kv WHERE id >= ?1 AND id <= ?2 AND (deleted = 1 OR EXISTS (
+                         SELECT 1 FROM kv n WHERE n.key = kv.key AND n.id > kv.id AND n.id < ?3))",
+                )?
+                .execute(params![cursor, end, upto])?;
+            self.conn.execute_batch("COMMIT")?;
+            Ok(Some((end + 1, removed)))
+        };
+        match step() {
+            Ok(Some((next, removed))) => {
+                compaction.cursor = next;
+                compaction.removed += removed as u64;
+            }
+            Ok(None) => {
+                let done = self.compaction.take().expect("compaction in progress");
+                // Give freed pages back to the file system and empty the WAL. The checkpoint
+                // must not wait for long reads (writes wait behind it): without waiting it
+                // truncates only when no reader is active, else the next compaction does.
+                let vacuum = self
+                    .conn
+                    .execute_batch("PRAGMA incremental_vacuum")
+                    .and_then(|()| self.conn.busy_timeout(Duration::ZERO))
+                    .and_then(|()| {
+                        self.conn
+                            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    })
+                    .and_then(|()| self.conn.busy_timeout(Duration::from_secs(5)));
+                if let Err(e) = vacuum {
+                    tracing::warn!(path = self.name, error = %e, "vacuum after compaction");
+                }
+                tracing::info!(
+                    path = self.name,
+                    revision = done.revision,
+                    removed = done.removed,
+                    "compacted sqlite store"
+                );
+                for waiter in done.waiters {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                let done = self.compaction.take().expect("compaction in progress");
+                tracing::warn!(path = self.name, error = %e, "compaction step failed");
+                for waiter in done.waiters {
+                    let _ = waiter.send(Err(store_error(&e, &self.name, "compacting")));
+                }
+            }
+        }
+    }
+}
+
+/// The same error again, for every caller of a failed group.
+fn duplicate(err: &StoreError) -> StoreError {
+    match err {
+        StoreError::Compacted {
+            requested,
+            compacted,
+        } => StoreError::Compacted {
+            requested: *requested,
+            compacted: *compacted,
+        },
+        StoreError::FutureRevision { requested, current } => StoreError::FutureRevision {
+            requested: *requested,
+            current: *current,
+        },
+        StoreError::NoSpace { path } => StoreError::NoSpace { path: path.clone() },
+        StoreError::Backend(msg) => StoreError::Backend(msg.clone()),
+        StoreError::Closed => StoreError::Closed,
+    }
+}
+
+fn reply_error(request: Request, err: StoreError) {
+    match request {
+        Request::Txn { reply, .. } => {
+            let _ = reply.send(Err(err));
+        }
+        Request::Compact { reply, .. } => {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        self.reads
+            .read(move |tx, name| range_at(tx, name, &req))
+            .await
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, success: Vec<Op>) -> Result<TxnResponse> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Txn {
+            compares,
+            ops: success,
+            reply,
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        // Subscribe before looking at history so no commit falls between the two.
+        let live = self.events.subscribe();
+        let compacted = self.revisions.compacted.load(Ordering::SeqCst);
+        if after < compacted {
+            return Err(StoreError::Compacted {
+                requested: after,
+                compacted,
+            });
+        }
+        let (out, stream) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(watch_loop(
+            self.reads.clone(),
+            self.revisions.clone(),
+            live,
+            prefix.to_string(),
+            after,
+            out,
+        ));
+        Ok(ReceiverStream::new(stream).boxed())
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Compact {
+            revision,
+            reply: Some(reply),
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn revisions(&self) -> Result<(Revision, Revision)> {
+        Ok((
+            self.revisions.current.load(Ordering::SeqCst),
+            self.revisions.compacted.load(Ordering::SeqCst),
+        ))
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sql(bounds: &Bounds) -> (String, Vec<Value>) {
+        let mut params = Vec::new();
+        (bounds.sql("key", &mut params), params)
+    }
+
+    #[test]
+    fn row_ids_sort_by_revision_then_op() {
+        assert!(row_id(5, (1 << SUB_BITS) - 1) < row_id(6, 0));
+        assert_eq!(revision_of(row_id(42, 7)), 42);
+    }
+
+    #[test]
+    fn single_key_bounds_hold_only_the_key() {
+        let (cond, params) = sql(&Bounds::new("/a", false));
+        assert_eq!(cond, "key >= ?1 AND key < ?2");
+        assert_eq!(
+            params,
+            vec![Value::Blob(b"/a".to_vec()), Value::Blob(b"/a\0".to_vec())]
+        );
+    }
+
+    #[test]
+    fn prefix_bounds_and_start_after() {
+        let (_, params) = sql(&Bounds::new("/a/", true));
+        assert_eq!(params[1], Value::Blob(b"/a0".to_vec()));
+        let (cond, params) = sql(&Bounds::new("/a/", true).after(Some("/a/x")));
+        assert_eq!(cond, "key > ?1 AND key < ?2");
+        assert_eq!(params[0], Value::Blob(b"/a/x".to_vec()));
+        // A start before the range changes nothing.
+        let (cond, _) = sql(&Bounds::new("/a/", true).after(Some("/0")));
+        assert!(cond.starts_with("key >= "));
+        // The empty prefix has no end.
+        let (cond, _) = sql(&Bounds::new("", true));
+        assert_eq!(cond, "key >= ?1");
+    }
+}

@@ -1,0 +1,388 @@
+//! The watch cache: every object of every resource, held in memory as serialized JSON, fed by
+//! one watch on the store. Lists, gets and watches are served from here, so the store sees
+//! only writes (and the initial list at start).
+//!
+//! Objects are kept as bytes (with `metadata.resourceVersion` filled in) plus the little that
+//! selectors need (labels, selectable fields): parsed JSON trees would cost several times the
+//! memory.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use api::ResourceInfo;
+use api::fields::FieldSet;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Map, Value};
+use store::{EventKind, KeyValue, RangeRequest, Revision, Store};
+use tokio::sync::{broadcast, watch};
+
+/// How many events each resource keeps for watches that resume from a resourceVersion.
+const EVENT_WINDOW: usize = 10_000;
+/// Capacity of the live event channel of each resource; a watcher that falls this far behind
+/// is closed (its client re-watches from its last resourceVersion).
+const LIVE_CAPACITY: usize = 4_096;
+
+pub const REGISTRY_PREFIX: &str = "/registry/";
+
+/// One object as the cache holds it.
+#[derive(Debug)]
+pub struct CachedObject {
+    pub key: Box<str>,
+    /// Storage-version JSON with `metadata.resourceVersion` set.
+    pub json: Bytes,
+    pub mod_revision: Revision,
+    pub labels: Map<String, Value>,
+    pub fields: FieldSet,
+}
+
+impl CachedObject {
+    /// Build from a stored value: parse once, stamp the resourceVersion, extract selector data.
+    pub fn from_store(resource: &ResourceInfo, key: &str, value: &[u8], revision: Revision) -> Option<Self> {
+        let mut obj: Value = match serde_json::from_slice(value) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(key, error = %e, "stored object is not valid JSON; skipped");
+                return None;
+            }
+        };
+        Some(Self::from_value(resource, key, &mut obj, revision))
+    }
+
+    pub fn from_value(resource: &ResourceInfo, key: &str, obj: &mut Value, revision: Revision) -> Self {
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+        }
+        let labels = obj
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let fields = api::fields::object_fields(resource, obj);
+        let json = Bytes::from(serde_json::to_vec(obj).expect("a JSON value always serializes"));
+        CachedObject { key: key.into(), json, mod_revision: revision, labels, fields }
+    }
+
+    pub fn value(&self) -> Value {
+        serde_json::from_slice(&self.json).expect("cached JSON is valid")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change of one object. For a delete, `object` is the last state stamped with the
+/// revision of the delete, as upstream sends it.
+#[derive(Debug)]
+pub struct WatchEvent {
+    pub kind: EventType,
+    pub object: Arc<CachedObject>,
+    pub prev: Option<Arc<CachedObject>>,
+    pub revision: Revision,
+}
+
+struct ResourceCache {
+    resource: &'static ResourceInfo,
+    objects: BTreeMap<Box<str>, Arc<CachedObject>>,
+    events: VecDeque<Arc<WatchEvent>>,
+    /// Watches may resume from any revision >= this one.
+    window_start: Revision,
+    live: broadcast::Sender<Arc<WatchEvent>>,
+}
+
+impl ResourceCache {
+    fn push(&mut self, event: Arc<WatchEvent>) {
+        if self.events.len() >= EVENT_WINDOW {
+            if let Some(old) = self.events.pop_front() {
+                self.window_start = old.revision;
+            }
+        }
+        self.events.push_back(event.clone());
+        // No receivers is fine.
+        let _ = self.live.send(event);
+    }
+}
+
+/// A watch registered with the cache: events after its start revision, history first.
+pub struct CacheWatch {
+    pub backlog: Vec<Arc<WatchEvent>>,
+    pub live: broadcast::Receiver<Arc<WatchEvent>>,
+    /// Live events at or below this revision were already in the backlog.
+    pub after: Revision,
+}
+
+pub struct Cache {
+    resources: HashMap<&'static str, RwLock<ResourceCache>>,
+    revision: watch::Sender<Revision>,
+    store: Arc<dyn Store>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("too old resource version: {requested} ({oldest})")]
+    TooOld { requested: Revision, oldest: Revision },
+    #[error("resource {0} is not cached")]
+    Unknown(String),
+}
+
+impl Cache {
+    /// List everything under `/registry/` and follow the store from there.
+    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Cache>, store::StoreError> {
+        let mut resources = HashMap::new();
+        for r in api::resources::all().iter().filter(|r| r.storage_version) {
+            let (live, _) = broadcast::channel(LIVE_CAPACITY);
+            resources.insert(
+                r.storage,
+                RwLock::new(ResourceCache {
+                    resource: r,
+                    objects: BTreeMap::new(),
+                    events: VecDeque::new(),
+                    window_start: 0,
+                    live,
+                }),
+            );
+        }
+        let listing = store.range(RangeRequest::prefix(REGISTRY_PREFIX)).await?;
+        let revision = listing.revision;
+        for kv in &listing.kvs {
+            if let Some((storage, _)) = split_key(&kv.key) {
+                if let Some(rc) = resources.get(storage) {
+                    let mut rc = rc.write().unwrap();
+                    let resource = rc.resource;
+                    if let Some(obj) = CachedObject::from_store(resource, &kv.key, &kv.value, kv.mod_revision) {
+                        rc.objects.insert(kv.key.clone().into(), Arc::new(obj));
+                    }
+                }
+            }
+        }
+        for rc in resources.values() {
+            rc.write().unwrap().window_start = revision;
+        }
+        let (revision_tx, _) = watch::channel(revision);
+        let cache = Arc::new(Cache { resources, revision: revision_tx, store });
+        tracing::info!(objects = listing.kvs.len(), revision, "watch cache filled");
+        let follower = cache.clone();
+        tokio::spawn(async move { follower.follow(revision).await });
+        Ok(cache)
+    }
+
+    async fn follow(self: Arc<Self>, mut revision: Revision) {
+        loop {
+            match self.store.watch(REGISTRY_PREFIX, revision).await {
+                Ok(mut stream) => {
+                    while let Some(batch) = stream.next().await {
+                        match batch {
+                            Ok(events) => {
+                                for event in events {
+                                    revision = revision.max(event.kv.mod_revision);
+                                    self.apply(event);
+                                }
+                                self.revision.send_replace(revision);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, revision, "store watch ended; resynchronising");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, revision, "cannot watch the store; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match self.resync().await {
+                Ok(r) => revision = r,
+                Err(e) => tracing::warn!(error = %e, "cannot list the store to resynchronise; retrying"),
+            }
+        }
+    }
+
+    /// After a broken watch: list again and turn the differences into events.
+    async fn resync(&self) -> Result<Revision, store::StoreError> {
+        let listing = self.store.range(RangeRequest::prefix(REGISTRY_PREFIX)).await?;
+        let revision = listing.revision;
+        let mut seen: HashMap<&str, Vec<&KeyValue>> = HashMap::new();
+        for kv in &listing.kvs {
+            if let Some((storage, _)) = split_key(&kv.key) {
+                seen.entry(storage).or_default().push(kv);
+            }
+        }
+        for (storage, rc) in &self.resources {
+            let mut rc = rc.write().unwrap();
+            let current: HashMap<&str, &KeyValue> =
+                seen.get(storage).map(|kvs| kvs.iter().map(|kv| (kv.key.as_str(), *kv)).collect()).unwrap_or_default();
+            let gone: Vec<Arc<CachedObject>> =
+                rc.objects.values().filter(|o| !current.contains_key(&*o.key)).cloned().collect();
+            for old in gone {
+                rc.objects.remove(&old.key);
+                let object = Arc::new(restamp(rc.resource, &old, revision));
+                rc.push(Arc::new(WatchEvent { kind: EventType::Deleted, object, prev: Some(old), revision }));
+            }
+            for (key, kv) in current {
+                let prev = rc.objects.get(key).cloned();
+                if prev.as_ref().is_some_and(|p| p.mod_revision == kv.mod_revision) {
+                    continue;
+                }
+                let resource = rc.resource;
+                if let Some(obj) = CachedObject::from_store(resource, key, &kv.value, kv.mod_revision) {
+                    let object = Arc::new(obj);
+                    rc.objects.insert(key.into(), object.clone());
+                    let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
+                    rc.push(Arc::new(WatchEvent { kind, object, prev, revision: kv.mod_revision }));
+                }
+            }
+        }
+        self.revision.send_replace(revision);
+        Ok(revision)
+    }
+
+    fn apply(&self, event: store::Event) {
+        let Some((storage, _)) = split_key(&event.kv.key) else { return };
+        let Some(rc) = self.resources.get(storage) else { return };
+        let mut rc = rc.write().unwrap();
+        let resource = rc.resource;
+        let revision = event.kv.mod_revision;
+        let prev = rc.objects.get(event.kv.key.as_str()).cloned();
+        match event.kind {
+            EventKind::Put => {
+                let Some(obj) = CachedObject::from_store(resource, &event.kv.key, &event.kv.value, revision) else {
+                    return;
+                };
+                let object = Arc::new(obj);
+                rc.objects.insert(event.kv.key.as_str().into(), object.clone());
+                let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
+                rc.push(Arc::new(WatchEvent { kind, object, prev, revision }));
+            }
+            EventKind::Delete => {
+                let Some(prev) = prev else { return };
+                rc.objects.remove(event.kv.key.as_str());
+                let object = Arc::new(restamp(resource, &prev, revision));
+                rc.push(Arc::new(WatchEvent { kind: EventType::Deleted, object, prev: Some(prev), revision }));
+            }
+        }
+    }
+
+    /// The revision the cache has caught up with.
+    pub fn revision(&self) -> Revision {
+        *self.revision.borrow()
+    }
+
+    /// Wait until the cache has seen `revision`; false on timeout.
+    pub async fn wait_for(&self, revision: Revision, timeout: Duration) -> bool {
+        let mut rx = self.revision.subscribe();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision)).await;
+        matches!(reached, Ok(Ok(_)))
+    }
+
+    /// Wait until the cache reflects everything the store has acknowledged (a consistent read).
+    pub async fn sync(&self) -> Result<Revision, store::StoreError> {
+        let (current, _) = self.store.revisions().await?;
+        if !self.wait_for(current, Duration::from_secs(3)).await {
+            tracing::warn!(current, cached = self.revision(), "watch cache is behind the store; serving what it has");
+        }
+        Ok(self.revision())
+    }
+
+    fn resource(&self, resource: &ResourceInfo) -> &RwLock<ResourceCache> {
+        self.resources.get(resource.storage).expect("every storage resource has a cache")
+    }
+
+    pub fn get(&self, resource: &ResourceInfo, key: &str) -> Option<Arc<CachedObject>> {
+        self.resource(resource).read().unwrap().objects.get(key).cloned()
+    }
+
+    /// Objects under `prefix` with keys after `start_after`, in key order, that pass `filter`;
+    /// at most `limit` (0: all). Returns them, the revision, and whether more remain.
+    pub fn list(
+        &self,
+        resource: &ResourceInfo,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        filter: impl Fn(&CachedObject) -> bool,
+    ) -> (Vec<Arc<CachedObject>>, Revision, bool) {
+        let rc = self.resource(resource).read().unwrap();
+        let revision = self.revision();
+        let lower = match start_after {
+            Some(after) => std::ops::Bound::Excluded(after),
+            None => std::ops::Bound::Included(prefix),
+        };
+        let mut out = Vec::new();
+        let mut more = false;
+        for (key, obj) in rc.objects.range::<str, _>((lower, std::ops::Bound::Unbounded)) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if !filter(obj) {
+                continue;
+            }
+            if limit > 0 && out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(obj.clone());
+        }
+        (out, revision, more)
+    }
+
+    /// Register a watch on a resource for events after `after`.
+    pub fn watch(&self, resource: &ResourceInfo, after: Revision) -> Result<CacheWatch, CacheError> {
+        let rc = self.resource(resource).read().unwrap();
+        if after < rc.window_start {
+            return Err(CacheError::TooOld { requested: after, oldest: rc.window_start });
+        }
+        let live = rc.live.subscribe();
+        let backlog: Vec<Arc<WatchEvent>> = rc.events.iter().filter(|e| e.revision > after).cloned().collect();
+        let after = backlog.last().map_or(after, |e| e.revision);
+        Ok(CacheWatch { backlog, live, after })
+    }
+
+    /// A snapshot of all objects of a resource under a prefix (for watches that start with the current state).
+    pub fn snapshot(&self, resource: &ResourceInfo, prefix: &str) -> (Vec<Arc<CachedObject>>, CacheWatch) {
+        let rc = self.resource(resource).read().unwrap();
+        let revision = self.revision();
+        let objects: Vec<Arc<CachedObject>> = rc
+            .objects
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, o)| o.clone())
+            .collect();
+        let live = rc.live.subscribe();
+        // Everything applied so far is reflected in `objects`.
+        let after = rc.events.back().map_or(revision, |e| e.revision.max(revision));
+        (objects, CacheWatch { backlog: Vec::new(), live, after })
+    }
+
+    /// Number of objects of every resource (for metrics).
+    pub fn counts(&self) -> Vec<(&'static str, usize)> {
+        let mut counts: Vec<_> =
+            self.resources.iter().map(|(s, rc)| (*s, rc.read().unwrap().objects.len())).collect();
+        counts.sort();
+        counts
+    }
+}
+
+/// A copy of an object with a new resourceVersion (deleted objects carry the delete's revision).
+fn restamp(resource: &ResourceInfo, obj: &CachedObject, revision: Revision) -> CachedObject {
+    let mut value = obj.value();
+    CachedObject::from_value(resource, &obj.key, &mut value, revision)
+}
+
+/// `/registry/pods/ns/name` → (`pods`, `ns/name`).
+pub fn split_key(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix(REGISTRY_PREFIX)?.split_once('/')
+}

@@ -1,0 +1,148 @@
+//! `rkube server`: the control plane.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Where the store, certificates and kubeconfig live.
+    #[arg(long, default_value = "/var/lib/rkube", env = "RKUBE_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// HTTPS port of the API server.
+    #[arg(long, default_value_t = 6443)]
+    pub https_port: u16,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// Address advertised to the cluster (the `kubernetes` Service's endpoint); default: the host's primary address.
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    /// `embedded` (SQLite under the data dir) or `etcd://host:2379,host2:2379`.
+    #[arg(long, default_value = "embedded")]
+    pub datastore: String,
+    /// Do not run a node agent on this host.
+    #[arg(long)]
+    pub disable_agent: bool,
+    /// Pod network of the cluster; each node gets a /24 of it.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Range Service cluster IPs are allocated from.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// Port range of NodePort Services.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// Name of this host's Node (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Static bearer tokens, upstream's CSV format: token,user,uid,"group1,group2".
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Extra names for the serving certificate.
+    #[arg(long = "tls-san")]
+    pub tls_san: Vec<String>,
+    /// Skip fsync on store commits (faster, loses recent writes on power loss). For tests only.
+    #[arg(long, hide = true)]
+    pub unsafe_no_fsync: bool,
+}
+
+fn host_addresses() -> Vec<IpAddr> {
+    if_addrs::get_if_addrs()
+        .map(|ifs| ifs.into_iter().map(|i| i.ip()).filter(|ip| !ip.is_loopback()).collect())
+        .unwrap_or_default()
+}
+
+fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
+    let (low, high) = s.split_once('-').with_context(|| format!("invalid port range {s:?}: expected LOW-HIGH"))?;
+    let (low, high): (u16, u16) = (low.trim().parse()?, high.trim().parse()?);
+    if low == 0 || low > high {
+        bail!("invalid port range {s:?}");
+    }
+    Ok((low, high))
+}
+
+pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let service_cidr: apiserver::allocator::Cidr =
+        args.service_cidr.parse().map_err(|e: String| anyhow::anyhow!("--service-cidr: {e}"))?;
+    let _cluster_cidr: apiserver::allocator::Cidr =
+        args.cluster_cidr.parse().map_err(|e: String| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+    let node_ports = parse_port_range(&args.service_node_port_range).context("--service-node-port-range")?;
+
+    let store: Arc<dyn store::Store> = if args.datastore == "embedded" || args.datastore.is_empty() {
+        let db_dir = args.data_dir.join("db");
+        std::fs::create_dir_all(&db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
+        let options = store::sqlite::SqliteOptions { fsync: !args.unsafe_no_fsync, ..Default::default() };
+        let path = db_dir.join("state.db");
+        Arc::new(store::sqlite::SqliteStore::open(&path, options).with_context(|| format!("opening store {}", path.display()))?)
+    } else if let Some(endpoints) = store::etcd::parse_datastore(&args.datastore) {
+        Arc::new(store::etcd::EtcdStore::connect(&endpoints).await.with_context(|| format!("connecting to etcd {}", args.datastore))?)
+    } else {
+        bail!("--datastore {:?}: expected \"embedded\" or etcd://host:port[,host:port...]", args.datastore);
+    };
+
+    let host_ips = host_addresses();
+    let advertise = args
+        .advertise_address
+        .or_else(|| host_ips.iter().copied().find(IpAddr::is_ipv4))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut ips = host_ips.clone();
+    ips.push(IpAddr::V4(service_cidr.nth(1)));
+    ips.push(advertise);
+    let mut sans = args.tls_san.clone();
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        sans.push(host.trim().to_string());
+    }
+    let pki = pki::Pki::load_or_create(&args.data_dir.join("tls"), &pki::PkiOptions { sans, ips })
+        .context("preparing certificates")?;
+    let tls = pki.server_config().context("building the TLS configuration")?;
+
+    let tokens = match &args.token_file {
+        Some(path) => apiserver::TokenAuthenticator::from_file(path)?,
+        None => apiserver::TokenAuthenticator::default(),
+    };
+    let bind = SocketAddr::new(args.bind_address, args.https_port);
+    let config = apiserver::Config { bind, advertise_address: advertise, service_cidr, node_port_range: node_ports };
+    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("listening on {bind}"))?;
+    let server = apiserver::ApiServer::new(config, store, tokens).await?;
+
+    let kubeconfig = args.data_dir.join("kubeconfig.yaml");
+    let local = if args.bind_address.is_unspecified() || args.bind_address.is_loopback() {
+        "127.0.0.1".to_string()
+    } else {
+        args.bind_address.to_string()
+    };
+    pki.write_admin_kubeconfig(&kubeconfig, &format!("https://{local}:{}", args.https_port))
+        .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    if !args.disable_agent {
+        tracing::warn!("the node agent is not part of this build yet; running the control plane only");
+    }
+    tracing::info!(%bind, elapsed_ms = started.elapsed().as_millis() as u64, "rkube server is ready");
+    println!("rkube server is running at https://{local}:{}", args.https_port);
+    println!("kubeconfig: {}", kubeconfig.display());
+    println!("try: kubectl --kubeconfig {} get namespaces", kubeconfig.display());
+
+    let serving = tokio::spawn(apiserver::serve(server, tls, listener));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = serving => { result??; }
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+        _ = term.recv() => tracing::info!("terminated; shutting down"),
+    }
+    Ok(())
+}

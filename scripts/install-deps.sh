@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what rkube and its tests need beyond the Rust toolchain, skipping what is present.
+# Used by the README's commands and by CI; safe to run again.
+set -euo pipefail
+
+packages=(
+  protobuf-compiler   # etcd-client's build generates its gRPC code
+  etcd-server         # the etcd datastore backend and its tests
+  ca-certificates
+  curl
+  python3-pip
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# etcd's package may start a system etcd on 2379; tests use their own on free ports.
+if systemctl is-active --quiet etcd 2>/dev/null; then systemctl stop etcd || true; fi
+
+# The official Python client, for the client compatibility test.
+if ! python3 -c 'import kubernetes' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages kubernetes
+fi
+
+command -v kubectl >/dev/null || { echo "kubectl is required on PATH" >&2; exit 1; }
