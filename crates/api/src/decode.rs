@@ -232,10 +232,10 @@ fn decode_parsed(
         };
         return Err(cannot_handle(&detail));
     }
-    if api_version != target.api_version.clone() {
+    if api_version != target.api_version {
         return Err(DecodeError::BadRequest(format!(
             "the API version in the data ({api_version}) does not match the expected API version ({})",
-            target.api_version.clone()
+            target.api_version
         )));
     }
 

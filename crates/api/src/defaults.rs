@@ -9,6 +9,8 @@
 //! `Priority`, and `SetDefaults_Pod`) applies to `Pod` objects, never to pod templates, as
 //! upstream does: a Deployment's template does not gain tolerations or requests.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value, json};
 
 use crate::ResourceInfo;
@@ -40,7 +42,7 @@ pub fn apply(resource: &ResourceInfo, obj: &mut Value) {
         }
         ("", "ReplicationController") => replication_controller(root),
         ("", "Service") => service(root),
-        ("", "Secret") => set_str(root, "type", "Opaque"),
+        ("", "Secret") => secret(root),
         ("", "Namespace") => namespace(root),
         ("", "Node") => node(root),
         ("", "PersistentVolume") => persistent_volume(root),
@@ -98,7 +100,7 @@ pub fn apply(resource: &ResourceInfo, obj: &mut Value) {
 /// replaces an object (`kubectl replace`), carried over from the stored object `old`.
 /// Upstream does this in the Service REST storage (`patchAllocatedValues`).
 pub fn apply_update(resource: &ResourceInfo, new: &mut Value, old: &Value) {
-    if resource.group == "" && resource.kind == "Service" {
+    if resource.group.is_empty() && resource.kind == "Service" {
         service_keep_allocated(new, old);
     }
 }
@@ -409,11 +411,10 @@ fn container(c: &mut Object, host_network: bool) {
     }
     for port in array_objs(c, "ports") {
         set_str(port, "protocol", "TCP");
-        if host_network && port.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0 {
-            if let Some(p) = port.get("containerPort").cloned() {
+        if host_network && port.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0
+            && let Some(p) = port.get("containerPort").cloned() {
                 port.insert("hostPort".into(), p);
             }
-        }
     }
     for env in array_objs(c, "env") {
         if let Some(field_ref) = obj_at(env, &["valueFrom", "fieldRef"]) {
@@ -621,11 +622,10 @@ fn stateful_set(root: &mut Object) {
         strategy.insert("type".into(), json!("RollingUpdate"));
         child(strategy, "rollingUpdate");
     }
-    if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
-        if let Some(rolling) = obj_at(strategy, &["rollingUpdate"]) {
+    if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+        && let Some(rolling) = obj_at(strategy, &["rollingUpdate"]) {
             set_val(rolling, "partition", json!(0));
         }
-    }
     let retention = child(spec, "persistentVolumeClaimRetentionPolicy");
     set_str(retention, "whenDeleted", "Retain");
     set_str(retention, "whenScaled", "Retain");
@@ -785,6 +785,23 @@ fn service(root: &mut Object) {
         _ => {}
     }
     set_str(spec, "type", "ClusterIP");
+    // The strategy keeps clusterIP and clusterIPs[0] in step (normalizeClusterIPs).
+    let cluster_ip = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+    let first = spec
+        .get("clusterIPs")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    match first {
+        None if !cluster_ip.is_empty() => {
+            spec.insert("clusterIPs".into(), json!([cluster_ip]));
+        }
+        Some(ip) if cluster_ip.is_empty() => {
+            spec.insert("clusterIP".into(), json!(ip));
+        }
+        _ => {}
+    }
     for port in array_objs(spec, "ports") {
         set_str(port, "protocol", "TCP");
         let target = port.get("targetPort");
@@ -794,11 +811,10 @@ fn service(root: &mut Object) {
             Some(Value::String(s)) => s.is_empty(),
             _ => false,
         };
-        if unset {
-            if let Some(p) = port.get("port").cloned() {
+        if unset
+            && let Some(p) = port.get("port").cloned() {
                 port.insert("targetPort".into(), p);
             }
-        }
     }
     let kind = spec
         .get("type")
@@ -872,11 +888,23 @@ fn service_keep_allocated(new: &mut Value, old: &Value) {
                 port.insert("nodePort".into(), node_port.clone());
             }
         }
-        if spec.get("healthCheckNodePort").is_none() {
-            if let Some(v) = old_spec.get("healthCheckNodePort") {
+        if spec.get("healthCheckNodePort").is_none()
+            && let Some(v) = old_spec.get("healthCheckNodePort") {
                 spec.insert("healthCheckNodePort".into(), v.clone());
             }
-        }
+    }
+}
+
+/// v1 conversion merges `stringData` into `data` (base64), overwriting; it is never stored.
+fn secret(root: &mut Object) {
+    set_str(root, "type", "Opaque");
+    let Some(Value::Object(strings)) = root.remove("stringData") else {
+        return;
+    };
+    let data = child(root, "data");
+    for (k, v) in strings {
+        let text = v.as_str().unwrap_or_default();
+        data.insert(k, Value::String(BASE64.encode(text.as_bytes())));
     }
 }
 
@@ -905,11 +933,10 @@ fn node(root: &mut Object) {
     let Some(status) = obj_at(root, &["status"]) else {
         return;
     };
-    if is_absent(status.get("allocatable")) {
-        if let Some(capacity) = status.get("capacity").cloned() {
+    if is_absent(status.get("allocatable"))
+        && let Some(capacity) = status.get("capacity").cloned() {
             status.insert("allocatable".into(), capacity);
         }
-    }
 }
 
 fn persistent_volume(root: &mut Object) {

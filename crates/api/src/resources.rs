@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Operations that need the resource's Rust type, erased so the table can hold them.
+#[derive(Debug)]
 pub struct TypedOps {
     /// Decode into the typed struct and encode again: drops unknown fields and normalises
     /// (nulls removed, quantities kept as given). Errors are type mismatches.
@@ -44,6 +45,7 @@ where
 }
 
 /// A resource as served at one group/version.
+#[derive(Debug)]
 pub struct ResourceInfo {
     /// API group; empty for the core (legacy) group.
     pub group: &'static str,

@@ -115,15 +115,14 @@ pub fn validate_object_meta(meta: &Value, namespaced: bool, name_fn: NameFn) -> 
 
 /// The parts of `ValidateObjectMeta` that also apply on update.
 fn validate_meta_common(meta: &Value, errs: &mut Vec<FieldError>) {
-    if let Some(generation) = meta.get("generation").and_then(Value::as_i64) {
-        if generation < 0 {
+    if let Some(generation) = meta.get("generation").and_then(Value::as_i64)
+        && generation < 0 {
             errs.push(FieldError::invalid(
                 "metadata.generation",
                 &Value::from(generation),
                 NONNEGATIVE,
             ));
         }
-    }
     validate_labels(meta.get("labels"), "metadata.labels", errs);
     validate_annotations(meta.get("annotations"), "metadata.annotations", errs);
     validate_owner_references(meta.get("ownerReferences"), errs);
@@ -298,11 +297,10 @@ pub(crate) fn get<'a>(v: &'a Value, k: &str) -> &'a Value {
 
 /// `ValidateNonnegativeField` for an optional integer field.
 pub(crate) fn nonnegative(v: &Value, k: &str, path: &str, errs: &mut Vec<FieldError>) {
-    if let Some(n) = v.get(k).and_then(Value::as_i64) {
-        if n < 0 {
+    if let Some(n) = v.get(k).and_then(Value::as_i64)
+        && n < 0 {
             errs.push(FieldError::invalid(child(path, k), &Value::from(n), NONNEGATIVE));
         }
-    }
 }
 
 pub(crate) fn invalid_each(

@@ -149,11 +149,19 @@ fn non_resource(server: &ApiServer, path: &str, query: Option<&str>, accept: &st
             bytes(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Bytes::from(server.metrics.encode()))
         }
         "/openapi/v2" => {
-            if !accept_json(accept) {
-                return error(&ApiError::not_acceptable(accept));
+            let doc = server.openapi_v2.get_or_init(|| {
+                let v2 = api::openapi::v2();
+                let protobuf = Bytes::from(api::openapi::v2_protobuf(&v2));
+                (Bytes::from(serde_json::to_vec(&v2).expect("serializes")), protobuf)
+            });
+            // kubectl 1.27 and 1.28 only read the protobuf form.
+            if api::openapi::accepts_v2_protobuf(accept) {
+                bytes(StatusCode::OK, api::openapi::V2_PROTOBUF_CONTENT_TYPE, doc.1.clone())
+            } else if accept_json(accept) {
+                bytes(StatusCode::OK, "application/json", doc.0.clone())
+            } else {
+                error(&ApiError::not_acceptable(accept))
             }
-            let doc = server.openapi_v2.get_or_init(|| Bytes::from(serde_json::to_vec(&api::openapi::v2()).unwrap()));
-            bytes(StatusCode::OK, "application/json", doc.clone())
         }
         "/openapi/v3" => {
             let docs = openapi_v3(server);

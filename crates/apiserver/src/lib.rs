@@ -45,7 +45,8 @@ pub struct ApiServer {
     pub tokens: TokenAuthenticator,
     pub metrics: metrics::Metrics,
     pub allocator: allocator::Allocator,
-    openapi_v2: OnceLock<Bytes>,
+    /// The OpenAPI v2 document as JSON and as protobuf, built on first request.
+    openapi_v2: OnceLock<(Bytes, Bytes)>,
     openapi_v3: OnceLock<std::collections::BTreeMap<String, (String, Bytes)>>,
 }
 

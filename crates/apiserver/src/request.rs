@@ -14,6 +14,8 @@ pub struct Target {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub subresource: Option<String>,
+    /// Addressed through the deprecated `/watch/` path prefix.
+    pub watch_path: bool,
 }
 
 /// The verb, as RBAC and metrics name it.
@@ -78,6 +80,10 @@ pub fn route(path: &str) -> Route {
         _ => return Route::NonResource,
     };
     let mut parts: &[&str] = rest;
+    let watch_path = parts.first() == Some(&"watch");
+    if watch_path {
+        parts = &parts[1..];
+    }
     let mut namespace = None;
     if parts.first() == Some(&"namespaces") && parts.len() > 1 {
         namespace = Some(parts[1].to_string());
@@ -104,12 +110,12 @@ pub fn route(path: &str) -> Route {
             return Route::NotFound;
         }
     }
-    Route::Resource(Target { resource, namespace, name, subresource })
+    Route::Resource(Target { resource, namespace, name, subresource, watch_path })
 }
 
 impl Target {
     pub fn verb(&self, method: &Method, query: &Query) -> ApiResult<Verb> {
-        let watch = query.flag("watch");
+        let watch = self.watch_path || query.flag("watch");
         let verb = match (method.as_str(), self.name.is_some()) {
             ("GET", false) if watch => Verb::Watch,
             ("GET", false) => Verb::List,
@@ -241,6 +247,10 @@ mod tests {
             DiscoveryPath::GroupVersion("apps".into(), "v1".into())
         );
         assert!(matches!(route("/healthz"), Route::NonResource));
+        let t = target("/api/v1/watch/namespaces/default/pods/web");
+        assert!(t.watch_path);
+        assert_eq!(t.verb(&Method::GET, &Query::default()).unwrap(), Verb::Watch);
+        assert_eq!(t.name.as_deref(), Some("web"));
     }
 
     #[test]

@@ -183,7 +183,6 @@ async fn dispatch(ctx: &Ctx<'_>, verb: Verb, req: Request<Incoming>) -> ApiResul
             "NotImplemented",
             format!("the {sub} subresource of {} is not served yet", ctx.resource().group_resource()),
         )),
-        _ => Err(ApiError::method_not_allowed("method not allowed on this path")),
     }
 }
 
@@ -377,8 +376,7 @@ impl Filter {
             None
         } else {
             let selector = FieldSelector::parse(&field_text).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            selector.validate(resource).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            Some(selector)
+            Some(selector.convert_for(resource).map_err(|e| ApiError::bad_request(e.to_string()))?)
         };
         Ok(Filter { labels, fields })
     }
@@ -614,11 +612,10 @@ impl EventEncoder {
             Format::Table(include) => {
                 let value = to_served(self.resource, obj.value())?;
                 let rv = value.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
-                let mut table = api::table::build_table(self.resource, std::slice::from_ref(&value), json!({"resourceVersion": rv}), include, chrono::Utc::now());
                 // Column definitions go with the first event only, as upstream sends them.
-                if !self.first.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                    table["columnDefinitions"] = json!([]);
-                }
+                let no_headers = !self.first.swap(false, std::sync::atomic::Ordering::Relaxed);
+                let options = api::table::TableOptions { include_object: include, no_headers };
+                let table = api::table::build_table_with_options(self.resource, std::slice::from_ref(&value), json!({"resourceVersion": rv}), options, chrono::Utc::now());
                 Ok(self.line(kind.as_str(), &table))
             }
             Format::PartialMetadata => Ok(self.line(kind.as_str(), &api::table::partial_object_metadata(&obj.value()))),

@@ -540,7 +540,9 @@ mod tests {
     #[test]
     fn spec_update_bumps_generation_and_keeps_status() {
         let deploy = api::resources::lookup("apps", "v1", "deployments").unwrap();
-        let old = json!({"metadata": {"name": "a", "uid": "u", "generation": 1}, "spec": {"replicas": 1}, "status": {"replicas": 0}});
+        let mut old = json!({"metadata": {"name": "a", "uid": "u", "generation": 1}, "spec": {"replicas": 1}, "status": {"replicas": 0}});
+        // Stored objects are always defaulted.
+        api::defaults::apply(deploy, &mut old);
         let mut new = json!({"metadata": {"name": "a"}, "spec": {"replicas": 5}, "status": {"replicas": 9}});
         prepare_update(deploy, None, &mut new, &old).unwrap();
         assert_eq!(new["status"]["replicas"], 0);

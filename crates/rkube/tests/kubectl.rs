@@ -226,6 +226,7 @@ fn edit_with_an_editor() {
     std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = server
         .kubectl_cmd(&["edit", "configmap", "editable"])
+        .env("KUBE_EDITOR", &editor)
         .env("KUBECTL_EDITOR", &editor)
         .output()
         .unwrap();

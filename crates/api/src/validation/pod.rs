@@ -114,15 +114,14 @@ pub(crate) fn validate_spec(spec: &Value, path: &str, is_pod: bool, errs: &mut E
             invalid_each(errs, &child(path, field), get(spec, field), rule(value));
         }
     }
-    if let Some(deadline) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64) {
-        if !(1..=i64::from(i32::MAX)).contains(&deadline) {
+    if let Some(deadline) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64)
+        && !(1..=i64::from(i32::MAX)).contains(&deadline) {
             errs.push(FieldError::invalid(
                 child(path, "activeDeadlineSeconds"),
                 &Value::from(deadline),
                 names::inclusive_range_error(1, i64::from(i32::MAX)),
             ));
         }
-    }
     validate_tolerations(arr(spec, "tolerations"), &child(path, "tolerations"), errs);
     for (i, secret) in arr(spec, "imagePullSecrets").iter().enumerate() {
         if str_of(secret, "name").is_empty() {
@@ -135,15 +134,14 @@ pub(crate) fn validate_spec(spec: &Value, path: &str, is_pod: bool, errs: &mut E
 }
 
 fn success_threshold_is_one(probe: &Value, path: &str, errs: &mut Errs) {
-    if let Some(n) = probe.get("successThreshold").and_then(Value::as_i64) {
-        if n != 1 {
+    if let Some(n) = probe.get("successThreshold").and_then(Value::as_i64)
+        && n != 1 {
             errs.push(FieldError::invalid(
                 child(path, "successThreshold"),
                 &Value::from(n),
                 "must be 1",
             ));
         }
-    }
 }
 
 fn validate_volumes(volumes: &[Value], path: &str, errs: &mut Errs) -> HashSet<String> {
@@ -182,11 +180,10 @@ fn validate_volumes(volumes: &[Value], path: &str, errs: &mut Errs) -> HashSet<S
             ("csi", "driver"),
         ];
         for (source, field) in required {
-            if let Some(s) = v.get(source) {
-                if str_of(s, field).is_empty() {
+            if let Some(s) = v.get(source)
+                && str_of(s, field).is_empty() {
                     errs.push(FieldError::required(child(&child(&p, source), field), ""));
                 }
-            }
         }
         for source in ["secret", "configMap", "downwardAPI", "projected"] {
             if let Some(mode) = v.get(source).and_then(|s| s.get("defaultMode")) {
@@ -223,15 +220,14 @@ pub(crate) fn host_path_type(host_path: &Value, path: &str, errs: &mut Errs) {
 }
 
 fn file_mode(mode: &Value, path: &str, errs: &mut Errs) {
-    if let Some(m) = mode.as_i64() {
-        if !(0..=0o777).contains(&m) {
+    if let Some(m) = mode.as_i64()
+        && !(0..=0o777).contains(&m) {
             errs.push(FieldError::invalid(
                 path,
                 mode,
                 "must be a number between 0 and 0777 (octal), both inclusive",
             ));
         }
-    }
 }
 
 fn validate_container(
@@ -443,11 +439,10 @@ fn validate_env(env: &[Value], path: &str, errs: &mut Errs) {
                 }
             }
         }
-        if let Some(r) = from.get("fieldRef") {
-            if str_of(r, "fieldPath").is_empty() {
+        if let Some(r) = from.get("fieldRef")
+            && str_of(r, "fieldPath").is_empty() {
                 errs.push(FieldError::required(child(&child(&from_path, "fieldRef"), "fieldPath"), ""));
             }
-        }
     }
 }
 
@@ -502,15 +497,14 @@ fn validate_probe(probe: &Value, path: &str, errs: &mut Errs) {
     ] {
         nonnegative(probe, field, path, errs);
     }
-    if let Some(n) = probe.get("terminationGracePeriodSeconds").and_then(Value::as_i64) {
-        if n <= 0 {
+    if let Some(n) = probe.get("terminationGracePeriodSeconds").and_then(Value::as_i64)
+        && n <= 0 {
             errs.push(FieldError::invalid(
                 child(path, "terminationGracePeriodSeconds"),
                 &Value::from(n),
                 "must be greater than 0",
             ));
         }
-    }
 }
 
 /// A probe or lifecycle handler: exactly one action.
@@ -528,11 +522,10 @@ fn validate_handler(handler: &Value, path: &str, errs: &mut Errs) {
             "may not specify more than 1 handler type",
         ));
     }
-    if let Some(exec) = handler.get("exec") {
-        if arr(exec, "command").is_empty() {
+    if let Some(exec) = handler.get("exec")
+        && arr(exec, "command").is_empty() {
             errs.push(FieldError::required(child(&child(path, "exec"), "command"), ""));
         }
-    }
     for action in ["httpGet", "tcpSocket"] {
         if let Some(a) = handler.get(action) {
             port_num_or_name(get(a, "port"), &child(&child(path, action), "port"), errs);
@@ -540,15 +533,14 @@ fn validate_handler(handler: &Value, path: &str, errs: &mut Errs) {
     }
     if let Some(http) = handler.get("httpGet") {
         let scheme = get(http, "scheme");
-        if let Some(s) = scheme.as_str() {
-            if s != "HTTP" && s != "HTTPS" {
+        if let Some(s) = scheme.as_str()
+            && s != "HTTP" && s != "HTTPS" {
                 errs.push(FieldError::not_supported(
                     child(&child(path, "httpGet"), "scheme"),
                     scheme,
                     &["HTTP", "HTTPS"],
                 ));
             }
-        }
     }
     if let Some(grpc) = handler.get("grpc") {
         let port = grpc.get("port").and_then(Value::as_i64).unwrap_or(0);
