@@ -141,8 +141,7 @@ fn hpa_v2_to_v1(mut map: Object) -> Result<Object, ConversionError> {
     let metrics = spec.get("metrics").and_then(Value::as_array);
     let mut others = Vec::new();
     for metric in metrics.into_iter().flatten() {
-        if is_cpu_utilization(metric) && !v1_spec.contains_key("targetCPUUtilizationPercentage")
-        {
+        if is_cpu_utilization(metric) && !v1_spec.contains_key("targetCPUUtilizationPercentage") {
             v1_spec.insert(
                 "targetCPUUtilizationPercentage".into(),
                 metric["resource"]["target"]["averageUtilization"].clone(),

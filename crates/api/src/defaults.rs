@@ -112,8 +112,12 @@ pub fn job_selector(obj: &mut Value) {
     let Some(root) = obj.as_object_mut() else {
         return;
     };
-    let uid = str_at(root, &["metadata", "uid"]).unwrap_or_default().to_string();
-    let name = str_at(root, &["metadata", "name"]).unwrap_or_default().to_string();
+    let uid = str_at(root, &["metadata", "uid"])
+        .unwrap_or_default()
+        .to_string();
+    let name = str_at(root, &["metadata", "name"])
+        .unwrap_or_default()
+        .to_string();
     if uid.is_empty() {
         return;
     }
@@ -207,9 +211,9 @@ pub fn mount_service_account_token(obj: &mut Value, suffix: &str) {
             let Some(mounts) = mounts.as_array_mut() else {
                 continue;
             };
-            let taken = mounts
-                .iter()
-                .any(|m| m.get("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_MOUNT_PATH));
+            let taken = mounts.iter().any(|m| {
+                m.get("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_MOUNT_PATH)
+            });
             if !taken {
                 mounts.push(json!({
                     "name": volume_name,
@@ -323,7 +327,10 @@ fn pod(root: &mut Object) {
         .entry("tolerations")
         .or_insert_with(|| Value::Array(Vec::new()));
     if let Some(list) = tolerations.as_array_mut() {
-        for taint in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        for taint in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
             let tolerated = list.iter().any(|t| {
                 let key = t.get("key").and_then(Value::as_str).unwrap_or("");
                 let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
@@ -411,10 +418,12 @@ fn container(c: &mut Object, host_network: bool) {
     }
     for port in array_objs(c, "ports") {
         set_str(port, "protocol", "TCP");
-        if host_network && port.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0
-            && let Some(p) = port.get("containerPort").cloned() {
-                port.insert("hostPort".into(), p);
-            }
+        if host_network
+            && port.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0
+            && let Some(p) = port.get("containerPort").cloned()
+        {
+            port.insert("hostPort".into(), p);
+        }
     }
     for env in array_objs(c, "env") {
         if let Some(field_ref) = obj_at(env, &["valueFrom", "fieldRef"]) {
@@ -623,9 +632,10 @@ fn stateful_set(root: &mut Object) {
         child(strategy, "rollingUpdate");
     }
     if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
-        && let Some(rolling) = obj_at(strategy, &["rollingUpdate"]) {
-            set_val(rolling, "partition", json!(0));
-        }
+        && let Some(rolling) = obj_at(strategy, &["rollingUpdate"])
+    {
+        set_val(rolling, "partition", json!(0));
+    }
     let retention = child(spec, "persistentVolumeClaimRetentionPolicy");
     set_str(retention, "whenDeleted", "Retain");
     set_str(retention, "whenScaled", "Retain");
@@ -786,7 +796,11 @@ fn service(root: &mut Object) {
     }
     set_str(spec, "type", "ClusterIP");
     // The strategy keeps clusterIP and clusterIPs[0] in step (normalizeClusterIPs).
-    let cluster_ip = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+    let cluster_ip = spec
+        .get("clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let first = spec
         .get("clusterIPs")
         .and_then(Value::as_array)
@@ -811,10 +825,9 @@ fn service(root: &mut Object) {
             Some(Value::String(s)) => s.is_empty(),
             _ => false,
         };
-        if unset
-            && let Some(p) = port.get("port").cloned() {
-                port.insert("targetPort".into(), p);
-            }
+        if unset && let Some(p) = port.get("port").cloned() {
+            port.insert("targetPort".into(), p);
+        }
     }
     let kind = spec
         .get("type")
@@ -882,16 +895,20 @@ fn service_keep_allocated(new: &mut Value, old: &Value) {
             let same = old_ports.iter().find(|o| {
                 o.get("port") == port.get("port")
                     && o.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
-                        == port.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+                        == port
+                            .get("protocol")
+                            .and_then(Value::as_str)
+                            .unwrap_or("TCP")
             });
             if let Some(node_port) = same.and_then(|o| o.get("nodePort")) {
                 port.insert("nodePort".into(), node_port.clone());
             }
         }
         if spec.get("healthCheckNodePort").is_none()
-            && let Some(v) = old_spec.get("healthCheckNodePort") {
-                spec.insert("healthCheckNodePort".into(), v.clone());
-            }
+            && let Some(v) = old_spec.get("healthCheckNodePort")
+        {
+            spec.insert("healthCheckNodePort".into(), v.clone());
+        }
     }
 }
 
@@ -934,9 +951,10 @@ fn node(root: &mut Object) {
         return;
     };
     if is_absent(status.get("allocatable"))
-        && let Some(capacity) = status.get("capacity").cloned() {
-            status.insert("allocatable".into(), capacity);
-        }
+        && let Some(capacity) = status.get("capacity").cloned()
+    {
+        status.insert("allocatable".into(), capacity);
+    }
 }
 
 fn persistent_volume(root: &mut Object) {
@@ -1064,9 +1082,7 @@ fn set_nonzero(map: &mut Object, key: &str, value: i64) {
 
 /// The object under `key`, created empty when absent or not an object.
 fn child<'a>(map: &'a mut Object, key: &str) -> &'a mut Object {
-    let slot = map
-        .entry(key)
-        .or_insert_with(|| Value::Object(Map::new()));
+    let slot = map.entry(key).or_insert_with(|| Value::Object(Map::new()));
     if !slot.is_object() {
         *slot = Value::Object(Map::new());
     }

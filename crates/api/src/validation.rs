@@ -87,7 +87,11 @@ pub fn validate_object_meta(meta: &Value, namespaced: bool, name_fn: NameFn) -> 
         ));
     } else {
         for msg in name_fn(name, false) {
-            errs.push(FieldError::invalid("metadata.name", &Value::from(name), msg));
+            errs.push(FieldError::invalid(
+                "metadata.name",
+                &Value::from(name),
+                msg,
+            ));
         }
     }
     let namespace = str_of(meta, "namespace");
@@ -116,13 +120,14 @@ pub fn validate_object_meta(meta: &Value, namespaced: bool, name_fn: NameFn) -> 
 /// The parts of `ValidateObjectMeta` that also apply on update.
 fn validate_meta_common(meta: &Value, errs: &mut Vec<FieldError>) {
     if let Some(generation) = meta.get("generation").and_then(Value::as_i64)
-        && generation < 0 {
-            errs.push(FieldError::invalid(
-                "metadata.generation",
-                &Value::from(generation),
-                NONNEGATIVE,
-            ));
-        }
+        && generation < 0
+    {
+        errs.push(FieldError::invalid(
+            "metadata.generation",
+            &Value::from(generation),
+            NONNEGATIVE,
+        ));
+    }
     validate_labels(meta.get("labels"), "metadata.labels", errs);
     validate_annotations(meta.get("annotations"), "metadata.annotations", errs);
     validate_owner_references(meta.get("ownerReferences"), errs);
@@ -198,7 +203,11 @@ fn validate_owner_references(refs: Option<&Value>, errs: &mut Vec<FieldError>) {
             ("uid", str_of(r, "uid"), str_of(r, "uid").is_empty()),
         ] {
             if empty {
-                let what = if field == "apiVersion" { "version" } else { field };
+                let what = if field == "apiVersion" {
+                    "version"
+                } else {
+                    field
+                };
                 errs.push(FieldError::invalid(
                     format!("{path}.{field}"),
                     &Value::from(value),
@@ -298,9 +307,14 @@ pub(crate) fn get<'a>(v: &'a Value, k: &str) -> &'a Value {
 /// `ValidateNonnegativeField` for an optional integer field.
 pub(crate) fn nonnegative(v: &Value, k: &str, path: &str, errs: &mut Vec<FieldError>) {
     if let Some(n) = v.get(k).and_then(Value::as_i64)
-        && n < 0 {
-            errs.push(FieldError::invalid(child(path, k), &Value::from(n), NONNEGATIVE));
-        }
+        && n < 0
+    {
+        errs.push(FieldError::invalid(
+            child(path, k),
+            &Value::from(n),
+            NONNEGATIVE,
+        ));
+    }
 }
 
 pub(crate) fn invalid_each(
@@ -337,7 +351,10 @@ pub(crate) fn selector_matches(selector: &Value, labels: Option<&Map<String, Val
     }
     for expr in arr(selector, "matchExpressions") {
         let k = str_of(expr, "key");
-        let values: Vec<&str> = arr(expr, "values").iter().filter_map(Value::as_str).collect();
+        let values: Vec<&str> = arr(expr, "values")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         let ok = match str_of(expr, "operator") {
             "In" => label(k).is_some_and(|v| values.contains(&v)),
             "NotIn" => label(k).is_none_or(|v| !values.contains(&v)),
@@ -359,7 +376,11 @@ pub(crate) fn selector_is_empty(selector: &Value) -> bool {
 
 /// `ValidateLabelSelector`.
 pub(crate) fn validate_label_selector(selector: &Value, path: &str, errs: &mut Vec<FieldError>) {
-    validate_labels(selector.get("matchLabels"), &child(path, "matchLabels"), errs);
+    validate_labels(
+        selector.get("matchLabels"),
+        &child(path, "matchLabels"),
+        errs,
+    );
     for (i, expr) in arr(selector, "matchExpressions").iter().enumerate() {
         let p = index(&child(path, "matchExpressions"), i);
         let values = arr(expr, "values");
@@ -432,12 +453,12 @@ pub(crate) fn json_diff(old: &Value, new: &Value) -> String {
         if i < n && j < m && a[i] == b[j] {
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push_str(&format!("\n+ {}", b[j]));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
             out.push_str(&format!("\n- {}", a[i]));
             i += 1;
+        } else {
+            out.push_str(&format!("\n+ {}", b[j]));
+            j += 1;
         }
     }
     out

@@ -664,9 +664,14 @@ fn content_is_json(content_type: &str) -> ApiResult<()> {
 
 fn decode_body(ctx: &Ctx<'_>, content_type: &str, body: &[u8]) -> ApiResult<(Value, Vec<String>)> {
     content_is_json(content_type)?;
-    let validation = FieldValidation::parse(ctx.query.get("fieldValidation")).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let decoded = api::decode::decode(ctx.resource(), body, validation).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let validation = FieldValidation::parse(ctx.query.get("fieldValidation")).map_err(decode_error)?;
+    let decoded = api::decode::decode(ctx.resource(), body, validation).map_err(decode_error)?;
     Ok((decoded.object, decoded.warnings))
+}
+
+fn decode_error(e: api::decode::DecodeError) -> ApiError {
+    let code = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::BAD_REQUEST);
+    ApiError::new(code, e.reason(), e.to_string())
 }
 
 fn with_warnings(mut response: Response<Body>, warnings: &[String]) -> Response<Body> {
@@ -867,21 +872,45 @@ async fn update(ctx: &Ctx<'_>, content_type: &str, body: &[u8]) -> ApiResult<Res
     Ok(with_warnings(render_value(ctx, StatusCode::OK, &updated)?, &warnings))
 }
 
+fn patch_error(e: api::patch::PatchError) -> ApiError {
+    let code = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::BAD_REQUEST);
+    ApiError::new(code, e.reason(), e.to_string())
+}
+
 async fn patch(ctx: &Ctx<'_>, content_type: &str, body: &[u8]) -> ApiResult<Response<Body>> {
     let media = content_type.split(';').next().unwrap_or("").trim();
     let patch_type = api::patch::PatchType::from_content_type(media).ok_or_else(|| ApiError::unsupported_media_type(media))?;
-    let validation = FieldValidation::parse(ctx.query.get("fieldValidation")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let validation = FieldValidation::parse(ctx.query.get("fieldValidation")).map_err(decode_error)?;
     let resource = ctx.resource();
     let storage = storage_row(resource);
     let name = ctx.name().to_string();
+    let field_manager = ctx.query.get("fieldManager").unwrap_or("").to_string();
+    let apply_options = api::patch::ApplyOptions { field_manager: &field_manager, force: ctx.query.flag("force") };
+    let apply = |base: &Value| -> ApiResult<Value> {
+        match patch_type {
+            api::patch::PatchType::Apply => api::patch::server_side_apply(resource, base, body, &apply_options).map_err(patch_error),
+            other => api::patch::apply_patch(resource, base, other, body).map_err(patch_error),
+        }
+    };
+    // Server-side apply creates what does not exist yet.
+    if patch_type == api::patch::PatchType::Apply && ctx.server.cache.get(storage, &ctx.key()).is_none() {
+        let applied = apply(&json!({}))?;
+        let bytes = serde_json::to_vec(&applied).expect("serializes");
+        let decoded = api::decode::decode(resource, &bytes, validation).map_err(decode_error)?;
+        if decoded.object.pointer("/metadata/name").and_then(Value::as_str) != Some(name.as_str()) {
+            return Err(ApiError::bad_request(format!("the name of the object does not match the name on the URL ({name})")));
+        }
+        let obj = to_storage(resource, decoded.object)?;
+        let created = create_object(ctx.server, storage, ctx.target.namespace.as_deref(), obj, &ctx.user, ctx.dry_run).await?;
+        let created = to_served(resource, created)?;
+        return Ok(with_warnings(render_value(ctx, StatusCode::CREATED, &created)?, &decoded.warnings));
+    }
     let mut warnings = Vec::new();
     let updated = update_object(ctx.server, storage, &ctx.key(), ctx.subject(&name), ctx.target.subresource.as_deref(), ctx.dry_run, |current| {
         let served = to_served(resource, current.clone())?;
-        let patched = api::patch::apply_patch(resource, &served, patch_type, body).map_err(|e| {
-            ApiError::new(StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::BAD_REQUEST), if e.status_code() == 422 { "Invalid" } else { "BadRequest" }, e.to_string())
-        })?;
+        let patched = apply(&served)?;
         let bytes = serde_json::to_vec(&patched).expect("serializes");
-        let decoded = api::decode::decode(resource, &bytes, validation).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let decoded = api::decode::decode(resource, &bytes, validation).map_err(decode_error)?;
         warnings = decoded.warnings;
         let mut desired = to_storage(resource, decoded.object)?;
         // A patch that does not mention the resourceVersion is not a precondition.

@@ -47,7 +47,11 @@ fn events_rename_fields_both_ways() {
         ("/involvedObject", Value::Null),
     ];
     for (pointer, want) in cases {
-        assert_eq!(v1.pointer(pointer).cloned().unwrap_or(Value::Null), want, "{pointer}");
+        assert_eq!(
+            v1.pointer(pointer).cloned().unwrap_or(Value::Null),
+            want,
+            "{pointer}"
+        );
     }
     let back = conv(v1, ("events.k8s.io/v1", "Event"), ("v1", "Event"));
     assert_eq!(back, core);
@@ -62,16 +66,27 @@ fn hpa_v1_to_v2_and_back() {
                  "minReplicas": 1, "maxReplicas": 5, "targetCPUUtilizationPercentage": 50},
         "status": {"currentReplicas": 2, "desiredReplicas": 3, "currentCPUUtilizationPercentage": 70}
     });
-    let v2 = conv(v1.clone(), ("autoscaling/v1", "HorizontalPodAutoscaler"), ("autoscaling/v2", "HorizontalPodAutoscaler"));
+    let v2 = conv(
+        v1.clone(),
+        ("autoscaling/v1", "HorizontalPodAutoscaler"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    );
     assert_eq!(v2["apiVersion"], "autoscaling/v2");
     assert_eq!(
         v2["spec"]["metrics"],
         json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}])
     );
-    assert_eq!(v2["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"], 70);
+    assert_eq!(
+        v2["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"],
+        70
+    );
     assert!(v2["spec"].get("targetCPUUtilizationPercentage").is_none());
 
-    let back = conv(v2, ("autoscaling/v2", "HorizontalPodAutoscaler"), ("autoscaling/v1", "HorizontalPodAutoscaler"));
+    let back = conv(
+        v2,
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ("autoscaling/v1", "HorizontalPodAutoscaler"),
+    );
     assert_eq!(back["spec"], v1["spec"]);
     assert_eq!(back["status"]["currentCPUUtilizationPercentage"], 70);
     assert_eq!(back["status"]["desiredReplicas"], 3);
@@ -97,14 +112,27 @@ fn hpa_v2_only_fields_survive_a_v1_round_trip() {
             "conditions": [{"type": "AbleToScale", "status": "True", "reason": "ReadyForNewScale"}]
         }
     });
-    let v1 = conv(v2.clone(), ("autoscaling/v2", "HorizontalPodAutoscaler"), ("autoscaling/v1", "HorizontalPodAutoscaler"));
+    let v1 = conv(
+        v2.clone(),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ("autoscaling/v1", "HorizontalPodAutoscaler"),
+    );
     assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60);
     assert_eq!(v1["status"]["currentCPUUtilizationPercentage"], 40);
     let annotations = v1["metadata"]["annotations"].as_object().unwrap();
-    for name in [HPA_METRICS_ANNOTATION, HPA_BEHAVIOR_ANNOTATION, HPA_CURRENT_METRICS_ANNOTATION, HPA_CONDITIONS_ANNOTATION] {
+    for name in [
+        HPA_METRICS_ANNOTATION,
+        HPA_BEHAVIOR_ANNOTATION,
+        HPA_CURRENT_METRICS_ANNOTATION,
+        HPA_CONDITIONS_ANNOTATION,
+    ] {
         assert!(annotations.contains_key(name), "{name}");
     }
-    let back = conv(v1, ("autoscaling/v1", "HorizontalPodAutoscaler"), ("autoscaling/v2", "HorizontalPodAutoscaler"));
+    let back = conv(
+        v1,
+        ("autoscaling/v1", "HorizontalPodAutoscaler"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    );
     assert_eq!(back["metadata"], v2["metadata"]);
     assert_eq!(back["spec"]["behavior"], v2["spec"]["behavior"]);
     assert_eq!(back["status"], v2["status"]);
@@ -119,15 +147,23 @@ fn hpa_v2_only_fields_survive_a_v1_round_trip() {
 fn identity_and_errors() {
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"}});
     assert_eq!(conv(pod.clone(), ("v1", "Pod"), ("v1", "Pod")), pod);
-    let err = convert(pod, by_kind("v1", "Pod").unwrap(), by_kind("apps/v1", "Deployment").unwrap())
-        .unwrap_err();
+    let err = convert(
+        pod,
+        by_kind("v1", "Pod").unwrap(),
+        by_kind("apps/v1", "Deployment").unwrap(),
+    )
+    .unwrap_err();
     assert_eq!(err.to_string(), "no conversion from v1 Pod to apps/v1");
-    let bad = json!({"metadata": {"annotations": {HPA_METRICS_ANNOTATION: "{not json"}}, "spec": {}});
+    let bad =
+        json!({"metadata": {"annotations": {HPA_METRICS_ANNOTATION: "{not json"}}, "spec": {}});
     let err = convert(
         bad,
         by_kind("autoscaling/v1", "HorizontalPodAutoscaler").unwrap(),
         by_kind("autoscaling/v2", "HorizontalPodAutoscaler").unwrap(),
     )
     .unwrap_err();
-    assert!(err.to_string().starts_with("invalid annotation autoscaling.alpha.kubernetes.io/metrics"));
+    assert!(
+        err.to_string()
+            .starts_with("invalid annotation autoscaling.alpha.kubernetes.io/metrics")
+    );
 }

@@ -33,9 +33,21 @@ struct Bounds {
     names: &'static [(&'static str, u32)],
 }
 
-const MINUTES: Bounds = Bounds { min: 0, max: 59, names: &[] };
-const HOURS: Bounds = Bounds { min: 0, max: 23, names: &[] };
-const DOM: Bounds = Bounds { min: 1, max: 31, names: &[] };
+const MINUTES: Bounds = Bounds {
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const HOURS: Bounds = Bounds {
+    min: 0,
+    max: 23,
+    names: &[],
+};
+const DOM: Bounds = Bounds {
+    min: 1,
+    max: 31,
+    names: &[],
+};
 const MONTHS: Bounds = Bounds {
     min: 1,
     max: 12,
@@ -333,7 +345,11 @@ mod tests {
             "*/61 * * * *",
             "TZ=UTC 0 * * * *",
         ] {
-            assert!(parse_standard(spec).is_ok(), "{spec}: {:?}", parse_standard(spec));
+            assert!(
+                parse_standard(spec).is_ok(),
+                "{spec}: {:?}",
+                parse_standard(spec)
+            );
         }
     }
 
@@ -344,8 +360,14 @@ mod tests {
             ("* * * *", "expected exactly 5 fields, found 4: [* * * *]"),
             ("61 * * * *", "end of range (61) above maximum (59): 61"),
             ("* * 0 * *", "beginning of range (0) below minimum (1): 0"),
-            ("5-1 * * * *", "beginning of range (5) beyond end of range (1): 5-1"),
-            ("*/0 * * * *", "step of range should be a positive number: */0"),
+            (
+                "5-1 * * * *",
+                "beginning of range (5) beyond end of range (1): 5-1",
+            ),
+            (
+                "*/0 * * * *",
+                "step of range should be a positive number: */0",
+            ),
             ("1-2-3 * * * *", "too many hyphens: 1-2-3"),
             ("1/2/3 * * * *", "too many slashes: 1/2/3"),
             (

@@ -238,7 +238,10 @@ fn deployment(spec: &Value, errs: &mut Errs) {
     nonnegative(spec, "revisionHistoryLimit", "spec", errs);
     if let Some(deadline) = spec.get("progressDeadlineSeconds").and_then(Value::as_i64) {
         nonnegative(spec, "progressDeadlineSeconds", "spec", errs);
-        let min_ready = spec.get("minReadySeconds").and_then(Value::as_i64).unwrap_or(0);
+        let min_ready = spec
+            .get("minReadySeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if deadline <= min_ready {
             errs.push(FieldError::invalid(
                 "spec.progressDeadlineSeconds",
@@ -323,7 +326,10 @@ fn daemon_set(spec: &Value, errs: &mut Errs) {
     match str_of(strategy, "type") {
         "OnDelete" => {}
         "RollingUpdate" => match strategy.get("rollingUpdate").filter(|r| !r.is_null()) {
-            None => errs.push(FieldError::required("spec.updateStrategy.rollingUpdate", "")),
+            None => errs.push(FieldError::required(
+                "spec.updateStrategy.rollingUpdate",
+                "",
+            )),
             Some(rolling) => {
                 let p = "spec.updateStrategy.rollingUpdate";
                 let unavailable = get(rolling, "maxUnavailable");
@@ -384,9 +390,15 @@ fn int_or_percent_value(value: &Value) -> i64 {
 
 fn not_more_than_100_percent(value: &Value, path: &str, errs: &mut Errs) {
     if let Some(s) = value.as_str()
-        && s.ends_with('%') && int_or_percent_value(value) > 100 {
-            errs.push(FieldError::invalid(path, value, "must not be greater than 100%"));
-        }
+        && s.ends_with('%')
+        && int_or_percent_value(value) > 100
+    {
+        errs.push(FieldError::invalid(
+            path,
+            value,
+            "must not be greater than 100%",
+        ));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -468,26 +480,28 @@ fn job(obj: &Value, errs: &mut Errs) {
     // A generated selector must select on this Job's uid.
     let manual = spec.get("manualSelector") == Some(&Value::Bool(true));
     let uid = str_of(get(obj, "metadata"), "uid");
-    if !manual && !uid.is_empty()
-        && let Some(selector) = spec.get("selector").filter(|s| !s.is_null()) {
-            let label = crate::defaults::JOB_CONTROLLER_UID_LABEL;
-            let template_uid = template_labels(spec).and_then(|l| l.get(label));
-            if template_uid.and_then(Value::as_str) != Some(uid) {
-                errs.push(FieldError::invalid(
-                    "spec.template.metadata",
-                    &template_labels_value(spec),
-                    "`selector` not auto-generated",
-                ));
-            }
-            let selected = map_of(selector, "matchLabels").and_then(|m| m.get(label));
-            if selected.and_then(Value::as_str) != Some(uid) {
-                errs.push(FieldError::invalid(
-                    "spec.selector",
-                    selector,
-                    "`selector` not auto-generated",
-                ));
-            }
+    if !manual
+        && !uid.is_empty()
+        && let Some(selector) = spec.get("selector").filter(|s| !s.is_null())
+    {
+        let label = crate::defaults::JOB_CONTROLLER_UID_LABEL;
+        let template_uid = template_labels(spec).and_then(|l| l.get(label));
+        if template_uid.and_then(Value::as_str) != Some(uid) {
+            errs.push(FieldError::invalid(
+                "spec.template.metadata",
+                &template_labels_value(spec),
+                "`selector` not auto-generated",
+            ));
         }
+        let selected = map_of(selector, "matchLabels").and_then(|m| m.get(label));
+        if selected.and_then(Value::as_str) != Some(uid) {
+            errs.push(FieldError::invalid(
+                "spec.selector",
+                selector,
+                "`selector` not auto-generated",
+            ));
+        }
+    }
 }
 
 fn cron_job(obj: &Value, old: Option<&Value>, errs: &mut Errs) {
@@ -657,13 +671,23 @@ fn service(spec: &Value, errs: &mut Errs) {
         if ports.len() > 1 && name.is_empty() {
             errs.push(FieldError::required(child(&p, "name"), ""));
         } else if !name.is_empty() {
-            invalid_each(errs, &child(&p, "name"), get(port, "name"), names::is_dns1123_label(name));
+            invalid_each(
+                errs,
+                &child(&p, "name"),
+                get(port, "name"),
+                names::is_dns1123_label(name),
+            );
             if !port_names.insert(name.to_string()) {
                 errs.push(FieldError::duplicate(child(&p, "name"), get(port, "name")));
             }
         }
         let number = port.get("port").and_then(Value::as_i64).unwrap_or(0);
-        invalid_each(errs, &child(&p, "port"), &Value::from(number), names::is_valid_port_num(number));
+        invalid_each(
+            errs,
+            &child(&p, "port"),
+            &Value::from(number),
+            names::is_valid_port_num(number),
+        );
         protocol(port, &p, errs);
         if let Some(target) = port.get("targetPort") {
             port_num_or_name(target, &child(&p, "targetPort"), errs);
@@ -676,9 +700,17 @@ fn service(spec: &Value, errs: &mut Errs) {
                     "may not be used when `type` is 'ClusterIP'",
                 ));
             }
-            invalid_each(errs, &child(&p, "nodePort"), &Value::from(node_port), names::is_valid_port_num(node_port));
+            invalid_each(
+                errs,
+                &child(&p, "nodePort"),
+                &Value::from(node_port),
+                names::is_valid_port_num(node_port),
+            );
             if !node_ports.insert((str_of(port, "protocol").to_string(), node_port)) {
-                errs.push(FieldError::duplicate(child(&p, "nodePort"), &Value::from(node_port)));
+                errs.push(FieldError::duplicate(
+                    child(&p, "nodePort"),
+                    &Value::from(node_port),
+                ));
             }
         }
         let protocol_name = str_of(port, "protocol");
@@ -734,27 +766,34 @@ fn service(spec: &Value, errs: &mut Errs) {
             }
             continue;
         }
-        invalid_each(errs, &index("spec.clusterIPs", i), ip, names::is_valid_ip(s));
+        invalid_each(
+            errs,
+            &index("spec.clusterIPs", i),
+            ip,
+            names::is_valid_ip(s),
+        );
     }
     if let (Some(first), Some(ip)) = (cluster_ips.first(), spec.get("clusterIP"))
-        && first != ip {
-            errs.push(FieldError::invalid(
-                "spec.clusterIPs",
-                get(spec, "clusterIPs"),
-                "first value must match `clusterIP`",
-            ));
-        }
+        && first != ip
+    {
+        errs.push(FieldError::invalid(
+            "spec.clusterIPs",
+            get(spec, "clusterIPs"),
+            "first value must match `clusterIP`",
+        ));
+    }
     if let Some(policy) = spec.get("ipFamilyPolicy").filter(|p| !p.is_null())
         && !matches!(
             policy.as_str(),
             Some("SingleStack" | "PreferDualStack" | "RequireDualStack")
-        ) {
-            errs.push(FieldError::not_supported(
-                "spec.ipFamilyPolicy",
-                policy,
-                &["PreferDualStack", "RequireDualStack", "SingleStack"],
-            ));
-        }
+        )
+    {
+        errs.push(FieldError::not_supported(
+            "spec.ipFamilyPolicy",
+            policy,
+            &["PreferDualStack", "RequireDualStack", "SingleStack"],
+        ));
+    }
     let mut families = HashSet::new();
     for (i, family) in arr(spec, "ipFamilies").iter().enumerate() {
         let p = index("spec.ipFamilies", i);
@@ -775,7 +814,10 @@ fn service(spec: &Value, errs: &mut Errs) {
     let kind_value = get(spec, "type");
     if kind.is_empty() {
         errs.push(FieldError::required("spec.type", ""));
-    } else if !matches!(kind, "ClusterIP" | "ExternalName" | "LoadBalancer" | "NodePort") {
+    } else if !matches!(
+        kind,
+        "ClusterIP" | "ExternalName" | "LoadBalancer" | "NodePort"
+    ) {
         errs.push(FieldError::not_supported(
             "spec.type",
             kind_value,
@@ -783,7 +825,8 @@ fn service(spec: &Value, errs: &mut Errs) {
         ));
     }
     let external = get(spec, "externalTrafficPolicy");
-    let external_allowed = matches!(kind, "NodePort" | "LoadBalancer") || !arr(spec, "externalIPs").is_empty();
+    let external_allowed =
+        matches!(kind, "NodePort" | "LoadBalancer") || !arr(spec, "externalIPs").is_empty();
     match external.as_str() {
         None | Some("") => {
             if matches!(kind, "NodePort" | "LoadBalancer") {
@@ -804,13 +847,14 @@ fn service(spec: &Value, errs: &mut Errs) {
     }
     let internal = get(spec, "internalTrafficPolicy");
     if let Some(p) = internal.as_str()
-        && !matches!(p, "Cluster" | "Local") {
-            errs.push(FieldError::not_supported(
-                "spec.internalTrafficPolicy",
-                internal,
-                &["Cluster", "Local"],
-            ));
-        }
+        && !matches!(p, "Cluster" | "Local")
+    {
+        errs.push(FieldError::not_supported(
+            "spec.internalTrafficPolicy",
+            internal,
+            &["Cluster", "Local"],
+        ));
+    }
 }
 
 fn endpoints(obj: &Value, errs: &mut Errs) {
@@ -820,7 +864,12 @@ fn endpoints(obj: &Value, errs: &mut Errs) {
             for (j, address) in arr(subset, list).iter().enumerate() {
                 let ap = index(&child(&p, list), j);
                 let ip = str_of(address, "ip");
-                invalid_each(errs, &child(&ap, "ip"), get(address, "ip"), names::is_valid_ip(ip));
+                invalid_each(
+                    errs,
+                    &child(&ap, "ip"),
+                    get(address, "ip"),
+                    names::is_valid_ip(ip),
+                );
             }
         }
         let ports = arr(subset, "ports");
@@ -830,10 +879,20 @@ fn endpoints(obj: &Value, errs: &mut Errs) {
             if ports.len() > 1 && name.is_empty() {
                 errs.push(FieldError::required(child(&pp, "name"), ""));
             } else if !name.is_empty() {
-                invalid_each(errs, &child(&pp, "name"), get(port, "name"), names::is_dns1123_label(name));
+                invalid_each(
+                    errs,
+                    &child(&pp, "name"),
+                    get(port, "name"),
+                    names::is_dns1123_label(name),
+                );
             }
             let n = port.get("port").and_then(Value::as_i64).unwrap_or(0);
-            invalid_each(errs, &child(&pp, "port"), &Value::from(n), names::is_valid_port_num(n));
+            invalid_each(
+                errs,
+                &child(&pp, "port"),
+                &Value::from(n),
+                names::is_valid_port_num(n),
+            );
             protocol(port, &pp, errs);
         }
     }
@@ -886,13 +945,23 @@ fn endpoint_slice(obj: &Value, errs: &mut Errs) {
         let p = index("ports", i);
         let name = str_of(port, "name");
         if !name.is_empty() {
-            invalid_each(errs, &child(&p, "name"), get(port, "name"), names::is_dns1123_label(name));
+            invalid_each(
+                errs,
+                &child(&p, "name"),
+                get(port, "name"),
+                names::is_dns1123_label(name),
+            );
         }
         if !port_names.insert(name.to_string()) {
             errs.push(FieldError::duplicate(child(&p, "name"), get(port, "name")));
         }
         if let Some(n) = port.get("port").and_then(Value::as_i64) {
-            invalid_each(errs, &child(&p, "port"), &Value::from(n), names::is_valid_port_num(n));
+            invalid_each(
+                errs,
+                &child(&p, "port"),
+                &Value::from(n),
+                names::is_valid_port_num(n),
+            );
         }
         protocol(port, &p, errs);
     }
@@ -1017,7 +1086,10 @@ fn ingress_backend(backend: &Value, path: &str, errs: &mut Errs) {
         (Some(r), None) => {
             for field in ["kind", "name"] {
                 if str_of(r, field).is_empty() {
-                    errs.push(FieldError::required(child(&child(path, "resource"), field), ""));
+                    errs.push(FieldError::required(
+                        child(&child(path, "resource"), field),
+                        "",
+                    ));
                 }
             }
         }
@@ -1027,7 +1099,12 @@ fn ingress_backend(backend: &Value, path: &str, errs: &mut Errs) {
             if name.is_empty() {
                 errs.push(FieldError::required(&name_path, ""));
             } else {
-                invalid_each(errs, &name_path, get(s, "name"), names::is_dns1035_label(name));
+                invalid_each(
+                    errs,
+                    &name_path,
+                    get(s, "name"),
+                    names::is_dns1035_label(name),
+                );
             }
             let port = get(s, "port");
             let port_name = str_of(port, "name");
@@ -1050,9 +1127,10 @@ fn ingress_backend(backend: &Value, path: &str, errs: &mut Errs) {
                     &Value::from(number),
                     names::is_valid_port_num(number),
                 ),
-                (true, true) => {
-                    errs.push(FieldError::required(path, "port name or number is required"))
-                }
+                (true, true) => errs.push(FieldError::required(
+                    path,
+                    "port name or number is required",
+                )),
             }
         }
         (None, None) => errs.push(FieldError::invalid(
@@ -1070,9 +1148,9 @@ fn ingress_class(spec: &Value, errs: &mut Errs) {
     } else if controller.len() > 250 {
         errs.push(FieldError::too_long("spec.controller", 250));
     } else {
-        let ok = controller
-            .split_once('/')
-            .is_some_and(|(domain, rest)| names::is_dns1123_subdomain(domain).is_empty() && !rest.is_empty());
+        let ok = controller.split_once('/').is_some_and(|(domain, rest)| {
+            names::is_dns1123_subdomain(domain).is_empty() && !rest.is_empty()
+        });
         if !ok {
             errs.push(FieldError::invalid(
                 "spec.controller",
@@ -1120,7 +1198,12 @@ fn network_policy(spec: &Value, errs: &mut Errs) {
                     if cidr.is_empty() {
                         errs.push(FieldError::required(child(&bp, "cidr"), ""));
                     } else {
-                        invalid_each(errs, &child(&bp, "cidr"), get(block, "cidr"), names::is_valid_cidr(cidr));
+                        invalid_each(
+                            errs,
+                            &child(&bp, "cidr"),
+                            get(block, "cidr"),
+                            names::is_valid_cidr(cidr),
+                        );
                     }
                 }
             }
@@ -1155,7 +1238,12 @@ fn config_map(obj: &Value, errs: &mut Errs) {
     if let Some(data) = data {
         for (k, v) in data {
             let p = key("data", k);
-            invalid_each(errs, &p, &Value::from(k.as_str()), names::is_config_map_key(k));
+            invalid_each(
+                errs,
+                &p,
+                &Value::from(k.as_str()),
+                names::is_config_map_key(k),
+            );
             if binary.is_some_and(|b| b.contains_key(k)) {
                 errs.push(FieldError::invalid(
                     &p,
@@ -1169,7 +1257,12 @@ fn config_map(obj: &Value, errs: &mut Errs) {
     if let Some(binary) = binary {
         for (k, v) in binary {
             let p = key("binaryData", k);
-            invalid_each(errs, &p, &Value::from(k.as_str()), names::is_config_map_key(k));
+            invalid_each(
+                errs,
+                &p,
+                &Value::from(k.as_str()),
+                names::is_config_map_key(k),
+            );
             if data.is_some_and(|d| d.contains_key(k)) {
                 errs.push(FieldError::invalid(
                     &p,
@@ -1198,7 +1291,12 @@ fn secret(obj: &Value, errs: &mut Errs) {
     let mut total = 0;
     if let Some(data) = data {
         for (k, v) in data {
-            invalid_each(errs, &key("data", k), &Value::from(k.as_str()), names::is_config_map_key(k));
+            invalid_each(
+                errs,
+                &key("data", k),
+                &Value::from(k.as_str()),
+                names::is_config_map_key(k),
+            );
             total += decoded_len(v);
         }
     }
@@ -1220,7 +1318,10 @@ fn secret(obj: &Value, errs: &mut Errs) {
                 .and_then(Value::as_str)
                 .unwrap_or("");
             if name.is_empty() {
-                errs.push(FieldError::required(key("metadata.annotations", annotation), ""));
+                errs.push(FieldError::required(
+                    key("metadata.annotations", annotation),
+                    "",
+                ));
             }
         }
         t @ ("kubernetes.io/dockercfg" | "kubernetes.io/dockerconfigjson") => {
@@ -1232,23 +1333,22 @@ fn secret(obj: &Value, errs: &mut Errs) {
             if !has(k) {
                 errs.push(FieldError::required(key("data", k), ""));
             } else if let Some(bytes) = decoded(k)
-                && let Err(e) = serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes) {
-                    errs.push(FieldError::invalid(
-                        key("data", k),
-                        &Value::from("<secret contents redacted>"),
-                        e.to_string(),
-                    ));
-                }
+                && let Err(e) = serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes)
+            {
+                errs.push(FieldError::invalid(
+                    key("data", k),
+                    &Value::from("<secret contents redacted>"),
+                    e.to_string(),
+                ));
+            }
         }
-        "kubernetes.io/basic-auth"
-            if !has("username") && !has("password") => {
-                errs.push(FieldError::required("data[username]", ""));
-                errs.push(FieldError::required("data[password]", ""));
-            }
-        "kubernetes.io/ssh-auth"
-            if decoded("ssh-privatekey").is_none_or(|b| b.is_empty()) => {
-                errs.push(FieldError::required("data[ssh-privatekey]", ""));
-            }
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            errs.push(FieldError::required("data[username]", ""));
+            errs.push(FieldError::required("data[password]", ""));
+        }
+        "kubernetes.io/ssh-auth" if decoded("ssh-privatekey").is_none_or(|b| b.is_empty()) => {
+            errs.push(FieldError::required("data[ssh-privatekey]", ""));
+        }
         "kubernetes.io/tls" => {
             for k in ["tls.crt", "tls.key"] {
                 if !has(k) {
@@ -1268,10 +1368,19 @@ fn node(spec: &Value, errs: &mut Errs) {
     for (i, taint) in arr(spec, "taints").iter().enumerate() {
         let p = index("spec.taints", i);
         let k = str_of(taint, "key");
-        invalid_each(errs, &child(&p, "key"), get(taint, "key"), names::is_qualified_name(k));
+        invalid_each(
+            errs,
+            &child(&p, "key"),
+            get(taint, "key"),
+            names::is_qualified_name(k),
+        );
         let msgs = names::is_valid_label_value(str_of(taint, "value"));
         if !msgs.is_empty() {
-            errs.push(FieldError::invalid(child(&p, "value"), get(taint, "value"), msgs.join(";")));
+            errs.push(FieldError::invalid(
+                child(&p, "value"),
+                get(taint, "value"),
+                msgs.join(";"),
+            ));
         }
         let effect = get(taint, "effect");
         if str_of(taint, "effect").is_empty() {
@@ -1280,7 +1389,10 @@ fn node(spec: &Value, errs: &mut Errs) {
             pod::taint_effect(effect, &child(&p, "effect"), errs);
         }
         if !seen.insert((k.to_string(), str_of(taint, "effect").to_string())) {
-            errs.push(FieldError::duplicate(&p, &json!({"key": k, "effect": effect})));
+            errs.push(FieldError::duplicate(
+                &p,
+                &json!({"key": k, "effect": effect}),
+            ));
         }
     }
     let cidrs = arr(spec, "podCIDRs");
@@ -1303,13 +1415,14 @@ fn node(spec: &Value, errs: &mut Errs) {
 
 fn lease(spec: &Value, errs: &mut Errs) {
     if let Some(d) = spec.get("leaseDurationSeconds").and_then(Value::as_i64)
-        && d <= 0 {
-            errs.push(FieldError::invalid(
-                "spec.leaseDurationSeconds",
-                &Value::from(d),
-                "must be greater than 0",
-            ));
-        }
+        && d <= 0
+    {
+        errs.push(FieldError::invalid(
+            "spec.leaseDurationSeconds",
+            &Value::from(d),
+            "must be greater than 0",
+        ));
+    }
     nonnegative(spec, "leaseTransitions", "spec", errs);
 }
 
@@ -1436,15 +1549,33 @@ fn new_event(obj: &Value, errs: &mut Errs) {
             .get(field)
             .is_some_and(|v| !v.is_null() && v != &json!({}));
         if set {
-            errs.push(FieldError::invalid(name, &Value::from(""), "needs to be unset"));
+            errs.push(FieldError::invalid(
+                name,
+                &Value::from(""),
+                "needs to be unset",
+            ));
         }
     }
-    if obj.get("deprecatedCount").and_then(Value::as_i64).unwrap_or(0) != 0 {
-        errs.push(FieldError::invalid("count", &Value::from(""), "needs to be unset"));
+    if obj
+        .get("deprecatedCount")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        != 0
+    {
+        errs.push(FieldError::invalid(
+            "count",
+            &Value::from(""),
+            "needs to be unset",
+        ));
     }
 }
 
-const ACCESS_MODES: &[&str] = &["ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"];
+const ACCESS_MODES: &[&str] = &[
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOnce",
+    "ReadWriteOncePod",
+];
 
 fn access_modes(spec: &Value, path: &str, errs: &mut Errs) {
     let modes = arr(spec, "accessModes");
@@ -1470,19 +1601,25 @@ fn access_modes(spec: &Value, path: &str, errs: &mut Errs) {
 
 fn volume_mode(spec: &Value, path: &str, errs: &mut Errs) {
     if let Some(mode) = spec.get("volumeMode").filter(|m| !m.is_null())
-        && !matches!(mode.as_str(), Some("Block" | "Filesystem")) {
-            errs.push(FieldError::not_supported(
-                child(path, "volumeMode"),
-                mode,
-                &["Block", "Filesystem"],
-            ));
-        }
+        && !matches!(mode.as_str(), Some("Block" | "Filesystem"))
+    {
+        errs.push(FieldError::not_supported(
+            child(path, "volumeMode"),
+            mode,
+            &["Block", "Filesystem"],
+        ));
+    }
 }
 
 fn storage_class_name(spec: &Value, field: &str, path: &str, errs: &mut Errs) {
     let class = str_of(spec, field);
     if !class.is_empty() {
-        invalid_each(errs, &child(path, field), get(spec, field), names::is_dns1123_subdomain(class));
+        invalid_each(
+            errs,
+            &child(path, field),
+            get(spec, field),
+            names::is_dns1123_subdomain(class),
+        );
     }
 }
 
@@ -1507,13 +1644,14 @@ fn pvc_spec(spec: &Value, path: &str, errs: &mut Errs) {
         None => errs.push(FieldError::required(&storage_path, "")),
         Some(value) => {
             if let Some(q) = quantity(value, &storage_path, errs)
-                && q.nanos() <= 0 {
-                    errs.push(FieldError::invalid(
-                        &storage_path,
-                        &Value::from(q.to_string()),
-                        "must be greater than zero",
-                    ));
-                }
+                && q.nanos() <= 0
+            {
+                errs.push(FieldError::invalid(
+                    &storage_path,
+                    &Value::from(q.to_string()),
+                    "must be greater than zero",
+                ));
+            }
         }
     }
     storage_class_name(spec, "storageClassName", path, errs);
@@ -1567,25 +1705,27 @@ fn persistent_volume(spec: &Value, errs: &mut Errs) {
             for (name, value) in capacity {
                 let p = key("spec.capacity", name);
                 if let Some(q) = quantity(value, &p, errs)
-                    && q.nanos() <= 0 {
-                        errs.push(FieldError::invalid(
-                            &p,
-                            &Value::from(q.to_string()),
-                            "must be greater than zero",
-                        ));
-                    }
+                    && q.nanos() <= 0
+                {
+                    errs.push(FieldError::invalid(
+                        &p,
+                        &Value::from(q.to_string()),
+                        "must be greater than zero",
+                    ));
+                }
             }
         }
     }
     let policy = get(spec, "persistentVolumeReclaimPolicy");
     if let Some(p) = policy.as_str().filter(|p| !p.is_empty())
-        && !matches!(p, "Delete" | "Recycle" | "Retain") {
-            errs.push(FieldError::not_supported(
-                "spec.persistentVolumeReclaimPolicy",
-                policy,
-                &["Delete", "Recycle", "Retain"],
-            ));
-        }
+        && !matches!(p, "Delete" | "Recycle" | "Retain")
+    {
+        errs.push(FieldError::not_supported(
+            "spec.persistentVolumeReclaimPolicy",
+            policy,
+            &["Delete", "Recycle", "Retain"],
+        ));
+    }
     storage_class_name(spec, "storageClassName", "spec", errs);
     volume_mode(spec, "spec", errs);
     let sources: Vec<&str> = PV_SOURCES
@@ -1636,7 +1776,13 @@ fn limit_range(spec: &Value, errs: &mut Errs) {
             ));
         }
         let mut parsed = std::collections::HashMap::new();
-        for field in ["max", "min", "default", "defaultRequest", "maxLimitRequestRatio"] {
+        for field in [
+            "max",
+            "min",
+            "default",
+            "defaultRequest",
+            "maxLimitRequestRatio",
+        ] {
             if let Some(map) = map_of(item, field) {
                 for (name, value) in map {
                     let fp = key(&child(&p, field), name);
@@ -1651,13 +1797,14 @@ fn limit_range(spec: &Value, errs: &mut Errs) {
                 continue;
             }
             if let Some(max) = parsed.get(&("max", *name))
-                && min > max {
-                    errs.push(FieldError::invalid(
-                        key(&child(&p, "min"), name),
-                        &Value::from(min.to_string()),
-                        format!("min value {min} is greater than max value {max}"),
-                    ));
-                }
+                && min > max
+            {
+                errs.push(FieldError::invalid(
+                    key(&child(&p, "min"), name),
+                    &Value::from(min.to_string()),
+                    format!("min value {min} is greater than max value {max}"),
+                ));
+            }
         }
     }
 }
@@ -1693,17 +1840,25 @@ fn hpa(spec: &Value, errs: &mut Errs) {
         if v.is_empty() {
             errs.push(FieldError::required(&p, ""));
         } else {
-            invalid_each(errs, &p, get(target, field), names::is_valid_path_segment_name(v, false));
+            invalid_each(
+                errs,
+                &p,
+                get(target, field),
+                names::is_valid_path_segment_name(v, false),
+            );
         }
     }
-    if let Some(cpu) = spec.get("targetCPUUtilizationPercentage").and_then(Value::as_i64)
-        && cpu < 1 {
-            errs.push(FieldError::invalid(
-                "spec.targetCPUUtilizationPercentage",
-                &Value::from(cpu),
-                "must be greater than 0",
-            ));
-        }
+    if let Some(cpu) = spec
+        .get("targetCPUUtilizationPercentage")
+        .and_then(Value::as_i64)
+        && cpu < 1
+    {
+        errs.push(FieldError::invalid(
+            "spec.targetCPUUtilizationPercentage",
+            &Value::from(cpu),
+            "must be greater than 0",
+        ));
+    }
     for (i, metric) in arr(spec, "metrics").iter().enumerate() {
         let p = index("spec.metrics", i);
         let kind = get(metric, "type");
@@ -1717,7 +1872,13 @@ fn hpa(spec: &Value, errs: &mut Errs) {
                 errs.push(FieldError::not_supported(
                     child(&p, "type"),
                     kind,
-                    &["ContainerResource", "External", "Object", "Pods", "Resource"],
+                    &[
+                        "ContainerResource",
+                        "External",
+                        "Object",
+                        "Pods",
+                        "Resource",
+                    ],
                 ));
                 continue;
             }
@@ -1725,7 +1886,10 @@ fn hpa(spec: &Value, errs: &mut Errs) {
         let Some(body) = metric.get(source).filter(|b| !b.is_null()) else {
             errs.push(FieldError::required(
                 child(&p, source),
-                format!("must populate information for the given metric source (type {})", kind.as_str().unwrap_or("")),
+                format!(
+                    "must populate information for the given metric source (type {})",
+                    kind.as_str().unwrap_or("")
+                ),
             ));
             continue;
         };
@@ -1784,14 +1948,17 @@ fn pdb(spec: &Value, errs: &mut Errs) {
     if let Some(selector) = spec.get("selector").filter(|s| !s.is_null()) {
         validate_label_selector(selector, "spec.selector", errs);
     }
-    if let Some(policy) = spec.get("unhealthyPodEvictionPolicy").filter(|p| !p.is_null())
-        && !matches!(policy.as_str(), Some("IfHealthyBudget" | "AlwaysAllow")) {
-            errs.push(FieldError::not_supported(
-                "spec.unhealthyPodEvictionPolicy",
-                policy,
-                &["AlwaysAllow", "IfHealthyBudget"],
-            ));
-        }
+    if let Some(policy) = spec
+        .get("unhealthyPodEvictionPolicy")
+        .filter(|p| !p.is_null())
+        && !matches!(policy.as_str(), Some("IfHealthyBudget" | "AlwaysAllow"))
+    {
+        errs.push(FieldError::not_supported(
+            "spec.unhealthyPodEvictionPolicy",
+            policy,
+            &["AlwaysAllow", "IfHealthyBudget"],
+        ));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1868,7 +2035,11 @@ fn binding(obj: &Value, namespaced: bool, errs: &mut Errs) {
         ));
     }
     let kind = get(role_ref, "kind");
-    let kinds: &[&str] = if namespaced { &["Role", "ClusterRole"] } else { &["ClusterRole"] };
+    let kinds: &[&str] = if namespaced {
+        &["Role", "ClusterRole"]
+    } else {
+        &["ClusterRole"]
+    };
     if !kinds.contains(&kind.as_str().unwrap_or("")) {
         errs.push(FieldError::not_supported("roleRef.kind", kind, kinds));
     }
@@ -1876,7 +2047,12 @@ fn binding(obj: &Value, namespaced: bool, errs: &mut Errs) {
     if name.is_empty() {
         errs.push(FieldError::required("roleRef.name", ""));
     } else {
-        invalid_each(errs, "roleRef.name", get(role_ref, "name"), names::is_valid_path_segment_name(name, false));
+        invalid_each(
+            errs,
+            "roleRef.name",
+            get(role_ref, "name"),
+            names::is_valid_path_segment_name(name, false),
+        );
     }
     for (i, subject) in arr(obj, "subjects").iter().enumerate() {
         let p = index("subjects", i);
@@ -1889,10 +2065,19 @@ fn binding(obj: &Value, namespaced: bool, errs: &mut Errs) {
         match str_of(subject, "kind") {
             "ServiceAccount" => {
                 if !name.is_empty() {
-                    invalid_each(errs, &child(&p, "name"), get(subject, "name"), names::is_dns1123_subdomain(name));
+                    invalid_each(
+                        errs,
+                        &child(&p, "name"),
+                        get(subject, "name"),
+                        names::is_dns1123_subdomain(name),
+                    );
                 }
                 if !group_str.is_empty() {
-                    errs.push(FieldError::not_supported(child(&p, "apiGroup"), group, &[""]));
+                    errs.push(FieldError::not_supported(
+                        child(&p, "apiGroup"),
+                        group,
+                        &[""],
+                    ));
                 }
                 if !namespaced && str_of(subject, "namespace").is_empty() {
                     errs.push(FieldError::required(child(&p, "namespace"), ""));
@@ -1930,9 +2115,15 @@ fn storage_class(obj: &Value, errs: &mut Errs) {
     }
     let policy = get(obj, "reclaimPolicy");
     if let Some(p) = policy.as_str()
-        && p != "Delete" && p != "Retain" {
-            errs.push(FieldError::not_supported("reclaimPolicy", policy, &["Delete", "Retain"]));
-        }
+        && p != "Delete"
+        && p != "Retain"
+    {
+        errs.push(FieldError::not_supported(
+            "reclaimPolicy",
+            policy,
+            &["Delete", "Retain"],
+        ));
+    }
     let mode = get(obj, "volumeBindingMode");
     match mode.as_str() {
         None => errs.push(FieldError::required("volumeBindingMode", "")),
@@ -1955,9 +2146,9 @@ fn priority_class(obj: &Value, errs: &mut Errs) {
             Some(v) if i64::from(v) != value => {
                 Some(format!("value of {name} PriorityClass must be {v}"))
             }
-            Some(_) if global_default => {
-                Some(format!("globalDefault of {name} PriorityClass must be false"))
-            }
+            Some(_) if global_default => Some(format!(
+                "globalDefault of {name} PriorityClass must be false"
+            )),
             Some(_) => None,
         };
         if let Some(reason) = reason {
@@ -1976,11 +2167,13 @@ fn priority_class(obj: &Value, errs: &mut Errs) {
     }
     let policy = get(obj, "preemptionPolicy");
     if let Some(p) = policy.as_str()
-        && p != "Never" && p != "PreemptLowerPriority" {
-            errs.push(FieldError::not_supported(
-                "preemptionPolicy",
-                policy,
-                &["Never", "PreemptLowerPriority"],
-            ));
-        }
+        && p != "Never"
+        && p != "PreemptLowerPriority"
+    {
+        errs.push(FieldError::not_supported(
+            "preemptionPolicy",
+            policy,
+            &["Never", "PreemptLowerPriority"],
+        ));
+    }
 }

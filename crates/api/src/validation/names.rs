@@ -23,8 +23,7 @@ const PERCENT_MSG: &str =
 const PERCENT_FMT: &str = "[0-9]+%";
 const WILDCARD_MSG: &str = "a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character";
 const WILDCARD_FMT: &str = "\\*\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
-pub const ENV_VAR_NAME_MSG: &str =
-    "a valid environment variable name must consist only of printable ASCII characters other than '='";
+pub const ENV_VAR_NAME_MSG: &str = "a valid environment variable name must consist only of printable ASCII characters other than '='";
 
 pub const DNS1123_LABEL_MAX: usize = 63;
 pub const DNS1123_SUBDOMAIN_MAX: usize = 253;
@@ -129,9 +128,7 @@ pub fn is_wildcard_dns1123_subdomain(value: &str) -> Vec<String> {
     if value.len() > DNS1123_SUBDOMAIN_MAX {
         errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX));
     }
-    let ok = value
-        .strip_prefix("*.")
-        .is_some_and(matches_subdomain);
+    let ok = value.strip_prefix("*.").is_some_and(matches_subdomain);
     if !ok {
         errs.push(regex_error(WILDCARD_MSG, WILDCARD_FMT, &["*.example.com"]));
     }
@@ -267,7 +264,10 @@ pub fn is_valid_port_name(port: &str) -> Vec<String> {
 
 /// Environment variable names (the relaxed rule, on by default since 1.32).
 pub fn is_env_var_name(value: &str) -> Vec<String> {
-    if value.chars().all(|c| c.is_ascii() && !c.is_ascii_control() && c != '=') {
+    if value
+        .chars()
+        .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '=')
+    {
         Vec::new()
     } else {
         vec![ENV_VAR_NAME_MSG.to_string()]
@@ -376,7 +376,9 @@ mod tests {
         assert!(is_dns1123_subdomain("example.com").is_empty());
         assert_eq!(
             is_dns1123_subdomain("Bad_Name"),
-            vec!["a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"]
+            vec![
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+            ]
         );
         assert!(is_dns1035_label("web").is_empty());
         assert_eq!(is_dns1035_label("1web").len(), 1);
@@ -396,7 +398,12 @@ mod tests {
             ("Example.com/x", 1),
         ];
         for (key, n) in cases {
-            assert_eq!(is_qualified_name(key).len(), *n, "{key}: {:?}", is_qualified_name(key));
+            assert_eq!(
+                is_qualified_name(key).len(),
+                *n,
+                "{key}: {:?}",
+                is_qualified_name(key)
+            );
         }
         assert_eq!(
             is_qualified_name("-bad")[0],
@@ -417,12 +424,18 @@ mod tests {
             is_valid_port_name("8080"),
             vec!["must contain at least one letter (a-z)"]
         );
-        assert_eq!(is_valid_port_num(0), vec!["must be between 1 and 65535, inclusive"]);
+        assert_eq!(
+            is_valid_port_num(0),
+            vec!["must be between 1 and 65535, inclusive"]
+        );
         assert!(is_env_var_name("MY.VAR-1").is_empty());
         assert_eq!(is_env_var_name("A=B").len(), 1);
         assert!(is_valid_percent("25%").is_empty());
         assert_eq!(is_valid_percent("25").len(), 1);
-        assert_eq!(is_valid_path_segment_name("a/b", false), vec!["may not contain '/'"]);
+        assert_eq!(
+            is_valid_path_segment_name("a/b", false),
+            vec!["may not contain '/'"]
+        );
         assert!(is_valid_cidr("10.42.0.0/24").is_empty());
         assert_eq!(is_valid_cidr("10.42.0.0").len(), 1);
         assert!(is_valid_ip("::1").is_empty());

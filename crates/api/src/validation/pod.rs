@@ -19,7 +19,11 @@ pub(crate) fn validate_template(template: &Value, path: &str, errs: &mut Errs) {
     let meta = get(template, "metadata");
     let meta_path = child(path, "metadata");
     validate_labels(meta.get("labels"), &child(&meta_path, "labels"), errs);
-    validate_annotations(meta.get("annotations"), &child(&meta_path, "annotations"), errs);
+    validate_annotations(
+        meta.get("annotations"),
+        &child(&meta_path, "annotations"),
+        errs,
+    );
     validate_spec(get(template, "spec"), &child(path, "spec"), false, errs);
 }
 
@@ -34,7 +38,12 @@ pub(crate) fn validate_spec(spec: &Value, path: &str, is_pod: bool, errs: &mut E
         host_ports_unique(c, &p, &mut host_ports, errs);
         match c.get("restartPolicy").and_then(Value::as_str) {
             None => {
-                for field in ["lifecycle", "livenessProbe", "readinessProbe", "startupProbe"] {
+                for field in [
+                    "lifecycle",
+                    "livenessProbe",
+                    "readinessProbe",
+                    "startupProbe",
+                ] {
                     if c.get(field).is_some_and(|v| !v.is_null()) {
                         errs.push(FieldError::forbidden(
                             child(&p, field),
@@ -103,7 +112,10 @@ pub(crate) fn validate_spec(spec: &Value, path: &str, is_pod: bool, errs: &mut E
     }
     validate_labels(spec.get("nodeSelector"), &child(path, "nodeSelector"), errs);
     for (field, rule) in [
-        ("serviceAccountName", names::is_dns1123_subdomain as fn(&str) -> Vec<String>),
+        (
+            "serviceAccountName",
+            names::is_dns1123_subdomain as fn(&str) -> Vec<String>,
+        ),
         ("nodeName", names::is_dns1123_subdomain),
         ("priorityClassName", names::is_dns1123_subdomain),
         ("hostname", names::is_dns1123_label),
@@ -115,13 +127,14 @@ pub(crate) fn validate_spec(spec: &Value, path: &str, is_pod: bool, errs: &mut E
         }
     }
     if let Some(deadline) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64)
-        && !(1..=i64::from(i32::MAX)).contains(&deadline) {
-            errs.push(FieldError::invalid(
-                child(path, "activeDeadlineSeconds"),
-                &Value::from(deadline),
-                names::inclusive_range_error(1, i64::from(i32::MAX)),
-            ));
-        }
+        && !(1..=i64::from(i32::MAX)).contains(&deadline)
+    {
+        errs.push(FieldError::invalid(
+            child(path, "activeDeadlineSeconds"),
+            &Value::from(deadline),
+            names::inclusive_range_error(1, i64::from(i32::MAX)),
+        ));
+    }
     validate_tolerations(arr(spec, "tolerations"), &child(path, "tolerations"), errs);
     for (i, secret) in arr(spec, "imagePullSecrets").iter().enumerate() {
         if str_of(secret, "name").is_empty() {
@@ -135,13 +148,14 @@ pub(crate) fn validate_spec(spec: &Value, path: &str, is_pod: bool, errs: &mut E
 
 fn success_threshold_is_one(probe: &Value, path: &str, errs: &mut Errs) {
     if let Some(n) = probe.get("successThreshold").and_then(Value::as_i64)
-        && n != 1 {
-            errs.push(FieldError::invalid(
-                child(path, "successThreshold"),
-                &Value::from(n),
-                "must be 1",
-            ));
-        }
+        && n != 1
+    {
+        errs.push(FieldError::invalid(
+            child(path, "successThreshold"),
+            &Value::from(n),
+            "must be 1",
+        ));
+    }
 }
 
 fn validate_volumes(volumes: &[Value], path: &str, errs: &mut Errs) -> HashSet<String> {
@@ -153,7 +167,12 @@ fn validate_volumes(volumes: &[Value], path: &str, errs: &mut Errs) -> HashSet<S
         if name.is_empty() {
             errs.push(FieldError::required(&name_path, ""));
         } else {
-            invalid_each(errs, &name_path, get(v, "name"), names::is_dns1123_label(name));
+            invalid_each(
+                errs,
+                &name_path,
+                get(v, "name"),
+                names::is_dns1123_label(name),
+            );
         }
         if !name.is_empty() && !seen.insert(name.to_string()) {
             errs.push(FieldError::duplicate(&name_path, get(v, "name")));
@@ -181,9 +200,10 @@ fn validate_volumes(volumes: &[Value], path: &str, errs: &mut Errs) -> HashSet<S
         ];
         for (source, field) in required {
             if let Some(s) = v.get(source)
-                && str_of(s, field).is_empty() {
-                    errs.push(FieldError::required(child(&child(&p, source), field), ""));
-                }
+                && str_of(s, field).is_empty()
+            {
+                errs.push(FieldError::required(child(&child(&p, source), field), ""));
+            }
         }
         for source in ["secret", "configMap", "downwardAPI", "projected"] {
             if let Some(mode) = v.get(source).and_then(|s| s.get("defaultMode")) {
@@ -221,13 +241,14 @@ pub(crate) fn host_path_type(host_path: &Value, path: &str, errs: &mut Errs) {
 
 fn file_mode(mode: &Value, path: &str, errs: &mut Errs) {
     if let Some(m) = mode.as_i64()
-        && !(0..=0o777).contains(&m) {
-            errs.push(FieldError::invalid(
-                path,
-                mode,
-                "must be a number between 0 and 0777 (octal), both inclusive",
-            ));
-        }
+        && !(0..=0o777).contains(&m)
+    {
+        errs.push(FieldError::invalid(
+            path,
+            mode,
+            "must be a number between 0 and 0777 (octal), both inclusive",
+        ));
+    }
 }
 
 fn validate_container(
@@ -243,7 +264,12 @@ fn validate_container(
     if name.is_empty() {
         errs.push(FieldError::required(&name_path, ""));
     } else {
-        invalid_each(errs, &name_path, get(c, "name"), names::is_dns1123_label(name));
+        invalid_each(
+            errs,
+            &name_path,
+            get(c, "name"),
+            names::is_dns1123_label(name),
+        );
         if !names_seen.insert(name.to_string()) {
             errs.push(FieldError::duplicate(&name_path, get(c, "name")));
         }
@@ -289,7 +315,12 @@ fn validate_container(
         let p = index(&child(path, "envFrom"), i);
         let prefix = str_of(from, "prefix");
         if !prefix.is_empty() {
-            invalid_each(errs, &child(&p, "prefix"), get(from, "prefix"), names::is_env_var_name(prefix));
+            invalid_each(
+                errs,
+                &child(&p, "prefix"),
+                get(from, "prefix"),
+                names::is_env_var_name(prefix),
+            );
         }
         let refs = ["configMapRef", "secretRef"]
             .iter()
@@ -309,7 +340,12 @@ fn validate_container(
             ));
         }
     }
-    validate_mounts(arr(c, "volumeMounts"), &child(path, "volumeMounts"), volumes, errs);
+    validate_mounts(
+        arr(c, "volumeMounts"),
+        &child(path, "volumeMounts"),
+        volumes,
+        errs,
+    );
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         if let Some(p) = c.get(probe).filter(|p| !p.is_null()) {
             validate_probe(p, &child(path, probe), errs);
@@ -347,8 +383,17 @@ fn validate_ports(ports: &[Value], path: &str, errs: &mut Errs) {
                 names::is_valid_port_num(n),
             ),
         }
-        if let Some(n) = port.get("hostPort").and_then(Value::as_i64).filter(|n| *n != 0) {
-            invalid_each(errs, &child(&p, "hostPort"), &Value::from(n), names::is_valid_port_num(n));
+        if let Some(n) = port
+            .get("hostPort")
+            .and_then(Value::as_i64)
+            .filter(|n| *n != 0)
+        {
+            invalid_each(
+                errs,
+                &child(&p, "hostPort"),
+                &Value::from(n),
+                names::is_valid_port_num(n),
+            );
         }
         protocol(port, &p, errs);
     }
@@ -395,16 +440,26 @@ fn validate_env(env: &[Value], path: &str, errs: &mut Errs) {
         if name.is_empty() {
             errs.push(FieldError::required(child(&p, "name"), ""));
         } else {
-            invalid_each(errs, &child(&p, "name"), get(var, "name"), names::is_env_var_name(name));
+            invalid_each(
+                errs,
+                &child(&p, "name"),
+                get(var, "name"),
+                names::is_env_var_name(name),
+            );
         }
         let Some(from) = var.get("valueFrom").filter(|v| !v.is_null()) else {
             continue;
         };
         let from_path = child(&p, "valueFrom");
-        let sources: Vec<&str> = ["fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef"]
-            .into_iter()
-            .filter(|k| from.get(*k).is_some_and(|v| !v.is_null()))
-            .collect();
+        let sources: Vec<&str> = [
+            "fieldRef",
+            "resourceFieldRef",
+            "configMapKeyRef",
+            "secretKeyRef",
+        ]
+        .into_iter()
+        .filter(|k| from.get(*k).is_some_and(|v| !v.is_null()))
+        .collect();
         if sources.is_empty() {
             errs.push(FieldError::invalid(
                 &from_path,
@@ -432,7 +487,12 @@ fn validate_env(env: &[Value], path: &str, errs: &mut Errs) {
                 if k.is_empty() {
                     errs.push(FieldError::required(child(&sp, "key"), ""));
                 } else {
-                    invalid_each(errs, &child(&sp, "key"), get(r, "key"), names::is_config_map_key(k));
+                    invalid_each(
+                        errs,
+                        &child(&sp, "key"),
+                        get(r, "key"),
+                        names::is_config_map_key(k),
+                    );
                 }
                 if str_of(r, "name").is_empty() {
                     errs.push(FieldError::required(child(&sp, "name"), ""));
@@ -440,9 +500,13 @@ fn validate_env(env: &[Value], path: &str, errs: &mut Errs) {
             }
         }
         if let Some(r) = from.get("fieldRef")
-            && str_of(r, "fieldPath").is_empty() {
-                errs.push(FieldError::required(child(&child(&from_path, "fieldRef"), "fieldPath"), ""));
-            }
+            && str_of(r, "fieldPath").is_empty()
+        {
+            errs.push(FieldError::required(
+                child(&child(&from_path, "fieldRef"), "fieldPath"),
+                "",
+            ));
+        }
     }
 }
 
@@ -497,14 +561,17 @@ fn validate_probe(probe: &Value, path: &str, errs: &mut Errs) {
     ] {
         nonnegative(probe, field, path, errs);
     }
-    if let Some(n) = probe.get("terminationGracePeriodSeconds").and_then(Value::as_i64)
-        && n <= 0 {
-            errs.push(FieldError::invalid(
-                child(path, "terminationGracePeriodSeconds"),
-                &Value::from(n),
-                "must be greater than 0",
-            ));
-        }
+    if let Some(n) = probe
+        .get("terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        && n <= 0
+    {
+        errs.push(FieldError::invalid(
+            child(path, "terminationGracePeriodSeconds"),
+            &Value::from(n),
+            "must be greater than 0",
+        ));
+    }
 }
 
 /// A probe or lifecycle handler: exactly one action.
@@ -523,9 +590,13 @@ fn validate_handler(handler: &Value, path: &str, errs: &mut Errs) {
         ));
     }
     if let Some(exec) = handler.get("exec")
-        && arr(exec, "command").is_empty() {
-            errs.push(FieldError::required(child(&child(path, "exec"), "command"), ""));
-        }
+        && arr(exec, "command").is_empty()
+    {
+        errs.push(FieldError::required(
+            child(&child(path, "exec"), "command"),
+            "",
+        ));
+    }
     for action in ["httpGet", "tcpSocket"] {
         if let Some(a) = handler.get(action) {
             port_num_or_name(get(a, "port"), &child(&child(path, action), "port"), errs);
@@ -534,13 +605,15 @@ fn validate_handler(handler: &Value, path: &str, errs: &mut Errs) {
     if let Some(http) = handler.get("httpGet") {
         let scheme = get(http, "scheme");
         if let Some(s) = scheme.as_str()
-            && s != "HTTP" && s != "HTTPS" {
-                errs.push(FieldError::not_supported(
-                    child(&child(path, "httpGet"), "scheme"),
-                    scheme,
-                    &["HTTP", "HTTPS"],
-                ));
-            }
+            && s != "HTTP"
+            && s != "HTTPS"
+        {
+            errs.push(FieldError::not_supported(
+                child(&child(path, "httpGet"), "scheme"),
+                scheme,
+                &["HTTP", "HTTPS"],
+            ));
+        }
     }
     if let Some(grpc) = handler.get("grpc") {
         let port = grpc.get("port").and_then(Value::as_i64).unwrap_or(0);
@@ -566,7 +639,10 @@ pub(crate) fn port_num_or_name(port: &Value, path: &str, errs: &mut Errs) {
 }
 
 pub(crate) fn quantity(value: &Value, path: &str, errs: &mut Errs) -> Option<super::Quantity> {
-    let raw = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+    let raw = value
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| value.to_string());
     match parse_quantity(&raw) {
         Ok(q) => Some(q),
         Err(_) => {
@@ -670,10 +746,18 @@ pub(crate) fn resource_quantity(
 ) -> Option<super::Quantity> {
     let q = quantity(value, path, errs)?;
     if q.is_negative() {
-        errs.push(FieldError::invalid(path, &Value::from(q.to_string()), NONNEGATIVE));
+        errs.push(FieldError::invalid(
+            path,
+            &Value::from(q.to_string()),
+            NONNEGATIVE,
+        ));
     }
     if !is_native_resource(name) && !q.is_integer() {
-        errs.push(FieldError::invalid(path, &Value::from(q.to_string()), "must be an integer"));
+        errs.push(FieldError::invalid(
+            path,
+            &Value::from(q.to_string()),
+            "must be an integer",
+        ));
     }
     Some(q)
 }
@@ -683,7 +767,12 @@ pub(crate) fn validate_tolerations(tolerations: &[Value], path: &str, errs: &mut
         let p = index(path, i);
         let k = str_of(t, "key");
         if !k.is_empty() {
-            invalid_each(errs, &child(&p, "key"), get(t, "key"), names::is_qualified_name(k));
+            invalid_each(
+                errs,
+                &child(&p, "key"),
+                get(t, "key"),
+                names::is_qualified_name(k),
+            );
         }
         let operator = str_of(t, "operator");
         if k.is_empty() && operator != "Exists" {

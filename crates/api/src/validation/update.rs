@@ -43,7 +43,11 @@ pub(crate) fn validate(resource: &ResourceInfo, new: &Value, old: &Value, errs: 
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
             let role_ref = get(new, "roleRef");
             if role_ref != get(old, "roleRef") {
-                errs.push(FieldError::invalid("roleRef", role_ref, "cannot change roleRef"));
+                errs.push(FieldError::invalid(
+                    "roleRef",
+                    role_ref,
+                    "cannot change roleRef",
+                ));
             }
         }
         ("storage.k8s.io", "StorageClass") => {
@@ -59,7 +63,10 @@ pub(crate) fn validate(resource: &ResourceInfo, new: &Value, old: &Value, errs: 
         }
         ("scheduling.k8s.io", "PriorityClass") => {
             if get(new, "value") != get(old, "value") {
-                errs.push(FieldError::forbidden("value", "may not be changed in an update."));
+                errs.push(FieldError::forbidden(
+                    "value",
+                    "may not be changed in an update.",
+                ));
             }
             immutable(new, old, "preemptionPolicy", "", errs);
         }
@@ -77,17 +84,20 @@ fn pod(spec: &Value, old_spec: &Value, errs: &mut Errs) {
     for key in ["containers", "initContainers"] {
         let old_list = arr(old_spec, key);
         if let Some(list) = m.get_mut(key).and_then(Value::as_array_mut)
-            && list.len() == old_list.len() {
-                for (c, old_c) in list.iter_mut().zip(old_list) {
-                    if let (Some(c), Some(image)) = (c.as_object_mut(), old_c.get("image")) {
-                        c.insert("image".into(), image.clone());
-                    }
+            && list.len() == old_list.len()
+        {
+            for (c, old_c) in list.iter_mut().zip(old_list) {
+                if let (Some(c), Some(image)) = (c.as_object_mut(), old_c.get("image")) {
+                    c.insert("image".into(), image.clone());
                 }
             }
+        }
     }
     // The deadline may be set or lowered, not raised or removed.
     let new_deadline = spec.get("activeDeadlineSeconds").and_then(Value::as_i64);
-    let old_deadline = old_spec.get("activeDeadlineSeconds").and_then(Value::as_i64);
+    let old_deadline = old_spec
+        .get("activeDeadlineSeconds")
+        .and_then(Value::as_i64);
     match (new_deadline, old_deadline) {
         (Some(n), Some(o)) if n > o => {
             errs.push(FieldError::invalid(
@@ -121,8 +131,12 @@ fn pod(spec: &Value, old_spec: &Value, errs: &mut Errs) {
             "existing toleration can not be modified except its tolerationSeconds",
         ));
     }
-    let old_grace = old_spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64);
-    let new_grace = spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64);
+    let old_grace = old_spec
+        .get("terminationGracePeriodSeconds")
+        .and_then(Value::as_i64);
+    let new_grace = spec
+        .get("terminationGracePeriodSeconds")
+        .and_then(Value::as_i64);
     if old_grace.is_some_and(|g| g < 0) && new_grace == Some(1) {
         restore(m, old_spec, "terminationGracePeriodSeconds");
     }
@@ -167,9 +181,14 @@ fn service(spec: &Value, old_spec: &Value, errs: &mut Errs) {
     let new_families = arr(spec, "ipFamilies");
     let old_families = arr(old_spec, "ipFamilies");
     if let (Some(o), Some(n)) = (old_families.first(), new_families.first())
-        && o != n {
-            errs.push(FieldError::invalid("spec.ipFamilies[0]", n, "may not change once set"));
-        }
+        && o != n
+    {
+        errs.push(FieldError::invalid(
+            "spec.ipFamilies[0]",
+            n,
+            "may not change once set",
+        ));
+    }
 }
 
 /// `immutable: true` freezes data and the flag itself.
@@ -224,7 +243,10 @@ fn pvc(new: &Value, old: &Value, errs: &mut Errs) {
             ),
         ));
     }
-    let quantity = |v: Option<&Value>| v.and_then(Value::as_str).and_then(|s| parse_quantity(s).ok());
+    let quantity = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .and_then(|s| parse_quantity(s).ok())
+    };
     let new_size = quantity(storage_request(spec));
     let old_size = quantity(storage_request(old_spec));
     let status_size = quantity(
@@ -233,12 +255,14 @@ fn pvc(new: &Value, old: &Value, errs: &mut Errs) {
             .and_then(|c| c.get("storage")),
     );
     if let (Some(n), Some(o)) = (new_size, old_size)
-        && n < o && status_size.is_some_and(|s| n <= s) {
-            errs.push(FieldError::forbidden(
-                "spec.resources.requests.storage",
-                "field can not be less than status.capacity",
-            ));
-        }
+        && n < o
+        && status_size.is_some_and(|s| n <= s)
+    {
+        errs.push(FieldError::forbidden(
+            "spec.resources.requests.storage",
+            "field can not be less than status.capacity",
+        ));
+    }
     immutable(spec, old_spec, "volumeMode", "", errs);
 }
 
@@ -361,7 +385,11 @@ fn job(spec: &Value, old_spec: &Value, errs: &mut Errs) {
         }
     }
     if &template != old_template {
-        errs.push(FieldError::invalid("spec.template", get(spec, "template"), IMMUTABLE));
+        errs.push(FieldError::invalid(
+            "spec.template",
+            get(spec, "template"),
+            IMMUTABLE,
+        ));
     }
     immutable(spec, old_spec, "completionMode", "spec", errs);
     immutable(spec, old_spec, "podFailurePolicy", "spec", errs);
