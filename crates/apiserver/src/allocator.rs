@@ -20,14 +20,23 @@ impl FromStr for Cidr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (ip, prefix) = s.split_once('/').ok_or_else(|| format!("invalid CIDR {s:?}: expected address/prefix"))?;
+        let (ip, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("invalid CIDR {s:?}: expected address/prefix"))?;
         let ip: Ipv4Addr = ip.parse().map_err(|e| format!("invalid CIDR {s:?}: {e}"))?;
-        let prefix: u8 = prefix.parse().map_err(|e| format!("invalid CIDR {s:?}: {e}"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|e| format!("invalid CIDR {s:?}: {e}"))?;
         if !(8..=30).contains(&prefix) {
-            return Err(format!("invalid CIDR {s:?}: prefix must be between /8 and /30"));
+            return Err(format!(
+                "invalid CIDR {s:?}: prefix must be between /8 and /30"
+            ));
         }
         let mask = u32::MAX << (32 - prefix);
-        Ok(Cidr { network: Ipv4Addr::from(u32::from(ip) & mask), prefix })
+        Ok(Cidr {
+            network: Ipv4Addr::from(u32::from(ip) & mask),
+            prefix,
+        })
     }
 }
 
@@ -66,7 +75,10 @@ pub const NODE_PORT_PREFIX: &str = "/registry/servicenodeports/";
 
 impl Allocator {
     pub fn new(service_cidr: Cidr, node_ports: (u16, u16)) -> Self {
-        Allocator { service_cidr, node_ports }
+        Allocator {
+            service_cidr,
+            node_ports,
+        }
     }
 
     /// A random usable service IP. The first address is left to the `kubernetes` Service and

@@ -14,16 +14,27 @@ pub struct UserInfo {
 impl UserInfo {
     pub fn from_cert(name: String, mut groups: Vec<String>) -> Self {
         groups.push("system:authenticated".into());
-        UserInfo { name, uid: String::new(), groups }
+        UserInfo {
+            name,
+            uid: String::new(),
+            groups,
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
     #[error("reading token file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("token file {path} line {line}: {why}")]
-    Parse { path: String, line: usize, why: String },
+    Parse {
+        path: String,
+        line: usize,
+        why: String,
+    },
 }
 
 /// Static tokens from upstream's CSV format: `token,user,uid,"group1,group2"`.
@@ -34,9 +45,15 @@ pub struct TokenAuthenticator {
 
 impl TokenAuthenticator {
     pub fn from_file(path: &Path) -> Result<Self, TokenFileError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TokenFileError::Read { path: path.display().to_string(), source })?;
-        Self::parse(&text).map_err(|(line, why)| TokenFileError::Parse { path: path.display().to_string(), line, why })
+        let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|(line, why)| TokenFileError::Parse {
+            path: path.display().to_string(),
+            line,
+            why,
+        })
     }
 
     pub fn parse(text: &str) -> Result<Self, (usize, String)> {
@@ -48,17 +65,36 @@ impl TokenAuthenticator {
             }
             let fields = split_csv(line);
             if fields.len() < 3 {
-                return Err((i + 1, format!("expected token,user,uid[,\"groups\"], got {} fields", fields.len())));
+                return Err((
+                    i + 1,
+                    format!(
+                        "expected token,user,uid[,\"groups\"], got {} fields",
+                        fields.len()
+                    ),
+                ));
             }
             if fields[0].is_empty() {
                 return Err((i + 1, "empty token".into()));
             }
             let mut groups: Vec<String> = fields
                 .get(3)
-                .map(|g| g.split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect())
+                .map(|g| {
+                    g.split(',')
+                        .map(str::trim)
+                        .filter(|g| !g.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
                 .unwrap_or_default();
             groups.push("system:authenticated".into());
-            tokens.insert(fields[0].clone(), UserInfo { name: fields[1].clone(), uid: fields[2].clone(), groups });
+            tokens.insert(
+                fields[0].clone(),
+                UserInfo {
+                    name: fields[1].clone(),
+                    uid: fields[2].clone(),
+                    groups,
+                },
+            );
         }
         Ok(TokenAuthenticator { tokens })
     }
@@ -100,12 +136,18 @@ mod tests {
 
     #[test]
     fn parses_upstream_token_csv() {
-        let auth = TokenAuthenticator::parse("# comment\nsecret1,alice,1001,\"dev,ops\"\nsecret2,bob,1002\n").unwrap();
+        let auth = TokenAuthenticator::parse(
+            "# comment\nsecret1,alice,1001,\"dev,ops\"\nsecret2,bob,1002\n",
+        )
+        .unwrap();
         let alice = auth.authenticate(Some("Bearer secret1")).unwrap();
         assert_eq!(alice.name, "alice");
         assert_eq!(alice.uid, "1001");
         assert_eq!(alice.groups, vec!["dev", "ops", "system:authenticated"]);
-        assert_eq!(auth.authenticate(Some("Bearer secret2")).unwrap().groups, vec!["system:authenticated"]);
+        assert_eq!(
+            auth.authenticate(Some("Bearer secret2")).unwrap().groups,
+            vec!["system:authenticated"]
+        );
         assert!(auth.authenticate(Some("Bearer nope")).is_none());
         assert!(auth.authenticate(Some("Basic secret1")).is_none());
         assert!(TokenAuthenticator::parse("onlytoken,user").is_err());

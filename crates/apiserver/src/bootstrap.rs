@@ -10,25 +10,55 @@ use crate::auth::UserInfo;
 use crate::error::ApiError;
 
 fn system_user() -> UserInfo {
-    UserInfo { name: "system:apiserver".into(), uid: String::new(), groups: vec!["system:masters".into()] }
+    UserInfo {
+        name: "system:apiserver".into(),
+        uid: String::new(),
+        groups: vec!["system:masters".into()],
+    }
 }
 
-async fn ensure(server: &Arc<ApiServer>, group: &str, plural: &str, obj: Value) -> anyhow::Result<()> {
+async fn ensure(
+    server: &Arc<ApiServer>,
+    group: &str,
+    plural: &str,
+    obj: Value,
+) -> anyhow::Result<()> {
     let resource = api::resources::all()
         .iter()
         .find(|r| r.group == group && r.plural == plural && r.storage_version)
         .expect("bootstrap resources are registered");
-    let namespace = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from);
-    match crate::rest::create_object(server, resource, namespace.as_deref(), obj, &system_user(), false).await {
+    let namespace = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(String::from);
+    match crate::rest::create_object(
+        server,
+        resource,
+        namespace.as_deref(),
+        obj,
+        &system_user(),
+        false,
+    )
+    .await
+    {
         Ok(_) => Ok(()),
-        Err(ApiError { reason: "AlreadyExists", .. }) => Ok(()),
+        Err(ApiError {
+            reason: "AlreadyExists",
+            ..
+        }) => Ok(()),
         Err(e) => Err(anyhow::anyhow!("creating built-in {plural}: {e}")),
     }
 }
 
 pub async fn ensure_builtin_objects(server: &Arc<ApiServer>) -> anyhow::Result<()> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        ensure(server, "", "namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
+        ensure(
+            server,
+            "",
+            "namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await?;
     }
     let service_ip = server.config.service_cidr.nth(1).to_string();
     let host = server.config.advertise_address.to_string();
@@ -68,7 +98,10 @@ pub async fn ensure_builtin_objects(server: &Arc<ApiServer>) -> anyhow::Result<(
         }),
     )
     .await?;
-    for (name, value) in [("system-node-critical", 2_000_001_000i64), ("system-cluster-critical", 2_000_000_000)] {
+    for (name, value) in [
+        ("system-node-critical", 2_000_001_000i64),
+        ("system-cluster-critical", 2_000_000_000),
+    ] {
         ensure(
             server,
             "scheduling.k8s.io",

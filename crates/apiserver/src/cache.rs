@@ -39,7 +39,12 @@ pub struct CachedObject {
 
 impl CachedObject {
     /// Build from a stored value: parse once, stamp the resourceVersion, extract selector data.
-    pub fn from_store(resource: &ResourceInfo, key: &str, value: &[u8], revision: Revision) -> Option<Self> {
+    pub fn from_store(
+        resource: &ResourceInfo,
+        key: &str,
+        value: &[u8],
+        revision: Revision,
+    ) -> Option<Self> {
         let mut obj: Value = match serde_json::from_slice(value) {
             Ok(v) => v,
             Err(e) => {
@@ -50,9 +55,17 @@ impl CachedObject {
         Some(Self::from_value(resource, key, &mut obj, revision))
     }
 
-    pub fn from_value(resource: &ResourceInfo, key: &str, obj: &mut Value, revision: Revision) -> Self {
+    pub fn from_value(
+        resource: &ResourceInfo,
+        key: &str,
+        obj: &mut Value,
+        revision: Revision,
+    ) -> Self {
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+            meta.insert(
+                "resourceVersion".into(),
+                Value::String(revision.to_string()),
+            );
         }
         let labels = obj
             .pointer("/metadata/labels")
@@ -61,7 +74,13 @@ impl CachedObject {
             .unwrap_or_default();
         let fields = api::fields::object_fields(resource, obj);
         let json = Bytes::from(serde_json::to_vec(obj).expect("a JSON value always serializes"));
-        CachedObject { key: key.into(), json, mod_revision: revision, labels, fields }
+        CachedObject {
+            key: key.into(),
+            json,
+            mod_revision: revision,
+            labels,
+            fields,
+        }
     }
 
     pub fn value(&self) -> Value {
@@ -107,11 +126,10 @@ struct ResourceCache {
 
 impl ResourceCache {
     fn push(&mut self, event: Arc<WatchEvent>) {
-        if self.events.len() >= EVENT_WINDOW {
-            if let Some(old) = self.events.pop_front() {
+        if self.events.len() >= EVENT_WINDOW
+            && let Some(old) = self.events.pop_front() {
                 self.window_start = old.revision;
             }
-        }
         self.events.push_back(event.clone());
         // No receivers is fine.
         let _ = self.live.send(event);
@@ -135,7 +153,10 @@ pub struct Cache {
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("too old resource version: {requested} ({oldest})")]
-    TooOld { requested: Revision, oldest: Revision },
+    TooOld {
+        requested: Revision,
+        oldest: Revision,
+    },
     #[error("resource {0} is not cached")]
     Unknown(String),
 }
@@ -160,21 +181,26 @@ impl Cache {
         let listing = store.range(RangeRequest::prefix(REGISTRY_PREFIX)).await?;
         let revision = listing.revision;
         for kv in &listing.kvs {
-            if let Some((storage, _)) = split_key(&kv.key) {
-                if let Some(rc) = resources.get(storage) {
+            if let Some((storage, _)) = split_key(&kv.key)
+                && let Some(rc) = resources.get(storage) {
                     let mut rc = rc.write().unwrap();
                     let resource = rc.resource;
-                    if let Some(obj) = CachedObject::from_store(resource, &kv.key, &kv.value, kv.mod_revision) {
+                    if let Some(obj) =
+                        CachedObject::from_store(resource, &kv.key, &kv.value, kv.mod_revision)
+                    {
                         rc.objects.insert(kv.key.clone().into(), Arc::new(obj));
                     }
                 }
-            }
         }
         for rc in resources.values() {
             rc.write().unwrap().window_start = revision;
         }
         let (revision_tx, _) = watch::channel(revision);
-        let cache = Arc::new(Cache { resources, revision: revision_tx, store });
+        let cache = Arc::new(Cache {
+            resources,
+            revision: revision_tx,
+            store,
+        });
         tracing::info!(objects = listing.kvs.len(), revision, "watch cache filled");
         let follower = cache.clone();
         tokio::spawn(async move { follower.follow(revision).await });
@@ -206,14 +232,19 @@ impl Cache {
             tokio::time::sleep(Duration::from_millis(200)).await;
             match self.resync().await {
                 Ok(r) => revision = r,
-                Err(e) => tracing::warn!(error = %e, "cannot list the store to resynchronise; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the store to resynchronise; retrying")
+                }
             }
         }
     }
 
     /// After a broken watch: list again and turn the differences into events.
     async fn resync(&self) -> Result<Revision, store::StoreError> {
-        let listing = self.store.range(RangeRequest::prefix(REGISTRY_PREFIX)).await?;
+        let listing = self
+            .store
+            .range(RangeRequest::prefix(REGISTRY_PREFIX))
+            .await?;
         let revision = listing.revision;
         let mut seen: HashMap<&str, Vec<&KeyValue>> = HashMap::new();
         for kv in &listing.kvs {
@@ -223,26 +254,51 @@ impl Cache {
         }
         for (storage, rc) in &self.resources {
             let mut rc = rc.write().unwrap();
-            let current: HashMap<&str, &KeyValue> =
-                seen.get(storage).map(|kvs| kvs.iter().map(|kv| (kv.key.as_str(), *kv)).collect()).unwrap_or_default();
-            let gone: Vec<Arc<CachedObject>> =
-                rc.objects.values().filter(|o| !current.contains_key(&*o.key)).cloned().collect();
+            let current: HashMap<&str, &KeyValue> = seen
+                .get(storage)
+                .map(|kvs| kvs.iter().map(|kv| (kv.key.as_str(), *kv)).collect())
+                .unwrap_or_default();
+            let gone: Vec<Arc<CachedObject>> = rc
+                .objects
+                .values()
+                .filter(|o| !current.contains_key(&*o.key))
+                .cloned()
+                .collect();
             for old in gone {
                 rc.objects.remove(&old.key);
                 let object = Arc::new(restamp(rc.resource, &old, revision));
-                rc.push(Arc::new(WatchEvent { kind: EventType::Deleted, object, prev: Some(old), revision }));
+                rc.push(Arc::new(WatchEvent {
+                    kind: EventType::Deleted,
+                    object,
+                    prev: Some(old),
+                    revision,
+                }));
             }
             for (key, kv) in current {
                 let prev = rc.objects.get(key).cloned();
-                if prev.as_ref().is_some_and(|p| p.mod_revision == kv.mod_revision) {
+                if prev
+                    .as_ref()
+                    .is_some_and(|p| p.mod_revision == kv.mod_revision)
+                {
                     continue;
                 }
                 let resource = rc.resource;
-                if let Some(obj) = CachedObject::from_store(resource, key, &kv.value, kv.mod_revision) {
+                if let Some(obj) =
+                    CachedObject::from_store(resource, key, &kv.value, kv.mod_revision)
+                {
                     let object = Arc::new(obj);
                     rc.objects.insert(key.into(), object.clone());
-                    let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
-                    rc.push(Arc::new(WatchEvent { kind, object, prev, revision: kv.mod_revision }));
+                    let kind = if prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    };
+                    rc.push(Arc::new(WatchEvent {
+                        kind,
+                        object,
+                        prev,
+                        revision: kv.mod_revision,
+                    }));
                 }
             }
         }
@@ -251,27 +307,48 @@ impl Cache {
     }
 
     fn apply(&self, event: store::Event) {
-        let Some((storage, _)) = split_key(&event.kv.key) else { return };
-        let Some(rc) = self.resources.get(storage) else { return };
+        let Some((storage, _)) = split_key(&event.kv.key) else {
+            return;
+        };
+        let Some(rc) = self.resources.get(storage) else {
+            return;
+        };
         let mut rc = rc.write().unwrap();
         let resource = rc.resource;
         let revision = event.kv.mod_revision;
         let prev = rc.objects.get(event.kv.key.as_str()).cloned();
         match event.kind {
             EventKind::Put => {
-                let Some(obj) = CachedObject::from_store(resource, &event.kv.key, &event.kv.value, revision) else {
+                let Some(obj) =
+                    CachedObject::from_store(resource, &event.kv.key, &event.kv.value, revision)
+                else {
                     return;
                 };
                 let object = Arc::new(obj);
-                rc.objects.insert(event.kv.key.as_str().into(), object.clone());
-                let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
-                rc.push(Arc::new(WatchEvent { kind, object, prev, revision }));
+                rc.objects
+                    .insert(event.kv.key.as_str().into(), object.clone());
+                let kind = if prev.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                rc.push(Arc::new(WatchEvent {
+                    kind,
+                    object,
+                    prev,
+                    revision,
+                }));
             }
             EventKind::Delete => {
                 let Some(prev) = prev else { return };
                 rc.objects.remove(event.kv.key.as_str());
                 let object = Arc::new(restamp(resource, &prev, revision));
-                rc.push(Arc::new(WatchEvent { kind: EventType::Deleted, object, prev: Some(prev), revision }));
+                rc.push(Arc::new(WatchEvent {
+                    kind: EventType::Deleted,
+                    object,
+                    prev: Some(prev),
+                    revision,
+                }));
             }
         }
     }
@@ -292,17 +369,28 @@ impl Cache {
     pub async fn sync(&self) -> Result<Revision, store::StoreError> {
         let (current, _) = self.store.revisions().await?;
         if !self.wait_for(current, Duration::from_secs(3)).await {
-            tracing::warn!(current, cached = self.revision(), "watch cache is behind the store; serving what it has");
+            tracing::warn!(
+                current,
+                cached = self.revision(),
+                "watch cache is behind the store; serving what it has"
+            );
         }
         Ok(self.revision())
     }
 
     fn resource(&self, resource: &ResourceInfo) -> &RwLock<ResourceCache> {
-        self.resources.get(resource.storage).expect("every storage resource has a cache")
+        self.resources
+            .get(resource.storage)
+            .expect("every storage resource has a cache")
     }
 
     pub fn get(&self, resource: &ResourceInfo, key: &str) -> Option<Arc<CachedObject>> {
-        self.resource(resource).read().unwrap().objects.get(key).cloned()
+        self.resource(resource)
+            .read()
+            .unwrap()
+            .objects
+            .get(key)
+            .cloned()
     }
 
     /// Objects under `prefix` with keys after `start_after`, in key order, that pass `filter`;
@@ -323,7 +411,10 @@ impl Cache {
         };
         let mut out = Vec::new();
         let mut more = false;
-        for (key, obj) in rc.objects.range::<str, _>((lower, std::ops::Bound::Unbounded)) {
+        for (key, obj) in rc
+            .objects
+            .range::<str, _>((lower, std::ops::Bound::Unbounded))
+        {
             if !key.starts_with(prefix) {
                 break;
             }
@@ -340,37 +431,73 @@ impl Cache {
     }
 
     /// Register a watch on a resource for events after `after`.
-    pub fn watch(&self, resource: &ResourceInfo, after: Revision) -> Result<CacheWatch, CacheError> {
+    pub fn watch(
+        &self,
+        resource: &ResourceInfo,
+        after: Revision,
+    ) -> Result<CacheWatch, CacheError> {
         let rc = self.resource(resource).read().unwrap();
         if after < rc.window_start {
-            return Err(CacheError::TooOld { requested: after, oldest: rc.window_start });
+            return Err(CacheError::TooOld {
+                requested: after,
+                oldest: rc.window_start,
+            });
         }
         let live = rc.live.subscribe();
-        let backlog: Vec<Arc<WatchEvent>> = rc.events.iter().filter(|e| e.revision > after).cloned().collect();
+        let backlog: Vec<Arc<WatchEvent>> = rc
+            .events
+            .iter()
+            .filter(|e| e.revision > after)
+            .cloned()
+            .collect();
         let after = backlog.last().map_or(after, |e| e.revision);
-        Ok(CacheWatch { backlog, live, after })
+        Ok(CacheWatch {
+            backlog,
+            live,
+            after,
+        })
     }
 
     /// A snapshot of all objects of a resource under a prefix (for watches that start with the current state).
-    pub fn snapshot(&self, resource: &ResourceInfo, prefix: &str) -> (Vec<Arc<CachedObject>>, CacheWatch) {
+    pub fn snapshot(
+        &self,
+        resource: &ResourceInfo,
+        prefix: &str,
+    ) -> (Vec<Arc<CachedObject>>, CacheWatch) {
         let rc = self.resource(resource).read().unwrap();
         let revision = self.revision();
         let objects: Vec<Arc<CachedObject>> = rc
             .objects
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, o)| o.clone())
             .collect();
         let live = rc.live.subscribe();
         // Everything applied so far is reflected in `objects`.
-        let after = rc.events.back().map_or(revision, |e| e.revision.max(revision));
-        (objects, CacheWatch { backlog: Vec::new(), live, after })
+        let after = rc
+            .events
+            .back()
+            .map_or(revision, |e| e.revision.max(revision));
+        (
+            objects,
+            CacheWatch {
+                backlog: Vec::new(),
+                live,
+                after,
+            },
+        )
     }
 
     /// Number of objects of every resource (for metrics).
     pub fn counts(&self) -> Vec<(&'static str, usize)> {
-        let mut counts: Vec<_> =
-            self.resources.iter().map(|(s, rc)| (*s, rc.read().unwrap().objects.len())).collect();
+        let mut counts: Vec<_> = self
+            .resources
+            .iter()
+            .map(|(s, rc)| (*s, rc.read().unwrap().objects.len()))
+            .collect();
         counts.sort();
         counts
     }

@@ -5,10 +5,19 @@ use api::ResourceInfo;
 use serde_json::{Value, json};
 
 /// The media type kubectl asks for to get aggregated discovery.
-pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// Kind, group, version and verbs of a subresource as discovery reports them.
-fn subresource_shape(r: &ResourceInfo, sub: &str) -> (&'static str, &'static str, &'static str, &'static [&'static str]) {
+fn subresource_shape(
+    r: &ResourceInfo,
+    sub: &str,
+) -> (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+) {
     let kind: &'static str = r.kind;
     match sub {
         "status" => ("", "", kind, &["get", "patch", "update"]),
@@ -27,7 +36,9 @@ fn subresource_shape(r: &ResourceInfo, sub: &str) -> (&'static str, &'static str
 fn served(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceInfo> {
     let group = group.to_string();
     let version = version.to_string();
-    api::resources::all().iter().filter(move |r| r.group == group && r.version == version)
+    api::resources::all()
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
 }
 
 pub fn api_versions(server_address: &str) -> Value {
@@ -56,7 +67,9 @@ pub fn api_group_list() -> Value {
 }
 
 pub fn api_group_doc(group: &str) -> Option<Value> {
-    let (_, versions) = api::resources::groups().into_iter().find(|(g, _)| *g == group && !g.is_empty())?;
+    let (_, versions) = api::resources::groups()
+        .into_iter()
+        .find(|(g, _)| *g == group && !g.is_empty())?;
     let mut doc = api_group(group, &versions);
     doc["kind"] = json!("APIGroup");
     doc["apiVersion"] = json!("v1");
@@ -99,8 +112,14 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     if resources.is_empty() {
         return None;
     }
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+    )
 }
 
 fn aggregated_version(group: &str, version: &str) -> Value {
@@ -144,7 +163,11 @@ pub fn aggregated(core: bool) -> Value {
         .filter(|(g, _)| g.is_empty() == core)
         .map(|(g, versions)| {
             let versions: Vec<Value> = versions.iter().map(|v| aggregated_version(g, v)).collect();
-            let metadata = if g.is_empty() { json!({"creationTimestamp": null}) } else { json!({"name": g, "creationTimestamp": null}) };
+            let metadata = if g.is_empty() {
+                json!({"creationTimestamp": null})
+            } else {
+                json!({"name": g, "creationTimestamp": null})
+            };
             json!({"metadata": metadata, "versions": versions})
         })
         .collect();
@@ -158,8 +181,17 @@ mod tests {
     #[test]
     fn legacy_documents() {
         let core = api_resource_list("", "v1").unwrap();
-        let names: Vec<&str> = core["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-        assert!(names.contains(&"pods") && names.contains(&"pods/status") && names.contains(&"pods/binding"));
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            names.contains(&"pods")
+                && names.contains(&"pods/status")
+                && names.contains(&"pods/binding")
+        );
         let scale = api_resource_list("apps", "v1").unwrap()["resources"]
             .as_array()
             .unwrap()
@@ -170,7 +202,12 @@ mod tests {
         assert_eq!(scale["kind"], "Scale");
         assert_eq!(scale["group"], "autoscaling");
         let groups = api_group_list();
-        let autoscaling = groups["groups"].as_array().unwrap().iter().find(|g| g["name"] == "autoscaling").unwrap();
+        let autoscaling = groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "autoscaling")
+            .unwrap();
         assert_eq!(autoscaling["preferredVersion"]["version"], "v2");
         assert!(api_resource_list("nope", "v1").is_none());
         assert!(api_group_doc("apps").is_some());

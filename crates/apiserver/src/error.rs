@@ -26,7 +26,11 @@ pub struct Subject<'a> {
 
 impl Subject<'_> {
     fn qualified(&self) -> String {
-        if self.group.is_empty() { self.resource.to_string() } else { format!("{}.{}", self.resource, self.group) }
+        if self.group.is_empty() {
+            self.resource.to_string()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
     }
 
     fn details(&self) -> Value {
@@ -40,7 +44,12 @@ impl Subject<'_> {
 
 impl ApiError {
     pub fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -64,7 +73,11 @@ impl ApiError {
         Self {
             code: StatusCode::CONFLICT,
             reason: "AlreadyExists",
-            message: format!("{} \"{}\" already exists", subject.qualified(), subject.name),
+            message: format!(
+                "{} \"{}\" already exists",
+                subject.qualified(),
+                subject.name
+            ),
             details: Some(subject.details()),
         }
     }
@@ -73,7 +86,12 @@ impl ApiError {
         Self {
             code: StatusCode::CONFLICT,
             reason: "Conflict",
-            message: format!("Operation cannot be fulfilled on {} \"{}\": {}", subject.qualified(), subject.name, why),
+            message: format!(
+                "Operation cannot be fulfilled on {} \"{}\": {}",
+                subject.qualified(),
+                subject.name,
+                why
+            ),
             details: Some(subject.details()),
         }
     }
@@ -91,12 +109,19 @@ impl ApiError {
             .iter()
             .map(|e| {
                 let message = e.to_string();
-                let message = message.strip_prefix(&format!("{}: ", e.field)).unwrap_or(&message).to_string();
+                let message = message
+                    .strip_prefix(&format!("{}: ", e.field))
+                    .unwrap_or(&message)
+                    .to_string();
                 json!({"reason": e.kind.cause_reason(), "message": message, "field": e.field})
             })
             .collect();
         let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        let joined = if list.len() == 1 { list[0].clone() } else { format!("[{}]", list.join(", ")) };
+        let joined = if list.len() == 1 {
+            list[0].clone()
+        } else {
+            format!("[{}]", list.join(", "))
+        };
         let mut details = subject.details();
         details["kind"] = json!(kind);
         details["causes"] = Value::Array(causes);
@@ -125,14 +150,20 @@ impl ApiError {
     }
 
     pub fn too_large() -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            "Request entity too large: limit is 3145728",
+        )
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type:?})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type:?})"
+            ),
         )
     }
 
@@ -140,7 +171,9 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_ACCEPTABLE,
             "NotAcceptable",
-            format!("only the following media types are accepted: application/json, application/yaml (requested {accept:?})"),
+            format!(
+                "only the following media types are accepted: application/json, application/yaml (requested {accept:?})"
+            ),
         )
     }
 
@@ -149,7 +182,11 @@ impl ApiError {
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
     }
 
     pub fn timeout(message: impl Into<String>) -> Self {
@@ -182,19 +219,29 @@ impl ApiError {
 impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
         match e {
-            store::StoreError::Compacted { .. } => {
-                ApiError::gone(format!("The resourceVersion for the provided watch is too old: {e}"))
+            store::StoreError::Compacted { .. } => ApiError::gone(format!(
+                "The resourceVersion for the provided watch is too old: {e}"
+            )),
+            store::StoreError::FutureRevision { .. } => {
+                ApiError::timeout(format!("Too large resource version: {e}"))
             }
-            store::StoreError::FutureRevision { .. } => ApiError::timeout(format!("Too large resource version: {e}")),
             store::StoreError::NoSpace { .. } => ApiError::internal(e.to_string()),
-            store::StoreError::Backend(_) | store::StoreError::Closed => ApiError::unavailable(e.to_string()),
+            store::StoreError::Backend(_) | store::StoreError::Closed => {
+                ApiError::unavailable(e.to_string())
+            }
         }
     }
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.code.as_u16(), self.reason, self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.as_u16(),
+            self.reason,
+            self.message
+        )
     }
 }
 

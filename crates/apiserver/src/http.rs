@@ -23,7 +23,11 @@ use crate::request::{DiscoveryPath, Route};
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Accept connections until the listener fails; each connection is served on its own task.
-pub async fn serve(server: Arc<ApiServer>, tls: Arc<rustls::ServerConfig>, listener: TcpListener) -> std::io::Result<()> {
+pub async fn serve(
+    server: Arc<ApiServer>,
+    tls: Arc<rustls::ServerConfig>,
+    listener: TcpListener,
+) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -59,23 +63,35 @@ pub async fn serve(server: Arc<ApiServer>, tls: Arc<rustls::ServerConfig>, liste
                 async move { Ok::<_, Infallible>(handle(server, req, cert_user).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
 }
 
-async fn handle(server: Arc<ApiServer>, req: Request<Incoming>, cert_user: Option<UserInfo>) -> Response<Body> {
+async fn handle(
+    server: Arc<ApiServer>,
+    req: Request<Incoming>,
+    cert_user: Option<UserInfo>,
+) -> Response<Body> {
     let started = Instant::now();
     let path = req.uri().path().to_string();
     let (mut response, verb, resource) = dispatch(&server, req, cert_user).await;
     let code = response.status().as_u16();
-    server.metrics.observe_request(&verb, &resource, code, started.elapsed().as_secs_f64());
+    server
+        .metrics
+        .observe_request(&verb, &resource, code, started.elapsed().as_secs_f64());
     if verb != "watch" {
         tracing::debug!(%path, verb, code, micros = started.elapsed().as_micros() as u64, "request");
     }
-    response.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache, private"));
+    response.headers_mut().insert(
+        "cache-control",
+        HeaderValue::from_static("no-cache, private"),
+    );
     response
 }
 
@@ -88,14 +104,23 @@ async fn dispatch(
     let get = req.method() == http::Method::GET;
     // Probes and version are open to anonymous clients, as upstream's default RBAC allows.
     match path.as_str() {
-        "/healthz" | "/livez" | "/readyz" if get => return (text(StatusCode::OK, "ok"), "get".into(), path),
+        "/healthz" | "/livez" | "/readyz" if get => {
+            return (text(StatusCode::OK, "ok"), "get".into(), path);
+        }
         "/version" if get => return (json(StatusCode::OK, &version()), "get".into(), path),
         _ => {}
     }
-    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let user = server.tokens.authenticate(authorization).or(cert_user);
     let Some(user) = user else {
-        return (error(&ApiError::unauthorized()), "unauthenticated".into(), path);
+        return (
+            error(&ApiError::unauthorized()),
+            "unauthenticated".into(),
+            path,
+        );
     };
     let accept = header_str(&req, header::ACCEPT).to_string();
     match crate::request::route(&path) {
@@ -104,59 +129,103 @@ async fn dispatch(
             let (response, verb) = crate::rest::handle(server, req, target, user).await;
             (response, verb, resource)
         }
-        Route::Discovery(d) => (discovery(server, &d, &accept, get), "get".into(), "discovery".into()),
-        Route::NotFound => (error(&not_found_path(&path)), "get".into(), "unknown".into()),
-        Route::NonResource if get => (non_resource(server, &path, req.uri().query(), &accept), "get".into(), path),
+        Route::Discovery(d) => (
+            discovery(server, &d, &accept, get),
+            "get".into(),
+            "discovery".into(),
+        ),
+        Route::NotFound => (
+            error(&not_found_path(&path)),
+            "get".into(),
+            "unknown".into(),
+        ),
+        Route::NonResource if get => (
+            non_resource(server, &path, req.uri().query(), &accept),
+            "get".into(),
+            path,
+        ),
         Route::NonResource => (error(&not_found_path(&path)), "unknown".into(), path),
     }
 }
 
 fn not_found_path(path: &str) -> ApiError {
-    ApiError::not_found_message(format!("the server could not find the requested resource ({path})"))
+    ApiError::not_found_message(format!(
+        "the server could not find the requested resource ({path})"
+    ))
 }
 
 fn discovery(server: &ApiServer, path: &DiscoveryPath, accept: &str, get: bool) -> Response<Body> {
     if !get {
-        return error(&ApiError::method_not_allowed("discovery documents are read-only"));
+        return error(&ApiError::method_not_allowed(
+            "discovery documents are read-only",
+        ));
     }
     let aggregated = accept.contains("as=APIGroupDiscoveryList") && accept.contains("v=v2");
     let doc = match path {
-        DiscoveryPath::Api if aggregated => return aggregated_response(crate::discovery::aggregated(true)),
-        DiscoveryPath::Apis if aggregated => return aggregated_response(crate::discovery::aggregated(false)),
-        DiscoveryPath::Api => Some(crate::discovery::api_versions(&server.config.advertise_address.to_string())),
+        DiscoveryPath::Api if aggregated => {
+            return aggregated_response(crate::discovery::aggregated(true));
+        }
+        DiscoveryPath::Apis if aggregated => {
+            return aggregated_response(crate::discovery::aggregated(false));
+        }
+        DiscoveryPath::Api => Some(crate::discovery::api_versions(
+            &server.config.advertise_address.to_string(),
+        )),
         DiscoveryPath::Apis => Some(crate::discovery::api_group_list()),
         DiscoveryPath::Group(g) => crate::discovery::api_group_doc(g),
         DiscoveryPath::GroupVersion(g, v) => crate::discovery::api_resource_list(g, v),
     };
     match doc {
         Some(doc) => json(StatusCode::OK, &doc),
-        None => error(&ApiError::not_found_message("the server could not find the requested resource")),
+        None => error(&ApiError::not_found_message(
+            "the server could not find the requested resource",
+        )),
     }
 }
 
 fn aggregated_response(doc: Value) -> Response<Body> {
     let mut response = json(StatusCode::OK, &doc);
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::discovery::AGGREGATED_V2));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::discovery::AGGREGATED_V2),
+    );
     response
 }
 
-fn non_resource(server: &ApiServer, path: &str, query: Option<&str>, accept: &str) -> Response<Body> {
+fn non_resource(
+    server: &ApiServer,
+    path: &str,
+    query: Option<&str>,
+    accept: &str,
+) -> Response<Body> {
     match path {
         "/metrics" => {
-            server.metrics.cached_objects.set(server.cache.counts().iter().map(|(_, n)| *n as i64).sum());
-            bytes(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Bytes::from(server.metrics.encode()))
+            server
+                .metrics
+                .cached_objects
+                .set(server.cache.counts().iter().map(|(_, n)| *n as i64).sum());
+            bytes(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                Bytes::from(server.metrics.encode()),
+            )
         }
         "/openapi/v2" => {
             let doc = server.openapi_v2.get_or_init(|| {
                 let v2 = api::openapi::v2();
                 let protobuf = Bytes::from(api::openapi::v2_protobuf(&v2));
-                (Bytes::from(serde_json::to_vec(&v2).expect("serializes")), protobuf)
+                (
+                    Bytes::from(serde_json::to_vec(&v2).expect("serializes")),
+                    protobuf,
+                )
             });
             // kubectl 1.27 and 1.28 only read the protobuf form.
             if api::openapi::accepts_v2_protobuf(accept) {
-                bytes(StatusCode::OK, api::openapi::V2_PROTOBUF_CONTENT_TYPE, doc.1.clone())
+                bytes(
+                    StatusCode::OK,
+                    api::openapi::V2_PROTOBUF_CONTENT_TYPE,
+                    doc.1.clone(),
+                )
             } else if accept_json(accept) {
                 bytes(StatusCode::OK, "application/json", doc.0.clone())
             } else {
@@ -245,26 +314,41 @@ pub fn accept_json(accept: &str) -> bool {
 }
 
 pub fn header_str<B>(req: &Request<B>, name: header::HeaderName) -> &str {
-    req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 pub fn full(body: impl Into<Bytes>) -> Body {
-    Full::new(body.into()).map_err(|never| match never {}).boxed()
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn bytes(code: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = code;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
 pub fn json(code: StatusCode, value: &Value) -> Response<Body> {
-    bytes(code, "application/json", Bytes::from(serde_json::to_vec(value).expect("JSON values serialize")))
+    bytes(
+        code,
+        "application/json",
+        Bytes::from(serde_json::to_vec(value).expect("JSON values serialize")),
+    )
 }
 
 pub fn text(code: StatusCode, body: &'static str) -> Response<Body> {
-    bytes(code, "text/plain; charset=utf-8", Bytes::from_static(body.as_bytes()))
+    bytes(
+        code,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
 }
 
 pub fn error(err: &ApiError) -> Response<Body> {

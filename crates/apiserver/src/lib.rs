@@ -58,7 +58,8 @@ impl ApiServer {
         tokens: TokenAuthenticator,
     ) -> anyhow::Result<Arc<ApiServer>> {
         let cache = cache::Cache::start(store.clone()).await?;
-        let allocator = allocator::Allocator::new(config.service_cidr.clone(), config.node_port_range);
+        let allocator =
+            allocator::Allocator::new(config.service_cidr.clone(), config.node_port_range);
         let server = Arc::new(ApiServer {
             config,
             store,

@@ -55,36 +55,71 @@ impl Metrics {
         });
         let watchers = Gauge::<i64, AtomicI64>::default();
         let cached_objects = Gauge::<i64, AtomicI64>::default();
-        registry.register("apiserver_request", "API requests by verb, resource and HTTP code", requests.clone());
+        registry.register(
+            "apiserver_request",
+            "API requests by verb, resource and HTTP code",
+            requests.clone(),
+        );
         registry.register(
             "apiserver_request_duration_seconds",
             "API request latency by verb and resource",
             request_duration.clone(),
         );
-        registry.register("store_request_duration_seconds", "Store operation latency", store_duration.clone());
-        registry.register("apiserver_registered_watchers", "Open watch streams", watchers.clone());
-        registry.register("apiserver_cached_objects", "Objects held in the watch cache", cached_objects.clone());
-        Metrics { registry, requests, request_duration, store_duration, watchers, cached_objects }
+        registry.register(
+            "store_request_duration_seconds",
+            "Store operation latency",
+            store_duration.clone(),
+        );
+        registry.register(
+            "apiserver_registered_watchers",
+            "Open watch streams",
+            watchers.clone(),
+        );
+        registry.register(
+            "apiserver_cached_objects",
+            "Objects held in the watch cache",
+            cached_objects.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            store_duration,
+            watchers,
+            cached_objects,
+        }
     }
 
     pub fn observe_request(&self, verb: &str, resource: &str, code: u16, seconds: f64) {
         self.requests
-            .get_or_create(&RequestLabels { verb: verb.into(), resource: resource.into(), code: code.to_string() })
+            .get_or_create(&RequestLabels {
+                verb: verb.into(),
+                resource: resource.into(),
+                code: code.to_string(),
+            })
             .inc();
         if verb != "watch" {
             self.request_duration
-                .get_or_create(&LatencyLabels { verb: verb.into(), resource: resource.into() })
+                .get_or_create(&LatencyLabels {
+                    verb: verb.into(),
+                    resource: resource.into(),
+                })
                 .observe(seconds);
         }
     }
 
     pub fn observe_store(&self, operation: &str, seconds: f64) {
-        self.store_duration.get_or_create(&StoreLabels { operation: operation.into() }).observe(seconds);
+        self.store_duration
+            .get_or_create(&StoreLabels {
+                operation: operation.into(),
+            })
+            .observe(seconds);
     }
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

@@ -72,9 +72,13 @@ pub fn route(path: &str) -> Route {
     let (group, version, rest) = match segments.as_slice() {
         ["api"] => return Route::Discovery(DiscoveryPath::Api),
         ["apis"] => return Route::Discovery(DiscoveryPath::Apis),
-        ["api", v] => return Route::Discovery(DiscoveryPath::GroupVersion(String::new(), v.to_string())),
+        ["api", v] => {
+            return Route::Discovery(DiscoveryPath::GroupVersion(String::new(), v.to_string()));
+        }
         ["apis", g] => return Route::Discovery(DiscoveryPath::Group(g.to_string())),
-        ["apis", g, v] => return Route::Discovery(DiscoveryPath::GroupVersion(g.to_string(), v.to_string())),
+        ["apis", g, v] => {
+            return Route::Discovery(DiscoveryPath::GroupVersion(g.to_string(), v.to_string()));
+        }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Route::NonResource,
@@ -94,7 +98,10 @@ pub fn route(path: &str) -> Route {
             namespace = None;
         }
     }
-    let Some(resource) = parts.first().and_then(|plural| api::resources::lookup(group, version, plural)) else {
+    let Some(resource) = parts
+        .first()
+        .and_then(|plural| api::resources::lookup(group, version, plural))
+    else {
         return Route::NotFound;
     };
     if parts.len() > 3 {
@@ -105,12 +112,17 @@ pub fn route(path: &str) -> Route {
     }
     let name = parts.get(1).map(|s| percent_decode(s));
     let subresource = parts.get(2).map(|s| s.to_string());
-    if let Some(sub) = &subresource {
-        if !resource.has_subresource(sub) {
+    if let Some(sub) = &subresource
+        && !resource.has_subresource(sub) {
             return Route::NotFound;
         }
-    }
-    Route::Resource(Target { resource, namespace, name, subresource, watch_path })
+    Route::Resource(Target {
+        resource,
+        namespace,
+        name,
+        subresource,
+        watch_path,
+    })
 }
 
 impl Target {
@@ -148,27 +160,35 @@ impl Query {
         let mut map = HashMap::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            map.entry(percent_decode(k)).or_insert_with(|| percent_decode(v));
+            map.entry(percent_decode(k))
+                .or_insert_with(|| percent_decode(v));
         }
         Query(map)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     /// `true`/`1` as Go's strconv.ParseBool accepts them.
     pub fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
+        matches!(
+            self.get(key),
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+        )
     }
 
     pub fn int(&self, key: &str) -> ApiResult<Option<i64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| ApiError::bad_request(format!("invalid value {v:?} for query parameter {key}: not an integer"))),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "invalid value {v:?} for query parameter {key}: not an integer"
+                ))
+            }),
         }
     }
 }
@@ -181,7 +201,9 @@ pub fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -237,8 +259,14 @@ mod tests {
         let t = target("/apis/apps/v1/deployments");
         assert!(t.namespace.is_none() && t.name.is_none());
         assert!(matches!(route("/apis/apps/v1/nothings"), Route::NotFound));
-        assert!(matches!(route("/api/v1/namespaces/x/pods/a/nope"), Route::NotFound));
-        assert!(matches!(route("/api/v1/namespaces/x/nodes"), Route::NotFound));
+        assert!(matches!(
+            route("/api/v1/namespaces/x/pods/a/nope"),
+            Route::NotFound
+        ));
+        assert!(matches!(
+            route("/api/v1/namespaces/x/nodes"),
+            Route::NotFound
+        ));
         assert_eq!(
             match route("/apis/apps/v1") {
                 Route::Discovery(d) => d,
@@ -249,13 +277,18 @@ mod tests {
         assert!(matches!(route("/healthz"), Route::NonResource));
         let t = target("/api/v1/watch/namespaces/default/pods/web");
         assert!(t.watch_path);
-        assert_eq!(t.verb(&Method::GET, &Query::default()).unwrap(), Verb::Watch);
+        assert_eq!(
+            t.verb(&Method::GET, &Query::default()).unwrap(),
+            Verb::Watch
+        );
         assert_eq!(t.name.as_deref(), Some("web"));
     }
 
     #[test]
     fn query_decoding() {
-        let q = Query::parse(Some("labelSelector=app%3Dweb%2Ctier+in+%28a%29&watch=1&limit=5"));
+        let q = Query::parse(Some(
+            "labelSelector=app%3Dweb%2Ctier+in+%28a%29&watch=1&limit=5",
+        ));
         assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
         assert!(q.flag("watch"));
         assert_eq!(q.int("limit").unwrap(), Some(5));

@@ -43,7 +43,8 @@ impl Format {
         let wants = |as_kind: &str| {
             accept.split(',').any(|part| {
                 let params: Vec<&str> = part.split(';').map(str::trim).collect();
-                params.contains(&format!("as={as_kind}").as_str()) && params.contains(&"g=meta.k8s.io")
+                params.contains(&format!("as={as_kind}").as_str())
+                    && params.contains(&"g=meta.k8s.io")
             })
         };
         if wants("Table") {
@@ -72,7 +73,9 @@ impl Format {
         match self {
             Format::Json => "application/json",
             Format::Table(_) => "application/json;as=Table;v=v1;g=meta.k8s.io",
-            Format::PartialMetadata => "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io",
+            Format::PartialMetadata => {
+                "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
+            }
         }
     }
 }
@@ -93,7 +96,11 @@ impl Ctx<'_> {
     }
 
     fn subject<'b>(&'b self, name: &'b str) -> Subject<'b> {
-        Subject { group: self.resource().group, resource: self.resource().plural, name }
+        Subject {
+            group: self.resource().group,
+            resource: self.resource().plural,
+            name,
+        }
     }
 
     fn name(&self) -> &str {
@@ -101,7 +108,8 @@ impl Ctx<'_> {
     }
 
     fn key(&self) -> String {
-        self.resource().key(self.target.namespace.as_deref(), self.name())
+        self.resource()
+            .key(self.target.namespace.as_deref(), self.name())
     }
 }
 
@@ -127,7 +135,14 @@ pub async fn handle(
                 )));
             }
         };
-        let ctx = Ctx { server, target, query, format, user, dry_run };
+        let ctx = Ctx {
+            server,
+            target,
+            query,
+            format,
+            user,
+            dry_run,
+        };
         if let (Some(ns), true) = (&ctx.target.namespace, matches!(verb, Verb::Create)) {
             strategy::check_namespace_writable(server, ns, ctx.resource())?;
         }
@@ -181,7 +196,10 @@ async fn dispatch(ctx: &Ctx<'_>, verb: Verb, req: Request<Incoming>) -> ApiResul
         (_, Some(sub)) => Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "NotImplemented",
-            format!("the {sub} subresource of {} is not served yet", ctx.resource().group_resource()),
+            format!(
+                "the {sub} subresource of {} is not served yet",
+                ctx.resource().group_resource()
+            ),
         )),
     }
 }
@@ -192,7 +210,9 @@ async fn read_body(req: Request<Incoming>) -> ApiResult<(String, Bytes)> {
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 ApiError::too_large()
             } else {
                 ApiError::bad_request(format!("reading the request body: {e}"))
@@ -206,21 +226,24 @@ async fn read_body(req: Request<Incoming>) -> ApiResult<(String, Bytes)> {
 // Conversion between the served version and the storage version.
 
 fn storage_row(resource: &ResourceInfo) -> &'static ResourceInfo {
-    api::resources::storage_row(resource.storage).expect("every storage resource has a storage version")
+    api::resources::storage_row(resource.storage)
+        .expect("every storage resource has a storage version")
 }
 
 fn to_served(resource: &ResourceInfo, obj: Value) -> ApiResult<Value> {
     if resource.storage_version {
         return Ok(obj);
     }
-    api::conversion::convert(obj, storage_row(resource), resource).map_err(|e| ApiError::internal(e.to_string()))
+    api::conversion::convert(obj, storage_row(resource), resource)
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 fn to_storage(resource: &ResourceInfo, obj: Value) -> ApiResult<Value> {
     if resource.storage_version {
         return Ok(obj);
     }
-    api::conversion::convert(obj, resource, storage_row(resource)).map_err(|e| ApiError::bad_request(e.to_string()))
+    api::conversion::convert(obj, resource, storage_row(resource))
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// The object's JSON as served at the request's version.
@@ -229,7 +252,9 @@ fn served_json(resource: &ResourceInfo, obj: &CachedObject) -> ApiResult<Bytes> 
         return Ok(obj.json.clone());
     }
     let value = to_served(resource, obj.value())?;
-    Ok(Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize")))
+    Ok(Bytes::from(
+        serde_json::to_vec(&value).expect("JSON values serialize"),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,8 +264,12 @@ fn render_one(ctx: &Ctx<'_>, code: StatusCode, json: Bytes) -> ApiResult<Respons
     let body = match ctx.format {
         Format::Json => json,
         Format::Table(include) => {
-            let obj: Value = serde_json::from_slice(&json).map_err(|e| ApiError::internal(e.to_string()))?;
-            let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+            let obj: Value =
+                serde_json::from_slice(&json).map_err(|e| ApiError::internal(e.to_string()))?;
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(json!(""));
             let table = api::table::build_table(
                 ctx.resource(),
                 std::slice::from_ref(&obj),
@@ -251,8 +280,11 @@ fn render_one(ctx: &Ctx<'_>, code: StatusCode, json: Bytes) -> ApiResult<Respons
             Bytes::from(serde_json::to_vec(&table).expect("JSON values serialize"))
         }
         Format::PartialMetadata => {
-            let obj: Value = serde_json::from_slice(&json).map_err(|e| ApiError::internal(e.to_string()))?;
-            Bytes::from(serde_json::to_vec(&api::table::partial_object_metadata(&obj)).expect("serializes"))
+            let obj: Value =
+                serde_json::from_slice(&json).map_err(|e| ApiError::internal(e.to_string()))?;
+            Bytes::from(
+                serde_json::to_vec(&api::table::partial_object_metadata(&obj)).expect("serializes"),
+            )
         }
     };
     let content_type = match ctx.format {
@@ -263,7 +295,11 @@ fn render_one(ctx: &Ctx<'_>, code: StatusCode, json: Bytes) -> ApiResult<Respons
 }
 
 fn render_value(ctx: &Ctx<'_>, code: StatusCode, obj: &Value) -> ApiResult<Response<Body>> {
-    render_one(ctx, code, Bytes::from(serde_json::to_vec(obj).expect("JSON values serialize")))
+    render_one(
+        ctx,
+        code,
+        Bytes::from(serde_json::to_vec(obj).expect("JSON values serialize")),
+    )
 }
 
 fn render_list(
@@ -279,7 +315,8 @@ fn render_list(
     }
     match ctx.format {
         Format::Json => {
-            let mut out = Vec::with_capacity(items.iter().map(|o| o.json.len() + 1).sum::<usize>() + 256);
+            let mut out =
+                Vec::with_capacity(items.iter().map(|o| o.json.len() + 1).sum::<usize>() + 256);
             out.extend_from_slice(b"{\"kind\":\"");
             out.extend_from_slice(resource.list_kind.as_bytes());
             out.extend_from_slice(b"\",\"apiVersion\":\"");
@@ -294,19 +331,29 @@ fn render_list(
                 out.extend_from_slice(&served_json(resource, item)?);
             }
             out.extend_from_slice(b"]}");
-            Ok(crate::http::bytes(StatusCode::OK, Format::Json.content_type(), Bytes::from(out)))
+            Ok(crate::http::bytes(
+                StatusCode::OK,
+                Format::Json.content_type(),
+                Bytes::from(out),
+            ))
         }
         Format::Table(include) => {
-            let objects: Vec<Value> =
-                items.iter().map(|o| to_served(resource, o.value())).collect::<ApiResult<_>>()?;
-            let table = api::table::build_table(resource, &objects, list_meta, include, chrono::Utc::now());
+            let objects: Vec<Value> = items
+                .iter()
+                .map(|o| to_served(resource, o.value()))
+                .collect::<ApiResult<_>>()?;
+            let table =
+                api::table::build_table(resource, &objects, list_meta, include, chrono::Utc::now());
             Ok(crate::http::json(StatusCode::OK, &table))
         }
         Format::PartialMetadata => {
             let objects: Vec<Value> = items.iter().map(|o| o.value()).collect();
             let list = api::table::partial_object_metadata_list(&objects, list_meta);
             let mut response = crate::http::json(StatusCode::OK, &list);
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(Format::PartialMetadata.content_type()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(Format::PartialMetadata.content_type()),
+            );
             Ok(response)
         }
     }
@@ -324,7 +371,11 @@ fn parse_rv(value: Option<&str>) -> ApiResult<Option<Revision>> {
             .ok()
             .filter(|r| *r >= 0)
             .map(Some)
-            .ok_or_else(|| ApiError::bad_request(format!("resourceVersion: Invalid value: {v:?}: must be a non-negative integer"))),
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "resourceVersion: Invalid value: {v:?}: must be a non-negative integer"
+                ))
+            }),
     }
 }
 
@@ -347,7 +398,11 @@ async fn read_barrier(ctx: &Ctx<'_>, rv: Option<Revision>) -> ApiResult<()> {
 
 async fn get(ctx: &Ctx<'_>) -> ApiResult<Response<Body>> {
     read_barrier(ctx, parse_rv(ctx.query.get("resourceVersion"))?).await?;
-    let obj = ctx.server.cache.get(ctx.resource(), &ctx.key()).ok_or_else(|| ApiError::not_found(ctx.subject(ctx.name())))?;
+    let obj = ctx
+        .server
+        .cache
+        .get(ctx.resource(), &ctx.key())
+        .ok_or_else(|| ApiError::not_found(ctx.subject(ctx.name())))?;
     render_one(ctx, StatusCode::OK, served_json(ctx.resource(), &obj)?)
 }
 
@@ -358,13 +413,13 @@ struct Filter {
 
 impl Filter {
     fn from_query(resource: &ResourceInfo, query: &Query, name: Option<&str>) -> ApiResult<Filter> {
-        let labels = match query.get("labelSelector") {
-            Some(s) => Some(
-                LabelSelector::parse(s)
-                    .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
-            ),
-            None => None,
-        };
+        let labels =
+            match query.get("labelSelector") {
+                Some(s) => Some(LabelSelector::parse(s).map_err(|e| {
+                    ApiError::bad_request(format!("unable to parse requirement: {e}"))
+                })?),
+                None => None,
+            };
         let mut field_text = query.get("fieldSelector").unwrap_or("").to_string();
         if let Some(name) = name {
             if !field_text.is_empty() {
@@ -375,14 +430,20 @@ impl Filter {
         let fields = if field_text.is_empty() {
             None
         } else {
-            let selector = FieldSelector::parse(&field_text).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            Some(selector.convert_for(resource).map_err(|e| ApiError::bad_request(e.to_string()))?)
+            let selector = FieldSelector::parse(&field_text)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            Some(
+                selector
+                    .convert_for(resource)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            )
         };
         Ok(Filter { labels, fields })
     }
 
     fn matches(&self, obj: &CachedObject) -> bool {
-        self.labels.as_ref().is_none_or(|s| s.matches(&obj.labels)) && self.fields.as_ref().is_none_or(|s| s.matches(&obj.fields))
+        self.labels.as_ref().is_none_or(|s| s.matches(&obj.labels))
+            && self.fields.as_ref().is_none_or(|s| s.matches(&obj.fields))
     }
 }
 
@@ -393,7 +454,11 @@ struct ContinueToken {
 }
 
 fn encode_continue(rv: Revision, start: &str) -> String {
-    let token = serde_json::to_vec(&ContinueToken { rv, start: start.to_string() }).expect("serializes");
+    let token = serde_json::to_vec(&ContinueToken {
+        rv,
+        start: start.to_string(),
+    })
+    .expect("serializes");
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
 }
 
@@ -402,7 +467,9 @@ fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
         .decode(token)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or_else(|| ApiError::bad_request("continue key is not valid: the token cannot be decoded"))
+        .ok_or_else(|| {
+            ApiError::bad_request("continue key is not valid: the token cannot be decoded")
+        })
 }
 
 async fn list(ctx: &Ctx<'_>) -> ApiResult<Response<Body>> {
@@ -413,20 +480,33 @@ async fn list(ctx: &Ctx<'_>) -> ApiResult<Response<Body>> {
     if let Some(token) = ctx.query.get("continue") {
         let token = decode_continue(token)?;
         if !token.start.starts_with(&prefix) {
-            return Err(ApiError::bad_request("continue key is not valid: it does not belong to this list"));
+            return Err(ApiError::bad_request(
+                "continue key is not valid: it does not belong to this list",
+            ));
         }
         return list_from_store(ctx, &filter, &prefix, limit, token.rv, Some(token.start)).await;
     }
     let rv = parse_rv(ctx.query.get("resourceVersion"))?;
     if ctx.query.get("resourceVersionMatch") == Some("Exact") {
         let Some(rv) = rv.filter(|r| *r > 0) else {
-            return Err(ApiError::bad_request("resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\" or unset"));
+            return Err(ApiError::bad_request(
+                "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\" or unset",
+            ));
         };
         return list_from_store(ctx, &filter, &prefix, limit, rv, None).await;
     }
     read_barrier(ctx, rv).await?;
-    let (items, revision, more) = ctx.server.cache.list(resource, &prefix, None, limit, |o| filter.matches(o));
-    let token = if more { items.last().map(|last| encode_continue(revision, &last.key)) } else { None };
+    let (items, revision, more) = ctx
+        .server
+        .cache
+        .list(resource, &prefix, None, limit, |o| filter.matches(o));
+    let token = if more {
+        items
+            .last()
+            .map(|last| encode_continue(revision, &last.key))
+    } else {
+        None
+    };
     render_list(ctx, &items, revision, token)
 }
 
@@ -457,7 +537,10 @@ async fn list_from_store(
             })?;
         for kv in &response.kvs {
             start_after = Some(kv.key.clone());
-            let Some(obj) = CachedObject::from_store(resource, &kv.key, &kv.value, kv.mod_revision) else { continue };
+            let Some(obj) = CachedObject::from_store(resource, &kv.key, &kv.value, kv.mod_revision)
+            else {
+                continue;
+            };
             if filter.matches(&obj) {
                 if limit > 0 && items.len() == limit {
                     more = true;
@@ -470,7 +553,13 @@ async fn list_from_store(
             break;
         }
     }
-    let token = if more { items.last().map(|last| encode_continue(revision, &last.key)) } else { None };
+    let token = if more {
+        items
+            .last()
+            .map(|last| encode_continue(revision, &last.key))
+    } else {
+        None
+    };
     render_list(ctx, &items, revision, token)
 }
 
@@ -483,10 +572,7 @@ async fn watch(ctx: &Ctx<'_>) -> ApiResult<Response<Body>> {
     let prefix = resource.prefix(ctx.target.namespace.as_deref());
     let rv = parse_rv(ctx.query.get("resourceVersion"))?;
     let bookmarks = ctx.query.flag("allowWatchBookmarks");
-    let send_initial = match ctx.query.get("sendInitialEvents") {
-        Some(v) => Some(matches!(v, "1" | "true" | "True" | "t")),
-        None => None,
-    };
+    let send_initial = ctx.query.get("sendInitialEvents").map(|v| matches!(v, "1" | "true" | "True" | "t"));
     let timeout = match ctx.query.int("timeoutSeconds")? {
         Some(s) if s > 0 => Duration::from_secs(s as u64),
         _ => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
@@ -512,16 +598,27 @@ async fn watch(ctx: &Ctx<'_>) -> ApiResult<Response<Body>> {
     let server = ctx.server.clone();
     tokio::spawn(async move {
         server.metrics.watchers.inc();
-        let encoder = EventEncoder { resource: served, format, first: std::sync::atomic::AtomicBool::new(true) };
+        let encoder = EventEncoder {
+            resource: served,
+            format,
+            first: std::sync::atomic::AtomicBool::new(true),
+        };
         let run = async {
             if let Some(err) = error {
                 let line = encoder.line("ERROR", &err.to_status());
                 let _ = tx.send(line).await;
                 return;
             }
-            let Some(mut registration) = registration else { return };
-            for obj in initial.iter().filter(|o| prefix_matches(o, &prefix) && filter.matches(o)) {
-                let Ok(line) = encoder.object_line(EventType::Added, obj) else { continue };
+            let Some(mut registration) = registration else {
+                return;
+            };
+            for obj in initial
+                .iter()
+                .filter(|o| prefix_matches(o, &prefix) && filter.matches(o))
+            {
+                let Ok(line) = encoder.object_line(EventType::Added, obj) else {
+                    continue;
+                };
                 if tx.send(line).await.is_err() {
                     return;
                 }
@@ -534,11 +631,10 @@ async fn watch(ctx: &Ctx<'_>) -> ApiResult<Response<Body>> {
                 }
             }
             for event in std::mem::take(&mut registration.backlog) {
-                if let Some(line) = encoder.event_line(&event, &prefix, &filter) {
-                    if tx.send(line).await.is_err() {
+                if let Some(line) = encoder.event_line(&event, &prefix, &filter)
+                    && tx.send(line).await.is_err() {
                         return;
                     }
-                }
                 last_revision = event.revision;
             }
             let mut ticker = tokio::time::interval(Duration::from_secs(15));
@@ -551,11 +647,10 @@ async fn watch(ctx: &Ctx<'_>) -> ApiResult<Response<Body>> {
                                 continue;
                             }
                             last_revision = event.revision;
-                            if let Some(line) = encoder.event_line(&event, &prefix, &filter) {
-                                if tx.send(line).await.is_err() {
+                            if let Some(line) = encoder.event_line(&event, &prefix, &filter)
+                                && tx.send(line).await.is_err() {
                                     return;
                                 }
-                            }
                         }
                         // Fell behind or the cache restarted: end the stream; the client re-watches.
                         Err(_) => return,
@@ -574,9 +669,14 @@ async fn watch(ctx: &Ctx<'_>) -> ApiResult<Response<Body>> {
         server.metrics.watchers.dec();
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let body = StreamBody::new(futures::StreamExt::map(stream, |b| Ok::<_, std::io::Error>(Frame::data(b))));
+    let body = StreamBody::new(futures::StreamExt::map(stream, |b| {
+        Ok::<_, std::io::Error>(Frame::data(b))
+    }));
     let mut response = Response::new(BodyExt::boxed(body));
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
     Ok(response)
 }
 
@@ -592,7 +692,8 @@ struct EventEncoder {
 
 impl EventEncoder {
     fn line(&self, kind: &str, object: &Value) -> Bytes {
-        let mut out = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("serializes");
+        let mut out =
+            serde_json::to_vec(&json!({"type": kind, "object": object})).expect("serializes");
         out.push(b'\n');
         Bytes::from(out)
     }
@@ -611,14 +712,29 @@ impl EventEncoder {
             }
             Format::Table(include) => {
                 let value = to_served(self.resource, obj.value())?;
-                let rv = value.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+                let rv = value
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(json!(""));
                 // Column definitions go with the first event only, as upstream sends them.
                 let no_headers = !self.first.swap(false, std::sync::atomic::Ordering::Relaxed);
-                let options = api::table::TableOptions { include_object: include, no_headers };
-                let table = api::table::build_table_with_options(self.resource, std::slice::from_ref(&value), json!({"resourceVersion": rv}), options, chrono::Utc::now());
+                let options = api::table::TableOptions {
+                    include_object: include,
+                    no_headers,
+                };
+                let table = api::table::build_table_with_options(
+                    self.resource,
+                    std::slice::from_ref(&value),
+                    json!({"resourceVersion": rv}),
+                    options,
+                    chrono::Utc::now(),
+                );
                 Ok(self.line(kind.as_str(), &table))
             }
-            Format::PartialMetadata => Ok(self.line(kind.as_str(), &api::table::partial_object_metadata(&obj.value()))),
+            Format::PartialMetadata => Ok(self.line(
+                kind.as_str(),
+                &api::table::partial_object_metadata(&obj.value()),
+            )),
         }
     }
 
@@ -664,7 +780,8 @@ fn content_is_json(content_type: &str) -> ApiResult<()> {
 
 fn decode_body(ctx: &Ctx<'_>, content_type: &str, body: &[u8]) -> ApiResult<(Value, Vec<String>)> {
     content_is_json(content_type)?;
-    let validation = FieldValidation::parse(ctx.query.get("fieldValidation")).map_err(decode_error)?;
+    let validation =
+        FieldValidation::parse(ctx.query.get("fieldValidation")).map_err(decode_error)?;
     let decoded = api::decode::decode(ctx.resource(), body, validation).map_err(decode_error)?;
     Ok((decoded.object, decoded.warnings))
 }
@@ -701,9 +818,20 @@ fn set_rv(obj: &mut Value, revision: Revision) {
 async fn create(ctx: &Ctx<'_>, content_type: &str, body: &[u8]) -> ApiResult<Response<Body>> {
     let (obj, warnings) = decode_body(ctx, content_type, body)?;
     let obj = to_storage(ctx.resource(), obj)?;
-    let created = create_object(ctx.server, storage_row(ctx.resource()), ctx.target.namespace.as_deref(), obj, &ctx.user, ctx.dry_run).await?;
+    let created = create_object(
+        ctx.server,
+        storage_row(ctx.resource()),
+        ctx.target.namespace.as_deref(),
+        obj,
+        &ctx.user,
+        ctx.dry_run,
+    )
+    .await?;
     let created = to_served(ctx.resource(), created)?;
-    Ok(with_warnings(render_value(ctx, StatusCode::CREATED, &created)?, &warnings))
+    Ok(with_warnings(
+        render_value(ctx, StatusCode::CREATED, &created)?,
+        &warnings,
+    ))
 }
 
 /// Create an object (storage version) the way every create goes: prepare, admit, validate,
@@ -717,15 +845,24 @@ pub async fn create_object(
     dry_run: bool,
 ) -> ApiResult<Value> {
     let _ = user;
-    let meta_ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from);
+    let meta_ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(String::from);
     if resource.namespaced {
         let ns = match (namespace, meta_ns.as_deref()) {
             (Some(url), Some(body)) if url != body => {
-                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             (Some(url), _) => url.to_string(),
             (None, Some(body)) => body.to_string(),
-            (None, None) => return Err(ApiError::bad_request("the namespace of the object is required")),
+            (None, None) => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the object is required",
+                ));
+            }
         };
         obj["metadata"]["namespace"] = json!(ns);
     } else if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -734,43 +871,86 @@ pub async fn create_object(
     for attempt in 0..MAX_RETRIES {
         let mut candidate = obj.clone();
         strategy::prepare_create(server, resource, &mut candidate)?;
-        let name = candidate.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = candidate
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let errors = api::validation::validate_create(resource, &candidate);
         if !errors.is_empty() {
-            return Err(ApiError::invalid(Subject { group: resource.group, resource: resource.plural, name: &name }, resource.kind, &errors));
+            return Err(ApiError::invalid(
+                Subject {
+                    group: resource.group,
+                    resource: resource.plural,
+                    name: &name,
+                },
+                resource.kind,
+                &errors,
+            ));
         }
-        let namespace = candidate.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from);
+        let namespace = candidate
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(String::from);
         let key = resource.key(namespace.as_deref(), &name);
         let reservations = strategy::reservations(resource, &candidate);
         if dry_run {
             return Ok(candidate);
         }
-        let mut compares = vec![Compare { key: key.clone(), mod_revision: 0 }];
-        let mut ops = vec![Op::Put { key: key.clone(), value: stored_bytes(&candidate) }];
+        let mut compares = vec![Compare {
+            key: key.clone(),
+            mod_revision: 0,
+        }];
+        let mut ops = vec![Op::Put {
+            key: key.clone(),
+            value: stored_bytes(&candidate),
+        }];
         for r in &reservations {
-            compares.push(Compare { key: r.clone(), mod_revision: 0 });
-            ops.push(Op::Put { key: r.clone(), value: Bytes::from(key.clone()) });
+            compares.push(Compare {
+                key: r.clone(),
+                mod_revision: 0,
+            });
+            ops.push(Op::Put {
+                key: r.clone(),
+                value: Bytes::from(key.clone()),
+            });
         }
         let started = std::time::Instant::now();
         let response = server.store.txn(compares, ops).await?;
-        server.metrics.observe_store("create", started.elapsed().as_secs_f64());
+        server
+            .metrics
+            .observe_store("create", started.elapsed().as_secs_f64());
         if response.succeeded {
             set_rv(&mut candidate, response.revision);
-            server.cache.wait_for(response.revision, Duration::from_secs(5)).await;
+            server
+                .cache
+                .wait_for(response.revision, Duration::from_secs(5))
+                .await;
             return Ok(candidate);
         }
-        let subject = Subject { group: resource.group, resource: resource.plural, name: &name };
+        let subject = Subject {
+            group: resource.group,
+            resource: resource.plural,
+            name: &name,
+        };
         if response.prev.first().is_some_and(Option::is_some) {
             return Err(ApiError::already_exists(subject));
         }
         // A reservation was taken concurrently. If the client chose it, that is its error;
         // otherwise allocate again.
-        if let Some(taken) = strategy::explicit_reservation_conflict(resource, &obj, &reservations, &response.prev[1..]) {
+        if let Some(taken) = strategy::explicit_reservation_conflict(
+            resource,
+            &obj,
+            &reservations,
+            &response.prev[1..],
+        ) {
             return Err(ApiError::invalid(subject, resource.kind, &[taken]));
         }
         tracing::debug!(attempt, key, "allocation raced; retrying");
     }
-    Err(ApiError::internal("could not allocate resources for the object after several attempts"))
+    Err(ApiError::internal(
+        "could not allocate resources for the object after several attempts",
+    ))
 }
 
 /// Read-modify-write of one object with optimistic concurrency, the way every update goes.
@@ -786,14 +966,18 @@ pub async fn update_object(
     mut mutate: impl FnMut(&Value) -> ApiResult<Value>,
 ) -> ApiResult<Value> {
     for _ in 0..MAX_RETRIES {
-        let current = server.cache.get(resource, key).ok_or_else(|| ApiError::not_found(Subject { ..subject }))?;
+        let current = server
+            .cache
+            .get(resource, key)
+            .ok_or_else(|| ApiError::not_found(Subject { ..subject }))?;
         let old = current.value();
         let mut new = mutate(&old)?;
-        if let Some(rv) = new.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-            if !rv.is_empty() && rv != current.mod_revision.to_string() {
+        if let Some(rv) = new
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            && !rv.is_empty() && rv != current.mod_revision.to_string() {
                 return Err(ApiError::stale(subject));
             }
-        }
         strategy::prepare_update(resource, subresource, &mut new, &old)?;
         if resource.plural == "services" && resource.group.is_empty() && subresource.is_none() {
             strategy::prepare_service_update(server, &mut new, &old)?;
@@ -802,7 +986,10 @@ pub async fn update_object(
         if !errors.is_empty() {
             return Err(ApiError::invalid(subject, resource.kind, &errors));
         }
-        let (old_res, new_res) = (strategy::reservations(resource, &old), strategy::reservations(resource, &new));
+        let (old_res, new_res) = (
+            strategy::reservations(resource, &old),
+            strategy::reservations(resource, &new),
+        );
         // Removing the last finalizer of an object being deleted deletes it.
         let finished = strategy::deletion_finished(&new);
         set_rv(&mut new, current.mod_revision);
@@ -812,18 +999,32 @@ pub async fn update_object(
         if dry_run {
             return Ok(new);
         }
-        let mut compares = vec![Compare { key: key.to_string(), mod_revision: current.mod_revision }];
+        let mut compares = vec![Compare {
+            key: key.to_string(),
+            mod_revision: current.mod_revision,
+        }];
         let mut ops = Vec::new();
         if finished {
-            ops.push(Op::Delete { key: key.to_string() });
+            ops.push(Op::Delete {
+                key: key.to_string(),
+            });
             for r in &old_res {
                 ops.push(Op::Delete { key: r.clone() });
             }
         } else {
-            ops.push(Op::Put { key: key.to_string(), value: stored_bytes(&new) });
+            ops.push(Op::Put {
+                key: key.to_string(),
+                value: stored_bytes(&new),
+            });
             for r in new_res.iter().filter(|r| !old_res.contains(r)) {
-                compares.push(Compare { key: r.clone(), mod_revision: 0 });
-                ops.push(Op::Put { key: r.clone(), value: Bytes::from(key.to_string()) });
+                compares.push(Compare {
+                    key: r.clone(),
+                    mod_revision: 0,
+                });
+                ops.push(Op::Put {
+                    key: r.clone(),
+                    value: Bytes::from(key.to_string()),
+                });
             }
             for r in old_res.iter().filter(|r| !new_res.contains(r)) {
                 ops.push(Op::Delete { key: r.clone() });
@@ -831,21 +1032,40 @@ pub async fn update_object(
         }
         let started = std::time::Instant::now();
         let response = server.store.txn(compares, ops).await?;
-        server.metrics.observe_store("update", started.elapsed().as_secs_f64());
+        server
+            .metrics
+            .observe_store("update", started.elapsed().as_secs_f64());
         if response.succeeded {
             set_rv(&mut new, response.revision);
-            server.cache.wait_for(response.revision, Duration::from_secs(5)).await;
+            server
+                .cache
+                .wait_for(response.revision, Duration::from_secs(5))
+                .await;
             return Ok(new);
         }
         match response.prev.first() {
             Some(None) => return Err(ApiError::not_found(subject)),
             Some(Some(kv)) if kv.mod_revision != current.mod_revision => {
                 // Our cached copy was stale: wait for the cache and try again.
-                server.cache.wait_for(kv.mod_revision, Duration::from_secs(2)).await;
+                server
+                    .cache
+                    .wait_for(kv.mod_revision, Duration::from_secs(2))
+                    .await;
             }
             _ => {
-                let taken: Vec<String> = new_res.iter().filter(|r| !old_res.contains(r)).cloned().collect();
-                return Err(ApiError::invalid(subject, resource.kind, &[api::FieldError::forbidden("spec", format!("allocation already in use: {}", taken.join(", ")))]));
+                let taken: Vec<String> = new_res
+                    .iter()
+                    .filter(|r| !old_res.contains(r))
+                    .cloned()
+                    .collect();
+                return Err(ApiError::invalid(
+                    subject,
+                    resource.kind,
+                    &[api::FieldError::forbidden(
+                        "spec",
+                        format!("allocation already in use: {}", taken.join(", ")),
+                    )],
+                ));
             }
         }
     }
@@ -855,21 +1075,42 @@ pub async fn update_object(
 async fn update(ctx: &Ctx<'_>, content_type: &str, body: &[u8]) -> ApiResult<Response<Body>> {
     let (obj, warnings) = decode_body(ctx, content_type, body)?;
     let name = ctx.name().to_string();
-    let body_name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let body_name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if body_name != name {
-        return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
     }
-    if let (Some(ns), Some(body_ns)) = (&ctx.target.namespace, obj.pointer("/metadata/namespace").and_then(Value::as_str)) {
-        if ns != body_ns {
-            return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+    if let (Some(ns), Some(body_ns)) = (
+        &ctx.target.namespace,
+        obj.pointer("/metadata/namespace").and_then(Value::as_str),
+    )
+        && ns != body_ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
         }
-    }
     let resource = ctx.resource();
     let storage = storage_row(resource);
     let desired = to_storage(resource, obj)?;
-    let updated = update_object(ctx.server, storage, &ctx.key(), ctx.subject(&name), ctx.target.subresource.as_deref(), ctx.dry_run, |_| Ok(desired.clone())).await?;
+    let updated = update_object(
+        ctx.server,
+        storage,
+        &ctx.key(),
+        ctx.subject(&name),
+        ctx.target.subresource.as_deref(),
+        ctx.dry_run,
+        |_| Ok(desired.clone()),
+    )
+    .await?;
     let updated = to_served(resource, updated)?;
-    Ok(with_warnings(render_value(ctx, StatusCode::OK, &updated)?, &warnings))
+    Ok(with_warnings(
+        render_value(ctx, StatusCode::OK, &updated)?,
+        &warnings,
+    ))
 }
 
 fn patch_error(e: api::patch::PatchError) -> ApiError {
@@ -879,51 +1120,91 @@ fn patch_error(e: api::patch::PatchError) -> ApiError {
 
 async fn patch(ctx: &Ctx<'_>, content_type: &str, body: &[u8]) -> ApiResult<Response<Body>> {
     let media = content_type.split(';').next().unwrap_or("").trim();
-    let patch_type = api::patch::PatchType::from_content_type(media).ok_or_else(|| ApiError::unsupported_media_type(media))?;
-    let validation = FieldValidation::parse(ctx.query.get("fieldValidation")).map_err(decode_error)?;
+    let patch_type = api::patch::PatchType::from_content_type(media)
+        .ok_or_else(|| ApiError::unsupported_media_type(media))?;
+    let validation =
+        FieldValidation::parse(ctx.query.get("fieldValidation")).map_err(decode_error)?;
     let resource = ctx.resource();
     let storage = storage_row(resource);
     let name = ctx.name().to_string();
     let field_manager = ctx.query.get("fieldManager").unwrap_or("").to_string();
-    let apply_options = api::patch::ApplyOptions { field_manager: &field_manager, force: ctx.query.flag("force") };
+    let apply_options = api::patch::ApplyOptions {
+        field_manager: &field_manager,
+        force: ctx.query.flag("force"),
+    };
     let apply = |base: &Value| -> ApiResult<Value> {
         match patch_type {
-            api::patch::PatchType::Apply => api::patch::server_side_apply(resource, base, body, &apply_options).map_err(patch_error),
+            api::patch::PatchType::Apply => {
+                api::patch::server_side_apply(resource, base, body, &apply_options)
+                    .map_err(patch_error)
+            }
             other => api::patch::apply_patch(resource, base, other, body).map_err(patch_error),
         }
     };
     // Server-side apply creates what does not exist yet.
-    if patch_type == api::patch::PatchType::Apply && ctx.server.cache.get(storage, &ctx.key()).is_none() {
+    if patch_type == api::patch::PatchType::Apply
+        && ctx.server.cache.get(storage, &ctx.key()).is_none()
+    {
         let applied = apply(&json!({}))?;
         let bytes = serde_json::to_vec(&applied).expect("serializes");
         let decoded = api::decode::decode(resource, &bytes, validation).map_err(decode_error)?;
-        if decoded.object.pointer("/metadata/name").and_then(Value::as_str) != Some(name.as_str()) {
-            return Err(ApiError::bad_request(format!("the name of the object does not match the name on the URL ({name})")));
+        if decoded
+            .object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            != Some(name.as_str())
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object does not match the name on the URL ({name})"
+            )));
         }
         let obj = to_storage(resource, decoded.object)?;
-        let created = create_object(ctx.server, storage, ctx.target.namespace.as_deref(), obj, &ctx.user, ctx.dry_run).await?;
+        let created = create_object(
+            ctx.server,
+            storage,
+            ctx.target.namespace.as_deref(),
+            obj,
+            &ctx.user,
+            ctx.dry_run,
+        )
+        .await?;
         let created = to_served(resource, created)?;
-        return Ok(with_warnings(render_value(ctx, StatusCode::CREATED, &created)?, &decoded.warnings));
+        return Ok(with_warnings(
+            render_value(ctx, StatusCode::CREATED, &created)?,
+            &decoded.warnings,
+        ));
     }
     let mut warnings = Vec::new();
-    let updated = update_object(ctx.server, storage, &ctx.key(), ctx.subject(&name), ctx.target.subresource.as_deref(), ctx.dry_run, |current| {
-        let served = to_served(resource, current.clone())?;
-        let patched = apply(&served)?;
-        let bytes = serde_json::to_vec(&patched).expect("serializes");
-        let decoded = api::decode::decode(resource, &bytes, validation).map_err(decode_error)?;
-        warnings = decoded.warnings;
-        let mut desired = to_storage(resource, decoded.object)?;
-        // A patch that does not mention the resourceVersion is not a precondition.
-        if served.pointer("/metadata/resourceVersion") == desired.pointer("/metadata/resourceVersion") {
-            if let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.remove("resourceVersion");
-            }
-        }
-        Ok(desired)
-    })
+    let updated = update_object(
+        ctx.server,
+        storage,
+        &ctx.key(),
+        ctx.subject(&name),
+        ctx.target.subresource.as_deref(),
+        ctx.dry_run,
+        |current| {
+            let served = to_served(resource, current.clone())?;
+            let patched = apply(&served)?;
+            let bytes = serde_json::to_vec(&patched).expect("serializes");
+            let decoded =
+                api::decode::decode(resource, &bytes, validation).map_err(decode_error)?;
+            warnings = decoded.warnings;
+            let mut desired = to_storage(resource, decoded.object)?;
+            // A patch that does not mention the resourceVersion is not a precondition.
+            if served.pointer("/metadata/resourceVersion")
+                == desired.pointer("/metadata/resourceVersion")
+                && let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.remove("resourceVersion");
+                }
+            Ok(desired)
+        },
+    )
     .await?;
     let updated = to_served(resource, updated)?;
-    Ok(with_warnings(render_value(ctx, StatusCode::OK, &updated)?, &warnings))
+    Ok(with_warnings(
+        render_value(ctx, StatusCode::OK, &updated)?,
+        &warnings,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -934,14 +1215,21 @@ fn scale_of(resource: &ResourceInfo, obj: &Value) -> Value {
         .pointer("/spec/selector")
         .map(|s| match s {
             // ReplicationControllers have a plain map selector.
-            Value::Object(m) if !m.contains_key("matchLabels") && !m.contains_key("matchExpressions") => {
-                m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")
+            Value::Object(m)
+                if !m.contains_key("matchLabels") && !m.contains_key("matchExpressions") =>
+            {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",")
             }
-            other => serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(other.clone())
-                .ok()
-                .and_then(|s| LabelSelector::from_label_selector(&s).ok())
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
+            other => serde_json::from_value::<
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+            >(other.clone())
+            .ok()
+            .and_then(|s| LabelSelector::from_label_selector(&s).ok())
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
         })
         .unwrap_or_default();
     let meta = &obj["metadata"];
@@ -960,76 +1248,161 @@ fn scale_of(resource: &ResourceInfo, obj: &Value) -> Value {
 
 async fn get_scale(ctx: &Ctx<'_>) -> ApiResult<Response<Body>> {
     ctx.server.cache.sync().await?;
-    let obj = ctx.server.cache.get(ctx.resource(), &ctx.key()).ok_or_else(|| ApiError::not_found(ctx.subject(ctx.name())))?;
-    Ok(crate::http::json(StatusCode::OK, &scale_of(ctx.resource(), &obj.value())))
+    let obj = ctx
+        .server
+        .cache
+        .get(ctx.resource(), &ctx.key())
+        .ok_or_else(|| ApiError::not_found(ctx.subject(ctx.name())))?;
+    Ok(crate::http::json(
+        StatusCode::OK,
+        &scale_of(ctx.resource(), &obj.value()),
+    ))
 }
 
-async fn update_scale(ctx: &Ctx<'_>, patch_type: Option<&str>, body: &[u8]) -> ApiResult<Response<Body>> {
+async fn update_scale(
+    ctx: &Ctx<'_>,
+    patch_type: Option<&str>,
+    body: &[u8],
+) -> ApiResult<Response<Body>> {
     let resource = ctx.resource();
     let name = ctx.name().to_string();
-    let updated = update_object(ctx.server, resource, &ctx.key(), ctx.subject(&name), Some("scale"), ctx.dry_run, |current| {
-        let scale = scale_of(resource, current);
-        let desired_scale: Value = match patch_type {
-            None => serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("decoding Scale: {e}")))?,
-            Some(ct) => {
-                let media = ct.split(';').next().unwrap_or("").trim();
-                let pt = api::patch::PatchType::from_content_type(media).ok_or_else(|| ApiError::unsupported_media_type(media))?;
-                let scale_info = api::resources::lookup("autoscaling", "v1", "horizontalpodautoscalers").expect("registered");
-                api::patch::apply_patch(scale_info, &scale, pt, body).map_err(|e| ApiError::bad_request(e.to_string()))?
+    let updated = update_object(
+        ctx.server,
+        resource,
+        &ctx.key(),
+        ctx.subject(&name),
+        Some("scale"),
+        ctx.dry_run,
+        |current| {
+            let scale = scale_of(resource, current);
+            let desired_scale: Value = match patch_type {
+                None => serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("decoding Scale: {e}")))?,
+                Some(ct) => {
+                    let media = ct.split(';').next().unwrap_or("").trim();
+                    let pt = api::patch::PatchType::from_content_type(media)
+                        .ok_or_else(|| ApiError::unsupported_media_type(media))?;
+                    let scale_info =
+                        api::resources::lookup("autoscaling", "v1", "horizontalpodautoscalers")
+                            .expect("registered");
+                    api::patch::apply_patch(scale_info, &scale, pt, body)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?
+                }
+            };
+            if let Some(rv) = desired_scale
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                && patch_type.is_none()
+                    && !rv.is_empty()
+                    && Some(rv)
+                        != current
+                            .pointer("/metadata/resourceVersion")
+                            .and_then(Value::as_str)
+                {
+                    return Err(ApiError::stale(ctx.subject(&name)));
+                }
+            let replicas = desired_scale
+                .pointer("/spec/replicas")
+                .cloned()
+                .unwrap_or(json!(0));
+            if replicas.as_i64().is_none_or(|r| r < 0) {
+                return Err(ApiError::invalid(
+                    ctx.subject(&name),
+                    "Scale",
+                    &[api::FieldError::invalid(
+                        "spec.replicas",
+                        &replicas,
+                        "must be greater than or equal to 0",
+                    )],
+                ));
             }
-        };
-        if let Some(rv) = desired_scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-            if patch_type.is_none() && !rv.is_empty() && Some(rv) != current.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-                return Err(ApiError::stale(ctx.subject(&name)));
+            let mut new = current.clone();
+            new["spec"]["replicas"] = replicas;
+            if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.remove("resourceVersion");
             }
-        }
-        let replicas = desired_scale.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
-        if !replicas.as_i64().is_some_and(|r| r >= 0) {
-            return Err(ApiError::invalid(ctx.subject(&name), "Scale", &[api::FieldError::invalid("spec.replicas", &replicas, "must be greater than or equal to 0")]));
-        }
-        let mut new = current.clone();
-        new["spec"]["replicas"] = replicas;
-        if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.remove("resourceVersion");
-        }
-        Ok(new)
-    })
+            Ok(new)
+        },
+    )
     .await?;
-    Ok(crate::http::json(StatusCode::OK, &scale_of(resource, &updated)))
+    Ok(crate::http::json(
+        StatusCode::OK,
+        &scale_of(resource, &updated),
+    ))
 }
 
 async fn bind(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Response<Body>> {
-    let binding: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("decoding Binding: {e}")))?;
-    let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let binding: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("decoding Binding: {e}")))?;
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let name = ctx.name().to_string();
     if node.is_empty() {
-        return Err(ApiError::invalid(ctx.subject(&name), "Binding", &[api::FieldError::required("target.name", "")]));
+        return Err(ApiError::invalid(
+            ctx.subject(&name),
+            "Binding",
+            &[api::FieldError::required("target.name", "")],
+        ));
     }
     let resource = ctx.resource();
-    update_object(ctx.server, resource, &ctx.key(), ctx.subject(&name), Some("binding"), ctx.dry_run, |current| {
-        if current.pointer("/metadata/deletionTimestamp").is_some() {
-            return Err(ApiError::conflict(ctx.subject(&name), "pod is being deleted, cannot be assigned to a host"));
-        }
-        if let Some(existing) = current.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-            return Err(ApiError::conflict(ctx.subject(&name), &format!("pod {name} is already assigned to node {existing:?}")));
-        }
-        let mut new = current.clone();
-        new["spec"]["nodeName"] = json!(node);
-        strategy::set_condition(&mut new, "PodScheduled", "True", None);
-        if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.remove("resourceVersion");
-        }
-        Ok(new)
-    })
+    update_object(
+        ctx.server,
+        resource,
+        &ctx.key(),
+        ctx.subject(&name),
+        Some("binding"),
+        ctx.dry_run,
+        |current| {
+            if current.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(ApiError::conflict(
+                    ctx.subject(&name),
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
+            }
+            if let Some(existing) = current
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                return Err(ApiError::conflict(
+                    ctx.subject(&name),
+                    &format!("pod {name} is already assigned to node {existing:?}"),
+                ));
+            }
+            let mut new = current.clone();
+            new["spec"]["nodeName"] = json!(node);
+            strategy::set_condition(&mut new, "PodScheduled", "True", None);
+            if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.remove("resourceVersion");
+            }
+            Ok(new)
+        },
+    )
     .await?;
-    Ok(crate::http::json(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(crate::http::json(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 async fn evict(ctx: &Ctx<'_>) -> ApiResult<Response<Body>> {
     // Disruption budgets are checked once their controller exists; until then an eviction is a delete.
     let options = DeleteOptions::default();
-    delete_one(ctx.server, ctx.resource(), &ctx.key(), ctx.subject(ctx.name()), &options).await?;
-    Ok(crate::http::json(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    delete_one(
+        ctx.server,
+        ctx.resource(),
+        &ctx.key(),
+        ctx.subject(ctx.name()),
+        &options,
+    )
+    .await?;
+    Ok(crate::http::json(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1046,17 +1419,36 @@ pub struct DeleteOptions {
 
 impl DeleteOptions {
     fn from_request(query: &Query, body: &[u8], dry_run: bool) -> ApiResult<Self> {
-        let mut options = DeleteOptions { dry_run, ..Default::default() };
+        let mut options = DeleteOptions {
+            dry_run,
+            ..Default::default()
+        };
         if !body.iter().all(u8::is_ascii_whitespace) {
-            let parsed: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("decoding DeleteOptions: {e}")))?;
+            let parsed: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("decoding DeleteOptions: {e}")))?;
             options.grace_period_seconds = parsed.get("gracePeriodSeconds").and_then(Value::as_i64);
-            options.propagation_policy = parsed.get("propagationPolicy").and_then(Value::as_str).map(String::from);
-            if parsed.get("orphanDependents").and_then(Value::as_bool) == Some(true) && options.propagation_policy.is_none() {
+            options.propagation_policy = parsed
+                .get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(String::from);
+            if parsed.get("orphanDependents").and_then(Value::as_bool) == Some(true)
+                && options.propagation_policy.is_none()
+            {
                 options.propagation_policy = Some("Orphan".into());
             }
-            options.precondition_uid = parsed.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
-            options.precondition_rv = parsed.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from);
-            if parsed.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All")) {
+            options.precondition_uid = parsed
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(String::from);
+            options.precondition_rv = parsed
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(String::from);
+            if parsed
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|v| v == "All"))
+            {
                 options.dry_run = true;
             }
         }
@@ -1066,15 +1458,22 @@ impl DeleteOptions {
         if let Some(policy) = query.get("propagationPolicy") {
             options.propagation_policy = Some(policy.to_string());
         }
-        if let Some(policy) = &options.propagation_policy {
-            if !matches!(policy.as_str(), "Orphan" | "Background" | "Foreground") {
+        if let Some(policy) = &options.propagation_policy
+            && !matches!(policy.as_str(), "Orphan" | "Background" | "Foreground") {
                 return Err(ApiError::invalid(
-                    Subject { group: "", resource: "", name: "" },
+                    Subject {
+                        group: "",
+                        resource: "",
+                        name: "",
+                    },
                     "DeleteOptions",
-                    &[api::FieldError::not_supported("propagationPolicy", &json!(policy), &["Foreground", "Background", "Orphan"])],
+                    &[api::FieldError::not_supported(
+                        "propagationPolicy",
+                        &json!(policy),
+                        &["Foreground", "Background", "Orphan"],
+                    )],
                 ));
             }
-        }
         Ok(options)
     }
 }
@@ -1089,18 +1488,33 @@ pub async fn delete_one(
     options: &DeleteOptions,
 ) -> ApiResult<(Value, bool)> {
     for _ in 0..MAX_RETRIES {
-        let current = server.cache.get(resource, key).ok_or_else(|| ApiError::not_found(Subject { ..subject }))?;
+        let current = server
+            .cache
+            .get(resource, key)
+            .ok_or_else(|| ApiError::not_found(Subject { ..subject }))?;
         let mut obj = current.value();
-        if let Some(uid) = &options.precondition_uid {
-            if obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
-                return Err(ApiError::conflict(subject, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or(""))));
+        if let Some(uid) = &options.precondition_uid
+            && obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+                return Err(ApiError::conflict(
+                    subject,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        obj.pointer("/metadata/uid")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                    ),
+                ));
             }
-        }
-        if let Some(rv) = &options.precondition_rv {
-            if *rv != current.mod_revision.to_string() {
-                return Err(ApiError::conflict(subject, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", current.mod_revision)));
+        if let Some(rv) = &options.precondition_rv
+            && *rv != current.mod_revision.to_string() {
+                return Err(ApiError::conflict(
+                    subject,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        current.mod_revision
+                    ),
+                ));
             }
-        }
         let plan = strategy::plan_delete(resource, &mut obj, options);
         if options.dry_run {
             return Ok((obj, plan == strategy::DeletePlan::Remove));
@@ -1108,26 +1522,46 @@ pub async fn delete_one(
         let mut ops = Vec::new();
         let gone = plan == strategy::DeletePlan::Remove;
         if gone {
-            ops.push(Op::Delete { key: key.to_string() });
+            ops.push(Op::Delete {
+                key: key.to_string(),
+            });
             for r in strategy::reservations(resource, &obj) {
                 ops.push(Op::Delete { key: r });
             }
         } else if plan == strategy::DeletePlan::Mark {
-            ops.push(Op::Put { key: key.to_string(), value: stored_bytes(&obj) });
+            ops.push(Op::Put {
+                key: key.to_string(),
+                value: stored_bytes(&obj),
+            });
         } else {
             // Already being deleted and nothing changes.
             return Ok((obj, false));
         }
-        let response = server.store.txn(vec![Compare { key: key.to_string(), mod_revision: current.mod_revision }], ops).await?;
+        let response = server
+            .store
+            .txn(
+                vec![Compare {
+                    key: key.to_string(),
+                    mod_revision: current.mod_revision,
+                }],
+                ops,
+            )
+            .await?;
         if response.succeeded {
             set_rv(&mut obj, response.revision);
-            server.cache.wait_for(response.revision, Duration::from_secs(5)).await;
+            server
+                .cache
+                .wait_for(response.revision, Duration::from_secs(5))
+                .await;
             return Ok((obj, gone));
         }
         match response.prev.first() {
             Some(None) => return Err(ApiError::not_found(subject)),
             Some(Some(kv)) => {
-                server.cache.wait_for(kv.mod_revision, Duration::from_secs(2)).await;
+                server
+                    .cache
+                    .wait_for(kv.mod_revision, Duration::from_secs(2))
+                    .await;
             }
             None => {}
         }
@@ -1137,7 +1571,10 @@ pub async fn delete_one(
 
 /// Resources whose delete answers with the object rather than a Status (as upstream's registries do).
 fn returns_deleted_object(resource: &ResourceInfo) -> bool {
-    matches!(resource.plural, "pods" | "serviceaccounts" | "storageclasses" | "services" | "namespaces")
+    matches!(
+        resource.plural,
+        "pods" | "serviceaccounts" | "storageclasses" | "services" | "namespaces"
+    )
 }
 
 async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Response<Body>> {
@@ -1145,10 +1582,21 @@ async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Response<Body>> {
     let resource = ctx.resource();
     let storage = storage_row(resource);
     let name = ctx.name().to_string();
-    let (obj, gone) = delete_one(ctx.server, storage, &ctx.key(), ctx.subject(&name), &options).await?;
+    let (obj, gone) = delete_one(
+        ctx.server,
+        storage,
+        &ctx.key(),
+        ctx.subject(&name),
+        &options,
+    )
+    .await?;
     let obj = to_served(resource, obj)?;
     if !gone || returns_deleted_object(resource) {
-        let code = if gone { StatusCode::OK } else { StatusCode::ACCEPTED };
+        let code = if gone {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
         let code = if ctx.dry_run { StatusCode::OK } else { code };
         return render_value(ctx, code, &obj);
     }
@@ -1156,7 +1604,10 @@ async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Response<Body>> {
     if !resource.group.is_empty() {
         details["group"] = json!(resource.group);
     }
-    Ok(crate::http::json(StatusCode::OK, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})))
+    Ok(crate::http::json(
+        StatusCode::OK,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+    ))
 }
 
 async fn delete_collection(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Response<Body>> {
@@ -1166,11 +1617,18 @@ async fn delete_collection(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Response<Bod
     let filter = Filter::from_query(resource, &ctx.query, None)?;
     ctx.server.cache.sync().await?;
     let prefix = resource.prefix(ctx.target.namespace.as_deref());
-    let (items, revision, _) = ctx.server.cache.list(storage, &prefix, None, 0, |o| filter.matches(o));
+    let (items, revision, _) = ctx
+        .server
+        .cache
+        .list(storage, &prefix, None, 0, |o| filter.matches(o));
     let mut deleted = Vec::new();
     for item in &items {
         let value = item.value();
-        let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         match delete_one(ctx.server, storage, &item.key, ctx.subject(&name), &options).await {
             Ok(_) => deleted.push(item.clone()),
             Err(e) if e.code == StatusCode::NOT_FOUND => {}
@@ -1179,4 +1637,3 @@ async fn delete_collection(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Response<Bod
     }
     render_list(ctx, &deleted, revision, None)
 }
-

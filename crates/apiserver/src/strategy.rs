@@ -41,21 +41,36 @@ fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
     }
-    obj["metadata"].as_object_mut().expect("just made an object")
+    obj["metadata"]
+        .as_object_mut()
+        .expect("just made an object")
 }
 
 /// Five characters as upstream's name generator picks them (no vowels, no confusable digits).
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// Namespaced writes need the namespace to exist and not be terminating.
-pub fn check_namespace_writable(server: &ApiServer, namespace: &str, resource: &ResourceInfo) -> ApiResult<()> {
+pub fn check_namespace_writable(
+    server: &ApiServer,
+    namespace: &str,
+    resource: &ResourceInfo,
+) -> ApiResult<()> {
     let namespaces = api::resources::lookup("", "v1", "namespaces").expect("registered");
-    let Some(ns) = server.cache.get(namespaces, &namespaces.key(None, namespace)) else {
-        return Err(ApiError::not_found(crate::error::Subject { group: "", resource: "namespaces", name: namespace }));
+    let Some(ns) = server
+        .cache
+        .get(namespaces, &namespaces.key(None, namespace))
+    else {
+        return Err(ApiError::not_found(crate::error::Subject {
+            group: "",
+            resource: "namespaces",
+            name: namespace,
+        }));
     };
     let terminating = ns.value().pointer("/metadata/deletionTimestamp").is_some();
     if terminating && resource.plural != "events" {
@@ -68,16 +83,26 @@ pub fn check_namespace_writable(server: &ApiServer, namespace: &str, resource: &
     Ok(())
 }
 
-pub fn prepare_create(server: &Arc<ApiServer>, resource: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+pub fn prepare_create(
+    server: &Arc<ApiServer>,
+    resource: &ResourceInfo,
+    obj: &mut Value,
+) -> ApiResult<()> {
     {
         let meta = meta_mut(obj);
-        let has_name = meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-        if !has_name {
-            if let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
+        let has_name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        if !has_name
+            && let Some(prefix) = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty())
+            {
                 let name = format!("{prefix}{}", random_suffix());
                 meta.insert("name".into(), json!(name));
             }
-        }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
         meta.remove("resourceVersion");
@@ -100,8 +125,15 @@ pub fn prepare_create(server: &Arc<ApiServer>, resource: &ResourceInfo, obj: &mu
         "services" => {
             obj["status"] = json!({"loadBalancer": {}});
         }
-        "deployments" | "replicasets" | "statefulsets" | "daemonsets" | "jobs" | "cronjobs"
-        | "replicationcontrollers" | "horizontalpodautoscalers" | "poddisruptionbudgets" => {
+        "deployments"
+        | "replicasets"
+        | "statefulsets"
+        | "daemonsets"
+        | "jobs"
+        | "cronjobs"
+        | "replicationcontrollers"
+        | "horizontalpodautoscalers"
+        | "poddisruptionbudgets" => {
             if let Some(o) = obj.as_object_mut() {
                 o.remove("status");
             }
@@ -160,12 +192,19 @@ pub fn qos_class(pod: &Value) -> &'static str {
 }
 
 fn service_uses_node_ports(svc: &Value) -> bool {
-    matches!(svc.pointer("/spec/type").and_then(Value::as_str), Some("NodePort" | "LoadBalancer"))
+    matches!(
+        svc.pointer("/spec/type").and_then(Value::as_str),
+        Some("NodePort" | "LoadBalancer")
+    )
 }
 
 /// Fill in cluster IPs and node ports the client left empty; check the ones it chose.
 fn allocate_service(allocator: &Allocator, svc: &mut Value, old: Option<&Value>) -> ApiResult<()> {
-    let svc_type = svc.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    let svc_type = svc
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
     if svc_type == "ExternalName" {
         if let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) {
             spec.remove("clusterIP");
@@ -175,17 +214,23 @@ fn allocate_service(allocator: &Allocator, svc: &mut Value, old: Option<&Value>)
     }
     // Keep what the old object had when the new one leaves it out (as upstream's service REST does).
     if let Some(old) = old {
-        let new_ip = svc.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("");
-        if new_ip.is_empty() {
-            if let Some(ip) = old.pointer("/spec/clusterIP").cloned() {
+        let new_ip = svc
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if new_ip.is_empty()
+            && let Some(ip) = old.pointer("/spec/clusterIP").cloned() {
                 svc["spec"]["clusterIP"] = ip;
                 if let Some(ips) = old.pointer("/spec/clusterIPs").cloned() {
                     svc["spec"]["clusterIPs"] = ips;
                 }
             }
-        }
     }
-    let ip = svc.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+    let ip = svc
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if ip.is_empty() {
         let ip = allocator.random_ip().to_string();
         svc["spec"]["clusterIP"] = json!(ip);
@@ -193,13 +238,23 @@ fn allocate_service(allocator: &Allocator, svc: &mut Value, old: Option<&Value>)
     } else if ip != "None" {
         let parsed: Option<IpAddr> = ip.parse().ok();
         if !parsed.is_some_and(|p| allocator.service_cidr.contains_usable(p)) {
-            return Err(invalid_service(svc, FieldError::invalid(
-                "spec.clusterIPs[0]",
-                &json!(ip),
-                format!("failed to allocate IP {ip}: provided IP is not in the valid range. The range of valid IPs is {}", allocator.service_cidr),
-            )));
+            return Err(invalid_service(
+                svc,
+                FieldError::invalid(
+                    "spec.clusterIPs[0]",
+                    &json!(ip),
+                    format!(
+                        "failed to allocate IP {ip}: provided IP is not in the valid range. The range of valid IPs is {}",
+                        allocator.service_cidr
+                    ),
+                ),
+            ));
         }
-        if svc.pointer("/spec/clusterIPs").and_then(Value::as_array).is_none_or(|a| a.is_empty()) {
+        if svc
+            .pointer("/spec/clusterIPs")
+            .and_then(Value::as_array)
+            .is_none_or(|a| a.is_empty())
+        {
             svc["spec"]["clusterIPs"] = json!([ip]);
         }
     } else if svc.pointer("/spec/clusterIPs").is_none() {
@@ -219,32 +274,64 @@ fn allocate_service(allocator: &Allocator, svc: &mut Value, old: Option<&Value>)
                 }
                 continue;
             }
-            if port.get("nodePort").and_then(Value::as_i64).is_some_and(|p| p != 0) {
+            if port
+                .get("nodePort")
+                .and_then(Value::as_i64)
+                .is_some_and(|p| p != 0)
+            {
                 continue;
             }
-            let same = old_ports.iter().find(|o| o.get("port") == port.get("port") && o.get("protocol") == port.get("protocol"));
-            let kept = same.and_then(|o| o.get("nodePort")).and_then(Value::as_i64).filter(|p| *p != 0);
+            let same = old_ports.iter().find(|o| {
+                o.get("port") == port.get("port") && o.get("protocol") == port.get("protocol")
+            });
+            let kept = same
+                .and_then(|o| o.get("nodePort"))
+                .and_then(Value::as_i64)
+                .filter(|p| *p != 0);
             let value = kept.unwrap_or_else(|| i64::from(allocator.random_node_port()));
             port["nodePort"] = json!(value);
         }
     }
-    for (i, port) in svc.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default().iter().enumerate() {
-        if let Some(np) = port.get("nodePort").and_then(Value::as_i64) {
-            if np < i64::from(allocator.node_ports.0) || np > i64::from(allocator.node_ports.1) {
-                return Err(invalid_service(svc, FieldError::invalid(
-                    format!("spec.ports[{i}].nodePort"),
-                    &json!(np),
-                    format!("provided port is not in the valid range. The range of valid ports is {}-{}", allocator.node_ports.0, allocator.node_ports.1),
-                )));
+    for (i, port) in svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if let Some(np) = port.get("nodePort").and_then(Value::as_i64)
+            && (np < i64::from(allocator.node_ports.0) || np > i64::from(allocator.node_ports.1)) {
+                return Err(invalid_service(
+                    svc,
+                    FieldError::invalid(
+                        format!("spec.ports[{i}].nodePort"),
+                        &json!(np),
+                        format!(
+                            "provided port is not in the valid range. The range of valid ports is {}-{}",
+                            allocator.node_ports.0, allocator.node_ports.1
+                        ),
+                    ),
+                ));
             }
-        }
     }
     Ok(())
 }
 
 fn invalid_service(svc: &Value, error: FieldError) -> ApiError {
-    let name = svc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
-    ApiError::invalid(crate::error::Subject { group: "", resource: "services", name }, "Service", &[error])
+    let name = svc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    ApiError::invalid(
+        crate::error::Subject {
+            group: "",
+            resource: "services",
+            name,
+        },
+        "Service",
+        &[error],
+    )
 }
 
 /// The reservation keys an object holds (service IPs and node ports).
@@ -253,13 +340,27 @@ pub fn reservations(resource: &ResourceInfo, obj: &Value) -> Vec<String> {
         return Vec::new();
     }
     let mut keys = Vec::new();
-    for ip in obj.pointer("/spec/clusterIPs").and_then(Value::as_array).into_iter().flatten() {
+    for ip in obj
+        .pointer("/spec/clusterIPs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(ip) = ip.as_str().filter(|ip| !ip.is_empty() && *ip != "None") {
             keys.push(Allocator::ip_key(ip));
         }
     }
-    for port in obj.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
-        if let Some(np) = port.get("nodePort").and_then(Value::as_i64).filter(|p| *p != 0) {
+    for port in obj
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(np) = port
+            .get("nodePort")
+            .and_then(Value::as_i64)
+            .filter(|p| *p != 0)
+        {
             let key = Allocator::node_port_key(np);
             if !keys.contains(&key) {
                 keys.push(key);
@@ -283,18 +384,27 @@ pub fn explicit_reservation_conflict(
         if prev.is_none() {
             continue;
         }
-        if let Some(ip) = key.strip_prefix(crate::allocator::SERVICE_IP_PREFIX) {
-            if requested.pointer("/spec/clusterIP").and_then(Value::as_str) == Some(ip) {
+        if let Some(ip) = key.strip_prefix(crate::allocator::SERVICE_IP_PREFIX)
+            && requested.pointer("/spec/clusterIP").and_then(Value::as_str) == Some(ip) {
                 return Some(FieldError::invalid(
                     "spec.clusterIPs",
                     &json!([ip]),
                     format!("failed to allocate IP {ip}: provided IP is already allocated"),
                 ));
             }
-        }
-        if let Some(port) = key.strip_prefix(crate::allocator::NODE_PORT_PREFIX).and_then(|p| p.parse::<i64>().ok()) {
-            let ports = requested.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
-            if let Some(i) = ports.iter().position(|p| p.get("nodePort").and_then(Value::as_i64) == Some(port)) {
+        if let Some(port) = key
+            .strip_prefix(crate::allocator::NODE_PORT_PREFIX)
+            .and_then(|p| p.parse::<i64>().ok())
+        {
+            let ports = requested
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if let Some(i) = ports
+                .iter()
+                .position(|p| p.get("nodePort").and_then(Value::as_i64) == Some(port))
+            {
                 return Some(FieldError::invalid(
                     format!("spec.ports[{i}].nodePort"),
                     &json!(port),
@@ -307,7 +417,12 @@ pub fn explicit_reservation_conflict(
 }
 
 /// Spec and status are written through separate endpoints; server-owned metadata is kept.
-pub fn prepare_update(resource: &ResourceInfo, subresource: Option<&str>, new: &mut Value, old: &Value) -> ApiResult<()> {
+pub fn prepare_update(
+    resource: &ResourceInfo,
+    subresource: Option<&str>,
+    new: &mut Value,
+    old: &Value,
+) -> ApiResult<()> {
     let has_status = resource.has_subresource("status");
     match subresource {
         Some("status") => {
@@ -375,23 +490,32 @@ pub fn prepare_update(resource: &ResourceInfo, subresource: Option<&str>, new: &
     {
         let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
         let meta = meta_mut(new);
-        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
             match old_meta.get(field) {
                 Some(v) => meta.insert(field.into(), v.clone()),
                 None => meta.remove(field),
             };
         }
-        if !meta.contains_key("namespace") {
-            if let Some(ns) = old_meta.get("namespace") {
+        if !meta.contains_key("namespace")
+            && let Some(ns) = old_meta.get("namespace") {
                 meta.insert("namespace".into(), ns.clone());
             }
-        }
         if let Some(name) = old_meta.get("name") {
             meta.entry("name").or_insert(name.clone());
         }
     }
     if tracks_generation(resource) && spec_changed(new, old) {
-        let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+        let generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
         meta_mut(new).insert("generation".into(), json!(generation));
     }
     Ok(())
@@ -416,19 +540,28 @@ fn spec_changed(new: &Value, old: &Value) -> bool {
 }
 
 fn has_finalizers(obj: &Value) -> bool {
-    obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty())
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
 }
 
 fn has_namespace_finalizers(obj: &Value) -> bool {
-    obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty())
+    obj.pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
 }
 
 /// An object marked for deletion whose last finalizer is gone is deleted by the update.
 pub fn deletion_finished(obj: &Value) -> bool {
     obj.pointer("/metadata/deletionTimestamp").is_some()
         && !has_finalizers(obj)
-        && !(obj.get("kind").and_then(Value::as_str) == Some("Namespace") && has_namespace_finalizers(obj))
-        && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0
+        && !(obj.get("kind").and_then(Value::as_str) == Some("Namespace")
+            && has_namespace_finalizers(obj))
+        && obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -444,34 +577,56 @@ pub enum DeletePlan {
 fn add_finalizer(obj: &mut Value, finalizer: &str) {
     let meta = meta_mut(obj);
     let list = meta.entry("finalizers").or_insert_with(|| json!([]));
-    if let Some(list) = list.as_array_mut() {
-        if !list.iter().any(|f| f == finalizer) {
+    if let Some(list) = list.as_array_mut()
+        && !list.iter().any(|f| f == finalizer) {
             list.push(json!(finalizer));
         }
-    }
 }
 
 /// Decide what a delete does, and mark the object accordingly.
-pub fn plan_delete(resource: &ResourceInfo, obj: &mut Value, options: &DeleteOptions) -> DeletePlan {
+pub fn plan_delete(
+    resource: &ResourceInfo,
+    obj: &mut Value,
+    options: &DeleteOptions,
+) -> DeletePlan {
     let is_pod = resource.plural == "pods" && resource.group.is_empty();
-    let scheduled = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-    let terminal = matches!(obj.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+    let scheduled = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let terminal = matches!(
+        obj.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
     let grace = if is_pod && scheduled && !terminal {
         options
             .grace_period_seconds
-            .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+            .or_else(|| {
+                obj.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
             .unwrap_or(30)
             .max(0)
     } else {
         0
     };
     if obj.pointer("/metadata/deletionTimestamp").is_some() {
-        let current = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+        let current = obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if is_pod && grace < current {
             meta_mut(obj).insert("deletionGracePeriodSeconds".into(), json!(grace));
             let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
-            meta_mut(obj).insert("deletionTimestamp".into(), json!(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
-            return if grace == 0 && !has_finalizers(obj) { DeletePlan::Remove } else { DeletePlan::Mark };
+            meta_mut(obj).insert(
+                "deletionTimestamp".into(),
+                json!(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            );
+            return if grace == 0 && !has_finalizers(obj) {
+                DeletePlan::Remove
+            } else {
+                DeletePlan::Mark
+            };
         }
         return DeletePlan::Unchanged;
     }
@@ -486,7 +641,10 @@ pub fn plan_delete(resource: &ResourceInfo, obj: &mut Value, options: &DeleteOpt
     }
     let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
     let meta = meta_mut(obj);
-    meta.insert("deletionTimestamp".into(), json!(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+    meta.insert(
+        "deletionTimestamp".into(),
+        json!(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+    );
     meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
     if resource.plural == "namespaces" {
         obj["status"]["phase"] = json!("Terminating");
@@ -499,13 +657,22 @@ pub fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: Option<&
     if !obj.get("status").is_some_and(Value::is_object) {
         obj["status"] = json!({});
     }
-    let conditions = obj["status"].as_object_mut().expect("object").entry("conditions").or_insert_with(|| json!([]));
-    let Some(list) = conditions.as_array_mut() else { return };
+    let conditions = obj["status"]
+        .as_object_mut()
+        .expect("object")
+        .entry("conditions")
+        .or_insert_with(|| json!([]));
+    let Some(list) = conditions.as_array_mut() else {
+        return;
+    };
     let mut condition = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now_rfc3339()});
     if let Some(reason) = reason {
         condition["reason"] = json!(reason);
     }
-    match list.iter_mut().find(|c| c.get("type").and_then(Value::as_str) == Some(kind)) {
+    match list
+        .iter_mut()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
+    {
         Some(existing) if existing.get("status").and_then(Value::as_str) == Some(status) => {}
         Some(existing) => *existing = condition,
         None => list.push(condition),
@@ -518,10 +685,14 @@ mod tests {
 
     #[test]
     fn qos_classes() {
-        assert_eq!(qos_class(&json!({"spec": {"containers": [{"name": "a"}]}})), "BestEffort");
+        assert_eq!(
+            qos_class(&json!({"spec": {"containers": [{"name": "a"}]}})),
+            "BestEffort"
+        );
         let guaranteed = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}}]}});
         assert_eq!(qos_class(&guaranteed), "Guaranteed");
-        let burstable = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "100m"}}}]}});
+        let burstable =
+            json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "100m"}}}]}});
         assert_eq!(qos_class(&burstable), "Burstable");
     }
 
@@ -543,11 +714,13 @@ mod tests {
         let mut old = json!({"metadata": {"name": "a", "uid": "u", "generation": 1}, "spec": {"replicas": 1}, "status": {"replicas": 0}});
         // Stored objects are always defaulted.
         api::defaults::apply(deploy, &mut old);
-        let mut new = json!({"metadata": {"name": "a"}, "spec": {"replicas": 5}, "status": {"replicas": 9}});
+        let mut new =
+            json!({"metadata": {"name": "a"}, "spec": {"replicas": 5}, "status": {"replicas": 9}});
         prepare_update(deploy, None, &mut new, &old).unwrap();
         assert_eq!(new["status"]["replicas"], 0);
         assert_eq!(new["metadata"]["generation"], 2);
-        let mut same = json!({"metadata": {"name": "a", "labels": {"x": "y"}}, "spec": {"replicas": 1}});
+        let mut same =
+            json!({"metadata": {"name": "a", "labels": {"x": "y"}}, "spec": {"replicas": 1}});
         prepare_update(deploy, None, &mut same, &old).unwrap();
         assert_eq!(same["metadata"]["generation"], 1);
     }
@@ -556,23 +729,41 @@ mod tests {
     fn delete_plans() {
         let pods = api::resources::lookup("", "v1", "pods").unwrap();
         let mut unscheduled = json!({"metadata": {"name": "p"}, "spec": {}});
-        assert_eq!(plan_delete(pods, &mut unscheduled, &DeleteOptions::default()), DeletePlan::Remove);
+        assert_eq!(
+            plan_delete(pods, &mut unscheduled, &DeleteOptions::default()),
+            DeletePlan::Remove
+        );
         let mut running = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
-        assert_eq!(plan_delete(pods, &mut running, &DeleteOptions::default()), DeletePlan::Mark);
+        assert_eq!(
+            plan_delete(pods, &mut running, &DeleteOptions::default()),
+            DeletePlan::Mark
+        );
         assert_eq!(running["metadata"]["deletionGracePeriodSeconds"], 30);
-        let now = DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
+        let now = DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
         assert_eq!(plan_delete(pods, &mut running, &now), DeletePlan::Remove);
         let cms = api::resources::lookup("", "v1", "configmaps").unwrap();
         let mut held = json!({"metadata": {"name": "c", "finalizers": ["example.com/hold"]}});
-        assert_eq!(plan_delete(cms, &mut held, &DeleteOptions::default()), DeletePlan::Mark);
+        assert_eq!(
+            plan_delete(cms, &mut held, &DeleteOptions::default()),
+            DeletePlan::Mark
+        );
         assert!(held["metadata"]["deletionTimestamp"].is_string());
-        assert_eq!(plan_delete(cms, &mut held, &DeleteOptions::default()), DeletePlan::Unchanged);
+        assert_eq!(
+            plan_delete(cms, &mut held, &DeleteOptions::default()),
+            DeletePlan::Unchanged
+        );
         let mut finished = held.clone();
         finished["metadata"]["finalizers"] = json!([]);
         assert!(deletion_finished(&finished));
         let ns = api::resources::lookup("", "v1", "namespaces").unwrap();
         let mut namespace = json!({"kind": "Namespace", "metadata": {"name": "n"}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
-        assert_eq!(plan_delete(ns, &mut namespace, &DeleteOptions::default()), DeletePlan::Mark);
+        assert_eq!(
+            plan_delete(ns, &mut namespace, &DeleteOptions::default()),
+            DeletePlan::Mark
+        );
         assert_eq!(namespace["status"]["phase"], "Terminating");
         assert!(!deletion_finished(&namespace));
     }

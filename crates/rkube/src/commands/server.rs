@@ -52,12 +52,19 @@ pub struct ServerArgs {
 
 fn host_addresses() -> Vec<IpAddr> {
     if_addrs::get_if_addrs()
-        .map(|ifs| ifs.into_iter().map(|i| i.ip()).filter(|ip| !ip.is_loopback()).collect())
+        .map(|ifs| {
+            ifs.into_iter()
+                .map(|i| i.ip())
+                .filter(|ip| !ip.is_loopback())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
-    let (low, high) = s.split_once('-').with_context(|| format!("invalid port range {s:?}: expected LOW-HIGH"))?;
+    let (low, high) = s
+        .split_once('-')
+        .with_context(|| format!("invalid port range {s:?}: expected LOW-HIGH"))?;
     let (low, high): (u16, u16) = (low.trim().parse()?, high.trim().parse()?);
     if low == 0 || low > high {
         bail!("invalid port range {s:?}");
@@ -78,22 +85,42 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    let service_cidr: apiserver::allocator::Cidr =
-        args.service_cidr.parse().map_err(|e: String| anyhow::anyhow!("--service-cidr: {e}"))?;
-    let _cluster_cidr: apiserver::allocator::Cidr =
-        args.cluster_cidr.parse().map_err(|e: String| anyhow::anyhow!("--cluster-cidr: {e}"))?;
-    let node_ports = parse_port_range(&args.service_node_port_range).context("--service-node-port-range")?;
+    let service_cidr: apiserver::allocator::Cidr = args
+        .service_cidr
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--service-cidr: {e}"))?;
+    let _cluster_cidr: apiserver::allocator::Cidr = args
+        .cluster_cidr
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+    let node_ports =
+        parse_port_range(&args.service_node_port_range).context("--service-node-port-range")?;
 
-    let store: Arc<dyn store::Store> = if args.datastore == "embedded" || args.datastore.is_empty() {
+    let store: Arc<dyn store::Store> = if args.datastore == "embedded" || args.datastore.is_empty()
+    {
         let db_dir = args.data_dir.join("db");
-        std::fs::create_dir_all(&db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
-        let options = store::sqlite::SqliteOptions { fsync: !args.unsafe_no_fsync, ..Default::default() };
+        std::fs::create_dir_all(&db_dir)
+            .with_context(|| format!("creating {}", db_dir.display()))?;
+        let options = store::sqlite::SqliteOptions {
+            fsync: !args.unsafe_no_fsync,
+            ..Default::default()
+        };
         let path = db_dir.join("state.db");
-        Arc::new(store::sqlite::SqliteStore::open(&path, options).with_context(|| format!("opening store {}", path.display()))?)
+        Arc::new(
+            store::sqlite::SqliteStore::open(&path, options)
+                .with_context(|| format!("opening store {}", path.display()))?,
+        )
     } else if let Some(endpoints) = store::etcd::parse_datastore(&args.datastore) {
-        Arc::new(store::etcd::EtcdStore::connect(&endpoints).await.with_context(|| format!("connecting to etcd {}", args.datastore))?)
+        Arc::new(
+            store::etcd::EtcdStore::connect(&endpoints)
+                .await
+                .with_context(|| format!("connecting to etcd {}", args.datastore))?,
+        )
     } else {
-        bail!("--datastore {:?}: expected \"embedded\" or etcd://host:port[,host:port...]", args.datastore);
+        bail!(
+            "--datastore {:?}: expected \"embedded\" or etcd://host:port[,host:port...]",
+            args.datastore
+        );
     };
 
     let host_ips = host_addresses();
@@ -110,15 +137,24 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     }
     let pki = pki::Pki::load_or_create(&args.data_dir.join("tls"), &pki::PkiOptions { sans, ips })
         .context("preparing certificates")?;
-    let tls = pki.server_config().context("building the TLS configuration")?;
+    let tls = pki
+        .server_config()
+        .context("building the TLS configuration")?;
 
     let tokens = match &args.token_file {
         Some(path) => apiserver::TokenAuthenticator::from_file(path)?,
         None => apiserver::TokenAuthenticator::default(),
     };
     let bind = SocketAddr::new(args.bind_address, args.https_port);
-    let config = apiserver::Config { bind, advertise_address: advertise, service_cidr, node_port_range: node_ports };
-    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("listening on {bind}"))?;
+    let config = apiserver::Config {
+        bind,
+        advertise_address: advertise,
+        service_cidr,
+        node_port_range: node_ports,
+    };
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("listening on {bind}"))?;
     let server = apiserver::ApiServer::new(config, store, tokens).await?;
 
     let kubeconfig = args.data_dir.join("kubeconfig.yaml");
@@ -130,12 +166,20 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     pki.write_admin_kubeconfig(&kubeconfig, &format!("https://{local}:{}", args.https_port))
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
     if !args.disable_agent {
-        tracing::warn!("the node agent is not part of this build yet; running the control plane only");
+        tracing::warn!(
+            "the node agent is not part of this build yet; running the control plane only"
+        );
     }
     tracing::info!(%bind, elapsed_ms = started.elapsed().as_millis() as u64, "rkube server is ready");
-    println!("rkube server is running at https://{local}:{}", args.https_port);
+    println!(
+        "rkube server is running at https://{local}:{}",
+        args.https_port
+    );
     println!("kubeconfig: {}", kubeconfig.display());
-    println!("try: kubectl --kubeconfig {} get namespaces", kubeconfig.display());
+    println!(
+        "try: kubectl --kubeconfig {} get namespaces",
+        kubeconfig.display()
+    );
 
     let serving = tokio::spawn(apiserver::serve(server, tls, listener));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

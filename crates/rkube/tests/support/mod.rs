@@ -73,7 +73,11 @@ impl Server {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "rkube server not ready in 30 s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "rkube server not ready in 30 s:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -138,13 +142,22 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run kubectl");
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
     pub fn apply(&self, manifest: &str) -> String {
         let out = self.kubectl_stdin(&["apply", "-f", "-"], manifest);
-        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -175,12 +188,17 @@ pub fn tail(text: &str, lines: usize) -> String {
 /// The acceptance manifests shipped beside the repository (`../shared/acceptance/manifests`).
 pub fn seed_manifests() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [here.join("../../../shared/acceptance/manifests"), here.join("../../shared/acceptance/manifests")];
+    let candidates = [
+        here.join("../../../shared/acceptance/manifests"),
+        here.join("../../shared/acceptance/manifests"),
+    ];
     candidates
         .iter()
         .find(|p| p.is_dir())
         .cloned()
-        .unwrap_or_else(|| panic!("acceptance manifests not found beside the repository: {candidates:?}"))
+        .unwrap_or_else(|| {
+            panic!("acceptance manifests not found beside the repository: {candidates:?}")
+        })
 }
 
 /// Poll `check` until it returns Some, or panic after `timeout`.
