@@ -13,6 +13,7 @@ pub mod field_error;
 pub mod fields;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod table;

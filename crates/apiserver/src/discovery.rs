@@ -7,6 +7,32 @@ use serde_json::{Value, json};
 /// The media type kubectl asks for to get aggregated discovery.
 pub const AGGREGATED_V2: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+/// The older form kubectl 1.27 … 1.29 ask for.
+pub const AGGREGATED_V2BETA1: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+
+/// The aggregated discovery version the client prefers, if any: the first media type in
+/// `Accept` that we serve decides, as content negotiation does.
+pub fn negotiate_aggregated(accept: &str) -> Option<&'static str> {
+    for part in accept.split(',') {
+        let params: Vec<&str> = part.split(';').map(str::trim).collect();
+        let media = params.first().copied().unwrap_or("");
+        let has = |p: &str| params.contains(&p);
+        if has("as=APIGroupDiscoveryList") && has("g=apidiscovery.k8s.io") {
+            if has("v=v2") {
+                return Some("v2");
+            }
+            if has("v=v2beta1") {
+                return Some("v2beta1");
+            }
+            continue;
+        }
+        if matches!(media, "application/json" | "*/*" | "application/*") {
+            return None;
+        }
+    }
+    None
+}
 
 /// Kind, group, version and verbs of a subresource as discovery reports them.
 fn subresource_shape(
@@ -157,7 +183,7 @@ fn aggregated_version(group: &str, version: &str) -> Value {
 }
 
 /// `/api` (core only) or `/apis` (every named group) as an `APIGroupDiscoveryList`.
-pub fn aggregated(core: bool) -> Value {
+pub fn aggregated(core: bool, version: &str) -> Value {
     let items: Vec<Value> = api::resources::groups()
         .into_iter()
         .filter(|(g, _)| g.is_empty() == core)
@@ -171,7 +197,7 @@ pub fn aggregated(core: bool) -> Value {
             json!({"metadata": metadata, "versions": versions})
         })
         .collect();
-    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"), "metadata": {}, "items": items})
 }
 
 #[cfg(test)]
@@ -214,11 +240,22 @@ mod tests {
     }
 
     #[test]
+    fn negotiates_the_aggregated_version() {
+        assert_eq!(negotiate_aggregated(AGGREGATED_V2), Some("v2"));
+        let kubectl_127 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(negotiate_aggregated(kubectl_127), Some("v2beta1"));
+        let kubectl_132 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(negotiate_aggregated(kubectl_132), Some("v2"));
+        assert_eq!(negotiate_aggregated("application/json"), None);
+        assert_eq!(negotiate_aggregated(""), None);
+    }
+
+    #[test]
     fn aggregated_documents() {
-        let apis = aggregated(false);
+        let apis = aggregated(false, "v2");
         let items = apis["items"].as_array().unwrap();
         assert!(items.iter().all(|i| i["metadata"]["name"].is_string()));
-        let core = aggregated(true);
+        let core = aggregated(true, "v2");
         assert_eq!(core["items"].as_array().unwrap().len(), 1);
         let pods = core["items"][0]["versions"][0]["resources"]
             .as_array()

@@ -160,20 +160,20 @@ fn discovery(server: &ApiServer, path: &DiscoveryPath, accept: &str, get: bool) 
             "discovery documents are read-only",
         ));
     }
-    let aggregated = accept.contains("as=APIGroupDiscoveryList") && accept.contains("v=v2");
-    let doc = match path {
-        DiscoveryPath::Api if aggregated => {
-            return aggregated_response(crate::discovery::aggregated(true));
+    let aggregated = crate::discovery::negotiate_aggregated(accept);
+    let doc = match (path, aggregated) {
+        (DiscoveryPath::Api, Some(v)) => {
+            return aggregated_response(crate::discovery::aggregated(true, v), v);
         }
-        DiscoveryPath::Apis if aggregated => {
-            return aggregated_response(crate::discovery::aggregated(false));
+        (DiscoveryPath::Apis, Some(v)) => {
+            return aggregated_response(crate::discovery::aggregated(false, v), v);
         }
-        DiscoveryPath::Api => Some(crate::discovery::api_versions(
+        (DiscoveryPath::Api, None) => Some(crate::discovery::api_versions(
             &server.config.advertise_address.to_string(),
         )),
-        DiscoveryPath::Apis => Some(crate::discovery::api_group_list()),
-        DiscoveryPath::Group(g) => crate::discovery::api_group_doc(g),
-        DiscoveryPath::GroupVersion(g, v) => crate::discovery::api_resource_list(g, v),
+        (DiscoveryPath::Apis, None) => Some(crate::discovery::api_group_list()),
+        (DiscoveryPath::Group(g), _) => crate::discovery::api_group_doc(g),
+        (DiscoveryPath::GroupVersion(g, v), _) => crate::discovery::api_resource_list(g, v),
     };
     match doc {
         Some(doc) => json(StatusCode::OK, &doc),
@@ -183,12 +183,16 @@ fn discovery(server: &ApiServer, path: &DiscoveryPath, accept: &str, get: bool) 
     }
 }
 
-fn aggregated_response(doc: Value) -> Response<Body> {
+fn aggregated_response(doc: Value, version: &'static str) -> Response<Body> {
     let mut response = json(StatusCode::OK, &doc);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(crate::discovery::AGGREGATED_V2),
-    );
+    let content_type = if version == "v2" {
+        crate::discovery::AGGREGATED_V2
+    } else {
+        crate::discovery::AGGREGATED_V2BETA1
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

@@ -12,7 +12,7 @@ use api::selector::LabelSelector;
 use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use store::{Compare, Op, RangeRequest, Revision};
@@ -206,20 +206,30 @@ async fn dispatch(ctx: &Ctx<'_>, verb: Verb, req: Request<Incoming>) -> ApiResul
 
 async fn read_body(req: Request<Incoming>) -> ApiResult<(String, Bytes)> {
     let content_type = header_str(&req, header::CONTENT_TYPE).to_string();
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                ApiError::too_large()
-            } else {
-                ApiError::bad_request(format!("reading the request body: {e}"))
+    let mut body = req.into_body();
+    let mut collected = Vec::new();
+    let mut too_large = false;
+    let mut drained = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if too_large {
+            // Keep reading (a bounded amount) so the client receives the 413 instead of a reset.
+            drained += data.len();
+            if drained > 4 * MAX_BODY {
+                break;
             }
-        })?
-        .to_bytes();
-    Ok((content_type, body))
+        } else if collected.len() + data.len() > MAX_BODY {
+            too_large = true;
+            collected = Vec::new();
+        } else {
+            collected.extend_from_slice(&data);
+        }
+    }
+    if too_large {
+        return Err(ApiError::too_large());
+    }
+    Ok((content_type, Bytes::from(collected)))
 }
 
 // ---------------------------------------------------------------------------------------------

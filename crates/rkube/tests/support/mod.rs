@@ -212,3 +212,30 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A raw HTTPS request with curl, as the admin (or anonymously); returns (status, body).
+impl Server {
+    pub fn raw(&self, method: &str, path: &str, body: Option<&[u8]>, content_type: &str, anonymous: bool) -> (u16, String) {
+        let dir = self.data_dir.path();
+        let tls = dir.join("tls");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+            .arg("--cacert")
+            .arg(tls.join("server-ca.crt"))
+            .arg("-H")
+            .arg(format!("Content-Type: {content_type}"));
+        if !anonymous {
+            cmd.arg("--cert").arg(tls.join("client-admin.crt")).arg("--key").arg(tls.join("client-admin.key"));
+        }
+        let body_file = dir.join("curl-body");
+        if let Some(body) = body {
+            std::fs::write(&body_file, body).unwrap();
+            cmd.arg("--data-binary").arg(format!("@{}", body_file.display()));
+        }
+        cmd.arg(format!("https://127.0.0.1:{}{}", self.port, path));
+        let out = cmd.output().expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+}
