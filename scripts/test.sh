@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 export RUST_BACKTRACE=1
 cargo build --workspace --all-targets
-cargo test --workspace -- --test-threads 4
+cargo test --workspace --no-fail-fast -- --test-threads 4

@@ -407,7 +407,7 @@ fn generate() -> (String, Vec<String>) {
     for (name, lines) in &messages {
         let _ = writeln!(out, "    Message {{ name: {name:?}, fields: &[");
         for line in lines {
-            let _ = writeln!(out, "    {line}");
+            let _ = writeln!(out, "{line}");
         }
         out.push_str("    ] },\n");
     }
@@ -425,23 +425,24 @@ fn is_string_list(message: &PbMessage) -> bool {
 }
 
 /// A Go struct embedded with `json:",inline"` (`Probe.handler`, `Volume.volumeSource`): its
-/// proto field has no JSON property, but all its own properties are the parent's.
+/// proto field has no JSON property, but its own fields are the parent's properties (most of
+/// them: the protos may be a release ahead of the OpenAPI types).
 fn is_inline(
     field: &PbField,
     parent: &OpenApiType,
     by_name: &HashMap<String, (&PbMessage, Option<&OpenApiType>)>,
     renames: &HashMap<String, String>,
 ) -> bool {
-    let Some(full) = renames.get(&field.kind) else {
+    let Some((child, _)) = renames.get(&field.kind).and_then(|full| by_name.get(full)) else {
         return false;
     };
-    let Some((_, Some(child))) = by_name.get(full) else {
-        return false;
-    };
-    let parent_props: BTreeSet<_> = parent.properties.iter().map(|(j, _)| j).collect();
-    field.shape == "One"
-        && !child.properties.is_empty()
-        && child.properties.iter().all(|(j, _)| parent_props.contains(j))
+    let parent_props: BTreeSet<String> = parent.properties.iter().map(|(j, _)| squash(j)).collect();
+    let shared = child
+        .fields
+        .iter()
+        .filter(|f| parent_props.contains(&squash(&f.rust)))
+        .count();
+    field.shape == "One" && !child.fields.is_empty() && shared * 2 > child.fields.len()
 }
 
 fn lower_camel(rust: &str) -> String {
