@@ -229,7 +229,25 @@ async fn read_body(req: Request<Incoming>) -> ApiResult<(String, Bytes)> {
     if too_large {
         return Err(ApiError::too_large());
     }
-    Ok((content_type, Bytes::from(collected)))
+    normalize_body(content_type, Bytes::from(collected))
+}
+
+/// Protobuf and YAML bodies become JSON here, so every handler sees one format.
+fn normalize_body(content_type: String, body: Bytes) -> ApiResult<(String, Bytes)> {
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if api::protobuf::is_protobuf(&media) {
+        let (_, _, object) = api::protobuf::decode_envelope(&body)
+            .map_err(|e| ApiError::bad_request(format!("decoding the protobuf request body: {e}")))?;
+        let json = serde_json::to_vec(&object).expect("JSON values serialize");
+        return Ok(("application/json".into(), Bytes::from(json)));
+    }
+    if media == "application/yaml" {
+        let object: Value = serde_yaml::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("decoding the YAML request body: {e}")))?;
+        let json = serde_json::to_vec(&object).expect("JSON values serialize");
+        return Ok(("application/json".into(), Bytes::from(json)));
+    }
+    Ok((content_type, body))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -70,7 +70,9 @@ pub struct ApiClient {
 
 impl std::fmt::Debug for ApiClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiClient").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("ApiClient")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -83,9 +85,18 @@ impl ApiClient {
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| bad(format!("read: {e}")))?;
-        let config: Kubeconfig = serde_yaml::from_str(&text).map_err(|e| bad(format!("parse: {e}")))?;
-        let cluster = &config.clusters.first().ok_or_else(|| bad("no cluster".into()))?.cluster;
-        let user = &config.users.first().ok_or_else(|| bad("no user".into()))?.user;
+        let config: Kubeconfig =
+            serde_yaml::from_str(&text).map_err(|e| bad(format!("parse: {e}")))?;
+        let cluster = &config
+            .clusters
+            .first()
+            .ok_or_else(|| bad("no cluster".into()))?
+            .cluster;
+        let user = &config
+            .users
+            .first()
+            .ok_or_else(|| bad("no user".into()))?
+            .user;
         let decode = |field: &str, value: Option<&String>| -> Result<Vec<u8>, BenchError> {
             let value = value.ok_or_else(|| bad(format!("{field} is missing")))?;
             BASE64
@@ -96,7 +107,10 @@ impl ApiClient {
             "certificate-authority-data",
             Some(&cluster.certificate_authority_data),
         )?;
-        let cert = decode("client-certificate-data", user.client_certificate_data.as_ref())?;
+        let cert = decode(
+            "client-certificate-data",
+            user.client_certificate_data.as_ref(),
+        )?;
         let key = decode("client-key-data", user.client_key_data.as_ref())?;
 
         let authority = cluster
@@ -105,10 +119,13 @@ impl ApiClient {
             .ok_or_else(|| bad(format!("server {:?} is not an https URL", cluster.server)))?
             .trim_end_matches('/')
             .to_string();
-        let addr: SocketAddr = authority
-            .parse()
-            .map_err(|e| bad(format!("server {:?}: expected https://IP:PORT: {e}", cluster.server)))?;
-        let tls = client_tls(&ca, &cert, &key).map_err(|reason| bad(reason))?;
+        let addr: SocketAddr = authority.parse().map_err(|e| {
+            bad(format!(
+                "server {:?}: expected https://IP:PORT: {e}",
+                cluster.server
+            ))
+        })?;
+        let tls = client_tls(&ca, &cert, &key).map_err(bad)?;
         Ok(Self {
             addr,
             authority,
@@ -132,7 +149,8 @@ impl ApiClient {
             .await
             .map_err(|_| failed("timed out".into()))?
             .map_err(|e| failed(e.to_string()))?;
-        tcp.set_nodelay(true).map_err(|e| failed(format!("set TCP_NODELAY: {e}")))?;
+        tcp.set_nodelay(true)
+            .map_err(|e| failed(format!("set TCP_NODELAY: {e}")))?;
         let tls = tokio::time::timeout(
             CONNECT_TIMEOUT,
             self.connector.connect(self.server_name.clone(), tcp),
@@ -302,7 +320,12 @@ impl Connection {
             })??;
         if response.status() != StatusCode::OK {
             let status = response.status().as_u16();
-            let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             return Err(BenchError::Status {
                 method: "GET".into(),
                 path: path.into(),
@@ -406,11 +429,21 @@ mod tests {
     #[test]
     fn parses_watch_events() {
         let e = parse_event(br#"{"type":"ADDED","object":{"kind":"ConfigMap","metadata":{"name":"w-1","namespace":"bench"}}}"#).unwrap();
-        assert_eq!(e, WatchEvent { kind: "ADDED".into(), name: "w-1".into() });
+        assert_eq!(
+            e,
+            WatchEvent {
+                kind: "ADDED".into(),
+                name: "w-1".into()
+            }
+        );
         let b = parse_event(br#"{"type":"BOOKMARK","object":{"kind":"ConfigMap","metadata":{"resourceVersion":"12"}}}"#).unwrap();
         assert_eq!(b.kind, "BOOKMARK");
         assert_eq!(b.name, "");
-        assert!(parse_event(b"{not json").unwrap_err().contains("malformed watch event"));
+        assert!(
+            parse_event(b"{not json")
+                .unwrap_err()
+                .contains("malformed watch event")
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ fn group_thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -91,7 +91,13 @@ pub struct Figure {
 }
 
 impl Figure {
-    pub fn new(scenario: &str, key: &str, description: impl Into<String>, value: f64, unit: Unit) -> Self {
+    pub fn new(
+        scenario: &str,
+        key: &str,
+        description: impl Into<String>,
+        value: f64,
+        unit: Unit,
+    ) -> Self {
         Self {
             scenario: scenario.into(),
             key: key.into(),
@@ -241,7 +247,10 @@ mod tests {
             .target(Target::RatioAtLeast(5.0));
         assert_eq!(f.ratio(), Some(5.0));
         assert_eq!(f.meets_target(), Some(true));
-        let slow = Figure { value: 4999.0, ..f.clone() };
+        let slow = Figure {
+            value: 4999.0,
+            ..f.clone()
+        };
         assert_eq!(slow.meets_target(), Some(false));
         assert_eq!(f.target_text(), "≥ 5× etcd");
 
@@ -280,8 +289,14 @@ mod tests {
             date: "2025-01-01T00:00:00Z".into(),
             quick: false,
             figures: vec![
-                Figure::new("startup", "startup.binary_bytes", "binary", 1e7, Unit::Bytes)
-                    .published_reference("k3s", 8e7),
+                Figure::new(
+                    "startup",
+                    "startup.binary_bytes",
+                    "binary",
+                    1e7,
+                    Unit::Bytes,
+                )
+                .published_reference("k3s", 8e7),
             ],
         };
         let json = serde_json::to_string(&report).unwrap();

@@ -1,1 +1,213 @@
-//! Benchmarks (being written).
+//! The benchmark suite behind `rkube bench`: scenarios that measure rkube beside the
+//! references that run on the same machine, and the table, document and JSON they produce.
+//!
+//! Every load loop is bounded in count and in time ([`stats::Budget`]); every process a
+//! scenario starts (etcd, `rkube server`) is owned by a guard that kills it on drop.
+//!
+//! API Boundary: [`run`], [`Scenario`], [`Options`], [`figure::Report`] (also the JSON format
+//! that [`compare`] reads), [`output`].
+
+use std::path::PathBuf;
+
+pub mod client;
+pub mod compare;
+pub mod figure;
+pub mod output;
+pub mod process;
+pub mod scenarios;
+pub mod stats;
+
+pub use figure::{Figure, Machine, Report, Target, Unit};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("kubeconfig {path}: {reason}")]
+    Kubeconfig { path: String, reason: String },
+    #[error("{method} {path}: {reason}")]
+    Http {
+        method: String,
+        path: String,
+        reason: String,
+    },
+    #[error("{method} {path}: unexpected status {status}: {body}")]
+    Status {
+        method: String,
+        path: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{backend} store: {source}")]
+    Store {
+        backend: &'static str,
+        #[source]
+        source: store::StoreError,
+    },
+    #[error(transparent)]
+    Etcd(#[from] testing::Error),
+    #[error("rkube server {reason}; last lines of its log:\n{log}")]
+    Server { reason: String, log: String },
+    #[error("{0}")]
+    Scenario(String),
+    #[error("report {path}: {reason}")]
+    Report { path: String, reason: String },
+}
+
+/// A benchmark scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    Store,
+    Api,
+    Startup,
+    Memory,
+}
+
+impl Scenario {
+    /// Every scenario, in the order `all` runs them and the document lists them.
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Store,
+        Scenario::Api,
+        Scenario::Startup,
+        Scenario::Memory,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Store => "store",
+            Scenario::Api => "api",
+            Scenario::Startup => "startup",
+            Scenario::Memory => "memory",
+        }
+    }
+
+    /// What the scenario does, for the document.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Scenario::Store => {
+                "The embedded store (SQLite, fsync on every commit) against Debian's etcd started on \
+                 loopback (fsync by default): creates of distinct keys with 256-byte values from 1 and \
+                 16 concurrent writers, and the time from a write until a watcher of its prefix sees it."
+            }
+            Scenario::Api => {
+                "A real `rkube server --disable-agent` (fsync on) driven by 8 clients, each on its own \
+                 HTTPS keep-alive connection with the admin client certificate. Creates of pods (the \
+                 pods the list returns), GETs, updates of ConfigMaps and a create until a watch of the \
+                 namespace sees it; the reference is the same operation on the embedded store alone \
+                 (same concurrency, values of the stored objects' size), so the ratio is the API \
+                 layer's own cost."
+            }
+            Scenario::Startup => {
+                "`rkube server --disable-agent` from exec to the first `/readyz` that answers 200 (polled \
+                 every 2 ms), on a warm data dir; its RSS (`VmRSS`) a few seconds after start; the size \
+                 of the binary."
+            }
+            Scenario::Memory => {
+                "ConfigMaps with 1 KiB of data created through the API by 8 clients, then the server's \
+                 RSS against the bytes of the objects as stored (the JSON the server returns on create)."
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Scenario::ALL
+            .into_iter()
+            .find(|sc| sc.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown scenario {s:?}: expected one of {}",
+                    Scenario::ALL.map(Scenario::name).join(", ")
+                )
+            })
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Small sizes and short loops, seconds per scenario (for CI).
+    pub quick: bool,
+    /// The `rkube` binary to start as a server.
+    pub binary: PathBuf,
+}
+
+/// Runs one scenario.
+pub async fn run_scenario(
+    scenario: Scenario,
+    options: &Options,
+) -> Result<Vec<Figure>, BenchError> {
+    match scenario {
+        Scenario::Store => scenarios::store::run(options).await,
+        Scenario::Api => scenarios::api::run(options).await,
+        Scenario::Startup => scenarios::startup::run(options).await,
+        Scenario::Memory => scenarios::memory::run(options).await,
+    }
+}
+
+/// Runs the scenarios one after the other; `progress` is called with each scenario's name
+/// before it starts.
+pub async fn run(
+    scenarios: &[Scenario],
+    options: &Options,
+    command: String,
+    mut progress: impl FnMut(Scenario),
+) -> Result<Report, BenchError> {
+    let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut figures = Vec::new();
+    for scenario in scenarios {
+        progress(*scenario);
+        figures.extend(run_scenario(*scenario, options).await?);
+    }
+    Ok(Report {
+        machine: Machine::detect(),
+        command,
+        date,
+        quick: options.quick,
+        figures,
+    })
+}
+
+/// Reads a report written with `--json`.
+pub fn read_report(path: &std::path::Path) -> Result<Report, BenchError> {
+    let bad = |reason: String| BenchError::Report {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("read: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| bad(format!("parse: {e}")))
+}
+
+/// Writes a report as pretty JSON.
+pub fn write_report(path: &std::path::Path, report: &Report) -> Result<(), BenchError> {
+    let bad = |reason: String| BenchError::Report {
+        path: path.display().to_string(),
+        reason,
+    };
+    let json = serde_json::to_string_pretty(report).map_err(|e| bad(format!("serialize: {e}")))?;
+    std::fs::write(path, json + "\n").map_err(|e| bad(format!("write: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names_round_trip() {
+        for scenario in Scenario::ALL {
+            assert_eq!(scenario.name().parse::<Scenario>(), Ok(scenario));
+        }
+        assert!(
+            "etcd"
+                .parse::<Scenario>()
+                .unwrap_err()
+                .contains("store, api, startup, memory")
+        );
+    }
+}

@@ -59,7 +59,11 @@ impl ServerProcess {
     }
 
     /// Starts the server and waits until `/readyz` answers 200; returns it with a client.
-    pub async fn start(binary: &Path, data_dir: &Path, port: u16) -> Result<(Self, ApiClient), BenchError> {
+    pub async fn start(
+        binary: &Path,
+        data_dir: &Path,
+        port: u16,
+    ) -> Result<(Self, ApiClient), BenchError> {
         let mut server = Self::spawn(binary, data_dir, port)?;
         let client = server.wait_ready(None).await?;
         Ok((server, client))
@@ -115,7 +119,9 @@ impl ServerProcess {
 
     /// The resident set size now, from `/proc/<pid>/status` (VmRSS).
     pub fn rss_bytes(&self) -> Result<u64, BenchError> {
-        let pid = self.pid().ok_or_else(|| self.failed("not running".into()))?;
+        let pid = self
+            .pid()
+            .ok_or_else(|| self.failed("not running".into()))?;
         rss_bytes(pid)
     }
 
@@ -168,7 +174,8 @@ impl Drop for ServerProcess {
 
 async fn ready(client: &ApiClient) -> Result<(), BenchError> {
     let mut conn = client.connect().await?;
-    conn.expect(Method::GET, "/readyz", None, StatusCode::OK).await?;
+    conn.expect(Method::GET, "/readyz", None, StatusCode::OK)
+        .await?;
     Ok(())
 }
 

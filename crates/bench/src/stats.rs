@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::BenchError;
+
 /// Latencies of one kind of operation.
 #[derive(Debug, Clone, Default)]
 pub struct Samples {
@@ -69,11 +71,11 @@ impl Budget {
 
 /// Runs `op(i)` for i = 0, 1, ... sequentially within `budget` (measured from `start`, so
 /// that parallel workers share one deadline), timing each call.
-pub async fn timed_loop<E>(
+pub async fn timed_loop(
     start: Instant,
     budget: Budget,
-    mut op: impl AsyncFnMut(usize) -> Result<(), E>,
-) -> Result<Samples, E> {
+    mut op: impl AsyncFnMut(usize) -> Result<(), BenchError>,
+) -> Result<Samples, BenchError> {
     let mut samples = Samples::new();
     for i in 0..budget.count {
         if start.elapsed() >= budget.time {
@@ -122,7 +124,7 @@ mod tests {
     async fn timed_loop_stops_at_count_and_time() {
         let start = Instant::now();
         let mut calls = 0;
-        let s = timed_loop::<()>(start, Budget::new(5, Duration::from_secs(60)), async |_| {
+        let s = timed_loop(start, Budget::new(5, Duration::from_secs(60)), async |_| {
             calls += 1;
             Ok(())
         })
@@ -131,7 +133,7 @@ mod tests {
         assert_eq!((s.len(), calls), (5, 5));
 
         let budget = Budget::new(usize::MAX, Duration::from_millis(30));
-        let s = timed_loop::<()>(Instant::now(), budget, async |_| {
+        let s = timed_loop(Instant::now(), budget, async |_| {
             tokio::time::sleep(Duration::from_millis(5)).await;
             Ok(())
         })
@@ -142,10 +144,18 @@ mod tests {
 
     #[tokio::test]
     async fn timed_loop_passes_errors() {
-        let r = timed_loop(Instant::now(), Budget::new(10, Duration::from_secs(5)), async |i| {
-            if i == 3 { Err(i) } else { Ok(()) }
-        })
+        let r = timed_loop(
+            Instant::now(),
+            Budget::new(10, Duration::from_secs(5)),
+            async |i| {
+                if i == 3 {
+                    Err(BenchError::Scenario(format!("failed at {i}")))
+                } else {
+                    Ok(())
+                }
+            },
+        )
         .await;
-        assert_eq!(r.unwrap_err(), 3);
+        assert_eq!(r.unwrap_err().to_string(), "failed at 3");
     }
 }

@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Run the control plane (API server; scheduler, controllers and node agent come later).
     Server(commands::server::ServerArgs),
+    /// Measure speed and memory beside the references; write docs/benchmarks.md.
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,5 +30,6 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Server(args) => commands::server::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     }
 }

@@ -55,3 +55,50 @@ fn kubectl_1_27_to_1_33_work() {
         run(&["delete", "deployment", &name], None);
     }
 }
+
+/// kubectl 1.32 and later send typed creates as Kubernetes protobuf.
+#[test]
+fn typed_creates_in_protobuf_from_kubectl_1_32_and_1_33() {
+    let server = support::Server::start();
+    for minor in [32, 33] {
+        let kubectl = format!("{SDK_BIN}/kubectl.1.{minor}");
+        if !Path::new(&kubectl).exists() {
+            continue;
+        }
+        let ns = format!("pb-{minor}");
+        let run = |args: &[&str]| {
+            let out = Command::new(&kubectl).arg("--kubeconfig").arg(server.kubeconfig()).args(args).output().unwrap();
+            assert!(out.status.success(), "kubectl.1.{minor} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        run(&["create", "namespace", &ns]);
+        let n = ["-n", ns.as_str()];
+        let creates: Vec<Vec<&str>> = vec![
+            vec!["create", "configmap", "cm", "--from-literal=a=b"],
+            vec!["create", "secret", "generic", "s", "--from-literal=p=q"],
+            vec!["create", "deployment", "d", "--image=nginx:1.14.2", "--replicas=0"],
+            vec!["create", "job", "j", "--image=busybox:1.36"],
+            vec!["create", "cronjob", "cj", "--image=busybox:1.36", "--schedule=*/5 * * * *"],
+            vec!["create", "service", "clusterip", "svc", "--tcp=80:8080"],
+            vec!["create", "serviceaccount", "sa"],
+            vec!["create", "role", "r", "--verb=get", "--resource=pods"],
+            vec!["create", "rolebinding", "rb", "--role=r", "--user=alice"],
+            vec!["create", "quota", "q", "--hard=pods=10"],
+            vec!["create", "poddisruptionbudget", "pdb", "--selector=app=x", "--min-available=1"],
+            vec!["create", "ingress", "ing", "--rule=example.com/=svc:80"],
+        ];
+        for create in &creates {
+            let mut args = create.clone();
+            args.extend_from_slice(&n);
+            run(&args);
+        }
+        let d = run(&["get", "deployment", "d", "-n", &ns, "-o", "jsonpath={.spec.replicas}/{.spec.template.spec.containers[0].image}"]);
+        assert_eq!(d, "0/nginx:1.14.2", "kubectl.1.{minor}");
+        let cm = run(&["get", "configmap", "cm", "-n", &ns, "-o", "jsonpath={.data.a}"]);
+        assert_eq!(cm, "b");
+        let svc = run(&["get", "service", "svc", "-n", &ns, "-o", "jsonpath={.spec.ports[0].targetPort}"]);
+        assert_eq!(svc, "8080");
+        let cj = run(&["get", "cronjob", "cj", "-n", &ns, "-o", "jsonpath={.spec.schedule}"]);
+        assert_eq!(cj, "*/5 * * * *");
+    }
+}

@@ -56,8 +56,9 @@ pub struct Field {
     pub json: &'static str,
     pub kind: Kind,
     pub shape: Shape,
-    /// Required in the OpenAPI schema: kept in JSON even when empty.
-    pub required: bool,
+    /// An empty string, zero or false is "unset" (a Go non-pointer `omitempty` field, which
+    /// Go's encoder writes anyway): left out of the JSON, as Go's JSON encoder would.
+    pub omit_empty: bool,
 }
 
 pub const fn f(tag: u32, json: &'static str, kind: Kind, shape: Shape) -> Field {
@@ -66,14 +67,14 @@ pub const fn f(tag: u32, json: &'static str, kind: Kind, shape: Shape) -> Field 
         json,
         kind,
         shape,
-        required: false,
+        omit_empty: false,
     }
 }
 
 impl Field {
-    pub const fn req(self) -> Field {
+    pub const fn omit(self) -> Field {
         Field {
-            required: true,
+            omit_empty: true,
             ..self
         }
     }
@@ -184,9 +185,9 @@ fn decode_fields(
             .key()
             .ok_or_else(|| ProtobufError::truncated(message.name, "field key"))?;
         let Some(field) = message.fields.iter().find(|f| f.tag == tag) else {
-            reader
-                .skip(wire)
-                .ok_or_else(|| ProtobufError::truncated(message.name, &format!("unknown field {tag}")))?;
+            reader.skip(wire).ok_or_else(|| {
+                ProtobufError::truncated(message.name, &format!("unknown field {tag}"))
+            })?;
             continue;
         };
         let ctx = Ctx {
@@ -197,9 +198,7 @@ fn decode_fields(
         match field.shape {
             Shape::One => {
                 if let Some(value) = ctx.value(field.kind, wire, &mut reader)? {
-                    // Go's encoder writes every non-pointer field, so "" is an unset string;
-                    // JSON from the same object (`omitempty`) would not carry it.
-                    if !field.required && value.as_str() == Some("") && field.kind == Kind::Str {
+                    if field.omit_empty && is_empty(&value) {
                         out.remove(field.json);
                     } else {
                         out.insert(field.json.to_string(), value);
@@ -218,7 +217,11 @@ fn decode_fields(
                     let packed = reader.len_delimited().ok_or_else(|| ctx.truncated())?;
                     let mut inner = Reader::new(packed);
                     while !inner.done() {
-                        let scalar_wire = if field.kind == Kind::Double { FIXED64 } else { VARINT };
+                        let scalar_wire = if field.kind == Kind::Double {
+                            FIXED64
+                        } else {
+                            VARINT
+                        };
                         items.extend(ctx.value(field.kind, scalar_wire, &mut inner)?);
                     }
                 } else {
@@ -244,6 +247,15 @@ fn decode_fields(
         }
     }
     Ok(out)
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.is_empty(),
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        _ => false,
+    }
 }
 
 fn is_packable(kind: Kind) -> bool {
@@ -282,7 +294,12 @@ impl Ctx {
     }
 
     /// One value of `kind`; `None` for a value whose JSON form is absent (a zero time).
-    fn value(&self, kind: Kind, wire: u8, reader: &mut Reader<'_>) -> Result<Option<Value>, ProtobufError> {
+    fn value(
+        &self,
+        kind: Kind,
+        wire: u8,
+        reader: &mut Reader<'_>,
+    ) -> Result<Option<Value>, ProtobufError> {
         let value = match kind {
             Kind::Bool | Kind::Int32 | Kind::Int64 => {
                 self.expect_wire(wire, VARINT)?;
@@ -369,7 +386,9 @@ impl Ctx {
         while !reader.done() {
             let (tag, wire) = reader.key().ok_or_else(|| self.truncated())?;
             match (tag, wire) {
-                (1..=3, VARINT) => out[tag as usize - 1] = reader.varint().ok_or_else(|| self.truncated())?,
+                (1..=3, VARINT) => {
+                    out[tag as usize - 1] = reader.varint().ok_or_else(|| self.truncated())?
+                }
                 _ => reader.skip(wire).ok_or_else(|| self.truncated())?,
             }
         }
@@ -377,7 +396,11 @@ impl Ctx {
     }
 
     /// The last occurrence of length-delimited field `tag` of a small message.
-    fn bytes_field<'b>(&self, bytes: &'b [u8], tag: u32) -> Result<Option<&'b [u8]>, ProtobufError> {
+    fn bytes_field<'b>(
+        &self,
+        bytes: &'b [u8],
+        tag: u32,
+    ) -> Result<Option<&'b [u8]>, ProtobufError> {
         let mut found = None;
         let mut reader = Reader::new(bytes);
         while !reader.done() {
@@ -502,14 +525,63 @@ mod tests {
     }
 
     #[test]
+    fn special_messages() {
+        let ctx = Ctx {
+            message: "test",
+            field: "value",
+            depth: 0,
+        };
+        // meta.v1.Duration {duration = 1: 90s}.
+        let mut duration = vec![0x08];
+        let mut n = 90_000_000_000u64;
+        while n >= 0x80 {
+            duration.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        duration.push(n as u8);
+        assert_eq!(
+            ctx.len_value(Kind::Duration, &duration).unwrap(),
+            Some(Value::from("1m30s"))
+        );
+        assert_eq!(
+            ctx.len_value(Kind::Duration, &[]).unwrap(),
+            Some(Value::from("0s"))
+        );
+        assert_eq!(ctx.len_value(Kind::Time, &[]).unwrap(), None);
+        assert_eq!(
+            ctx.len_value(Kind::Quantity, &[]).unwrap(),
+            Some(Value::from("0"))
+        );
+        assert_eq!(
+            ctx.len_value(Kind::IntOrString, &[]).unwrap(),
+            Some(Value::from(0))
+        );
+        assert_eq!(ctx.len_value(Kind::RawJson, &[]).unwrap(), None);
+        assert_eq!(
+            ctx.len_value(Kind::StringList, &[]).unwrap(),
+            Some(Value::Array(vec![]))
+        );
+    }
+
+    #[test]
     fn schema_is_sorted_and_resolves() {
         for pair in MESSAGES.windows(2) {
-            assert!(pair[0].name < pair[1].name, "{} before {}", pair[0].name, pair[1].name);
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} before {}",
+                pair[0].name,
+                pair[1].name
+            );
         }
         for m in MESSAGES {
             for field in m.fields {
                 if let Kind::Msg(name) = field.kind {
-                    assert!(message(name).is_some(), "{}.{} refers to missing {name}", m.name, field.json);
+                    assert!(
+                        message(name).is_some(),
+                        "{}.{} refers to missing {name}",
+                        m.name,
+                        field.json
+                    );
                 }
             }
         }

@@ -98,7 +98,10 @@ pub fn decode_envelope(body: &[u8]) -> Result<(String, String, Value), ProtobufE
     })?;
     let fields = decode::decode_message(message, unknown.raw)?;
     let mut object = Map::new();
-    object.insert("apiVersion".into(), Value::String(unknown.api_version.clone()));
+    object.insert(
+        "apiVersion".into(),
+        Value::String(unknown.api_version.clone()),
+    );
     object.insert("kind".into(), Value::String(unknown.kind.clone()));
     object.extend(fields);
     Ok((unknown.api_version, unknown.kind, Value::Object(object)))

@@ -39,8 +39,12 @@ impl BenchServer {
                 context: "create a temporary directory for rkube server".into(),
                 source,
             })?;
-        let (process, client) =
-            ServerProcess::start(&options.binary, &dir.path().join("data"), testing::free_port()).await?;
+        let (process, client) = ServerProcess::start(
+            &options.binary,
+            &dir.path().join("data"),
+            testing::free_port(),
+        )
+        .await?;
         Ok(Self {
             process,
             client,
@@ -59,8 +63,13 @@ impl BenchServer {
 
 pub async fn create_namespace(conn: &mut Connection, name: &str) -> Result<(), BenchError> {
     let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-    conn.expect(Method::POST, "/api/v1/namespaces", Some(to_bytes(&body)), StatusCode::CREATED)
-        .await?;
+    conn.expect(
+        Method::POST,
+        "/api/v1/namespaces",
+        Some(to_bytes(&body)),
+        StatusCode::CREATED,
+    )
+    .await?;
     Ok(())
 }
 
@@ -162,12 +171,18 @@ async fn measure_api(options: &Options, plan: &Plan) -> Result<(ApiMeasured, usi
     let runs = conns.iter_mut().enumerate().map(|(w, conn)| {
         let (pods_path, pod_bytes) = (&pods_path, &pod_bytes);
         let count = per_client.min(plan.pods.saturating_sub(w * per_client));
-        timed_loop(start, Budget::new(count, plan.create_time), async move |i| {
-            let body = to_bytes(&pod(&format!("pod-{w}-{i}")));
-            let created = conn.expect(Method::POST, pods_path, Some(body), StatusCode::CREATED).await?;
-            pod_bytes.store(created.len(), std::sync::atomic::Ordering::Relaxed);
-            Ok(())
-        })
+        timed_loop(
+            start,
+            Budget::new(count, plan.create_time),
+            async move |i| {
+                let body = to_bytes(&pod(&format!("pod-{w}-{i}")));
+                let created = conn
+                    .expect(Method::POST, pods_path, Some(body), StatusCode::CREATED)
+                    .await?;
+                pod_bytes.store(created.len(), std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            },
+        )
     });
     let mut create = Samples::new();
     for samples in futures::future::try_join_all(runs).await? {
@@ -181,7 +196,9 @@ async fn measure_api(options: &Options, plan: &Plan) -> Result<(ApiMeasured, usi
     let runs = conns.iter_mut().enumerate().map(|(w, conn)| {
         let path = format!("{pods_path}/pod-{w}-0");
         timed_loop(start, Budget::new(100_000, plan.time), async move |_| {
-            conn.expect(Method::GET, &path, None, StatusCode::OK).await.map(drop)
+            conn.expect(Method::GET, &path, None, StatusCode::OK)
+                .await
+                .map(drop)
         })
     });
     let mut get = Samples::new();
@@ -198,13 +215,20 @@ async fn measure_api(options: &Options, plan: &Plan) -> Result<(ApiMeasured, usi
             let name = format!("update-{w}");
             let path = format!("{configmaps_path}/{name}");
             let created = conn
-                .expect(Method::POST, configmaps_path, Some(to_bytes(&configmap(&name, None, 0))), StatusCode::CREATED)
+                .expect(
+                    Method::POST,
+                    configmaps_path,
+                    Some(to_bytes(&configmap(&name, None, 0))),
+                    StatusCode::CREATED,
+                )
                 .await?;
             configmap_bytes.store(created.len(), std::sync::atomic::Ordering::Relaxed);
             let mut rv = resource_version(&created)?;
             timed_loop(start, Budget::new(100_000, plan.time), async |i| {
                 let body = to_bytes(&configmap(&name, Some(&rv), i + 1));
-                let updated = conn.expect(Method::PUT, &path, Some(body), StatusCode::OK).await?;
+                let updated = conn
+                    .expect(Method::PUT, &path, Some(body), StatusCode::OK)
+                    .await?;
                 rv = resource_version(&updated)?;
                 Ok(())
             })
@@ -220,14 +244,18 @@ async fn measure_api(options: &Options, plan: &Plan) -> Result<(ApiMeasured, usi
     let mut list = Samples::new();
     for n in 0..plan.lists {
         let began = Instant::now();
-        let body = conns[0].expect(Method::GET, &pods_path, None, StatusCode::OK).await?;
+        let body = conns[0]
+            .expect(Method::GET, &pods_path, None, StatusCode::OK)
+            .await?;
         list.push(began.elapsed());
         if n == 0 {
             let value: Value = serde_json::from_slice(&body)
                 .map_err(|e| BenchError::Scenario(format!("list of pods is not JSON: {e}")))?;
             let items = value["items"].as_array().map_or(0, Vec::len);
             if items != pods {
-                return Err(BenchError::Scenario(format!("list returned {items} pods, {pods} were created")));
+                return Err(BenchError::Scenario(format!(
+                    "list returned {items} pods, {pods} were created"
+                )));
             }
         }
     }
@@ -256,7 +284,9 @@ async fn watch_through_api(
     configmaps_path: &str,
     plan: &Plan,
 ) -> Result<Samples, BenchError> {
-    let listed = conns[0].expect(Method::GET, configmaps_path, None, StatusCode::OK).await?;
+    let listed = conns[0]
+        .expect(Method::GET, configmaps_path, None, StatusCode::OK)
+        .await?;
     let rv = resource_version(&listed)?;
     let mut stream = client
         .connect()
@@ -270,7 +300,10 @@ async fn watch_through_api(
             while let Ok(Some(event)) = stream.next().await {
                 let seen = Instant::now();
                 if event.kind == "ADDED"
-                    && let Some(tx) = waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&event.name)
+                    && let Some(tx) = waiting
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&event.name)
                 {
                     let _ = tx.send(seen);
                 }
@@ -278,18 +311,34 @@ async fn watch_through_api(
         })
     };
     let start = Instant::now();
-    let budget = Budget::new(plan.watch_events_per_client, plan.time.max(Duration::from_secs(1)) * 2);
+    let budget = Budget::new(
+        plan.watch_events_per_client,
+        plan.time.max(Duration::from_secs(1)) * 2,
+    );
     let runs = conns.iter_mut().enumerate().map(|(w, conn)| {
         let waiting = waiting.clone();
         timed_loop(start, budget, async move |i| {
             let name = format!("watched-{w}-{i}");
             let (tx, rx) = oneshot::channel();
-            waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), tx);
+            waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.clone(), tx);
             let body = to_bytes(&configmap(&name, None, i));
-            conn.expect(Method::POST, configmaps_path, Some(body), StatusCode::CREATED).await?;
+            conn.expect(
+                Method::POST,
+                configmaps_path,
+                Some(body),
+                StatusCode::CREATED,
+            )
+            .await?;
             tokio::time::timeout(Duration::from_secs(10), rx)
                 .await
-                .map_err(|_| BenchError::Scenario(format!("watch saw no ADDED for ConfigMap {name} within 10 s")))?
+                .map_err(|_| {
+                    BenchError::Scenario(format!(
+                        "watch saw no ADDED for ConfigMap {name} within 10 s"
+                    ))
+                })?
                 .map_err(|_| BenchError::Scenario("the watch stream ended".into()))?;
             Ok(())
         })
@@ -313,18 +362,46 @@ struct StoreMeasured {
     watch: Samples,
 }
 
-async fn measure_store(plan: &Plan, pods: usize, api: &ApiMeasured) -> Result<StoreMeasured, BenchError> {
+async fn measure_store(
+    plan: &Plan,
+    pods: usize,
+    api: &ApiMeasured,
+) -> Result<StoreMeasured, BenchError> {
     let embedded = EmbeddedStore::open()?;
     let store = embedded.store.as_ref();
     let pod_value = Bytes::from(vec![b'p'; api.pod_bytes.max(1)]);
     let cm_value = Bytes::from(vec![b'c'; api.configmap_bytes.max(1)]);
     let create_budget = Budget::new(pods.div_ceil(CLIENTS), plan.create_time);
-    let (create, create_rate) = create_load(store, CLIENTS, "/registry/pods/bench", pod_value.clone(), create_budget).await?;
+    let (create, create_rate) = create_load(
+        store,
+        CLIENTS,
+        "/registry/pods/bench",
+        pod_value.clone(),
+        create_budget,
+    )
+    .await?;
     let budget = Budget::new(100_000, plan.time);
     let get = get_load(store, CLIENTS, "/registry/pods/get", pod_value, budget).await?;
-    let update = update_load(store, CLIENTS, "/registry/configmaps/update", cm_value.clone(), budget).await?;
-    let watch_budget = Budget::new(plan.watch_events_per_client, plan.time.max(Duration::from_secs(1)) * 2);
-    let watch = watch_load(store, CLIENTS, "/registry/configmaps/watched", cm_value, watch_budget).await?;
+    let update = update_load(
+        store,
+        CLIENTS,
+        "/registry/configmaps/update",
+        cm_value.clone(),
+        budget,
+    )
+    .await?;
+    let watch_budget = Budget::new(
+        plan.watch_events_per_client,
+        plan.time.max(Duration::from_secs(1)) * 2,
+    );
+    let watch = watch_load(
+        store,
+        CLIENTS,
+        "/registry/configmaps/watched",
+        cm_value,
+        watch_budget,
+    )
+    .await?;
     Ok(StoreMeasured {
         create,
         create_rate,
@@ -340,7 +417,11 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
     let mut alone = measure_store(&plan, pods, &api).await?;
 
     let mut figures = Vec::new();
-    let mut latency = |op: &str, what: &str, ours: &mut Samples, theirs: &mut Samples, target_p99: Option<f64>| {
+    let mut latency = |op: &str,
+                       what: &str,
+                       ours: &mut Samples,
+                       theirs: &mut Samples,
+                       target_p99: Option<f64>| {
         for p in [50.0, 99.0] {
             let mut f = Figure::new(
                 SCENARIO,
@@ -358,10 +439,34 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
             figures.push(f);
         }
     };
-    latency("get", "GET of a pod", &mut api.get, &mut alone.get, Some(2.0));
-    latency("create", "create of a pod (fsync)", &mut api.create, &mut alone.create, Some(10.0));
-    latency("update", "update of a ConfigMap", &mut api.update, &mut alone.update, None);
-    latency("watch", "a create until a watch sees it", &mut api.watch, &mut alone.watch, Some(10.0));
+    latency(
+        "get",
+        "GET of a pod",
+        &mut api.get,
+        &mut alone.get,
+        Some(2.0),
+    );
+    latency(
+        "create",
+        "create of a pod (fsync)",
+        &mut api.create,
+        &mut alone.create,
+        Some(10.0),
+    );
+    latency(
+        "update",
+        "update of a ConfigMap",
+        &mut api.update,
+        &mut alone.update,
+        None,
+    );
+    latency(
+        "watch",
+        "a create until a watch sees it",
+        &mut api.watch,
+        &mut alone.watch,
+        Some(10.0),
+    );
     figures.push(
         Figure::new(
             SCENARIO,
@@ -376,7 +481,10 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
         Figure::new(
             SCENARIO,
             "api.list_ms",
-            format!("list of {pods} pods in one namespace (median of {})", api.list.len()),
+            format!(
+                "list of {pods} pods in one namespace (median of {})",
+                api.list.len()
+            ),
             api.list.median_ms(),
             Unit::Millis,
         )

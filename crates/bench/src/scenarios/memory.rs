@@ -16,7 +16,7 @@ const NAMESPACE: &str = "bench-memory";
 const DATA_BYTES: usize = 1024;
 
 pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
-    let (objects, limit) = if options.quick {
+    let (objects, limit): (usize, Duration) = if options.quick {
         (1_000, Duration::from_secs(60))
     } else {
         (100_000, Duration::from_secs(900))
@@ -41,7 +41,14 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
                 "metadata": {"name": format!("cm-{w}-{i}"), "namespace": NAMESPACE},
                 "data": {"payload": "x".repeat(DATA_BYTES)}
             });
-            let created = conn.expect(Method::POST, path, Some(to_bytes(&body)), StatusCode::CREATED).await?;
+            let created = conn
+                .expect(
+                    Method::POST,
+                    path,
+                    Some(to_bytes(&body)),
+                    StatusCode::CREATED,
+                )
+                .await?;
             stored.fetch_add(created.len() as u64, Ordering::Relaxed);
             Ok(())
         })
@@ -55,7 +62,11 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
     drop(conns);
 
     // Let the server finish what the writes started (compaction, caches) before measuring.
-    let settle = if options.quick { Duration::from_millis(300) } else { Duration::from_secs(5) };
+    let settle = if options.quick {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs(5)
+    };
     tokio::time::sleep(settle).await;
     let rss = server.process.rss_bytes()? as f64;
     let stored = stored.into_inner() as f64;
@@ -73,7 +84,10 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
         Figure::new(
             SCENARIO,
             "memory.rss_bytes",
-            format!("server RSS with {created} ConfigMaps (idle before: {:.1} MiB)", rss_before as f64 / crate::figure::MIB),
+            format!(
+                "server RSS with {created} ConfigMaps (idle before: {:.1} MiB)",
+                rss_before as f64 / crate::figure::MIB
+            ),
             rss,
             Unit::Bytes,
         ),

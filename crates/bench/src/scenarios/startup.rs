@@ -43,7 +43,11 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
         warm.push(began.elapsed());
         if run + 1 == runs {
             // Let start-up work (bootstrap objects, the watch cache) settle before measuring.
-            let settle = if options.quick { Duration::from_millis(300) } else { Duration::from_secs(3) };
+            let settle = if options.quick {
+                Duration::from_millis(300)
+            } else {
+                Duration::from_secs(3)
+            };
             tokio::time::sleep(settle).await;
             idle_rss = server.rss_bytes()?;
         }

@@ -68,9 +68,14 @@ pub async fn create_load(
         let value = value.clone();
         timed_loop(start, budget, async move |i| {
             let key = format!("{prefix}/{w}/{i}");
-            let response = store.create(&key, value.clone()).await.map_err(store_error(store))?;
+            let response = store
+                .create(&key, value.clone())
+                .await
+                .map_err(store_error(store))?;
             if !response.succeeded {
-                return Err(BenchError::Scenario(format!("create {key}: key already exists")));
+                return Err(BenchError::Scenario(format!(
+                    "create {key}: key already exists"
+                )));
             }
             Ok(())
         })
@@ -84,10 +89,22 @@ pub async fn create_load(
 }
 
 /// Reads one existing key per worker, over and over.
-pub async fn get_load(store: &dyn Store, workers: usize, prefix: &str, value: Bytes, budget: Budget) -> Result<Samples, BenchError> {
+pub async fn get_load(
+    store: &dyn Store,
+    workers: usize,
+    prefix: &str,
+    value: Bytes,
+    budget: Budget,
+) -> Result<Samples, BenchError> {
     for w in 0..workers {
         store
-            .txn(vec![], vec![Op::Put { key: format!("{prefix}/{w}"), value: value.clone() }])
+            .txn(
+                vec![],
+                vec![Op::Put {
+                    key: format!("{prefix}/{w}"),
+                    value: value.clone(),
+                }],
+            )
             .await
             .map_err(store_error(store))?;
     }
@@ -109,18 +126,34 @@ pub async fn get_load(store: &dyn Store, workers: usize, prefix: &str, value: By
 }
 
 /// Compare-and-swap updates of one key per worker, as the API server does for an update.
-pub async fn update_load(store: &dyn Store, workers: usize, prefix: &str, value: Bytes, budget: Budget) -> Result<Samples, BenchError> {
+pub async fn update_load(
+    store: &dyn Store,
+    workers: usize,
+    prefix: &str,
+    value: Bytes,
+    budget: Budget,
+) -> Result<Samples, BenchError> {
     let start = Instant::now();
     let runs = (0..workers).map(|w| {
         let value = value.clone();
         async move {
             let key = format!("{prefix}/{w}");
-            let mut revision = store.create(&key, value.clone()).await.map_err(store_error(store))?.revision;
+            let mut revision = store
+                .create(&key, value.clone())
+                .await
+                .map_err(store_error(store))?
+                .revision;
             timed_loop(start, budget, async |_| {
                 let response = store
                     .txn(
-                        vec![Compare { key: key.clone(), mod_revision: revision }],
-                        vec![Op::Put { key: key.clone(), value: value.clone() }],
+                        vec![Compare {
+                            key: key.clone(),
+                            mod_revision: revision,
+                        }],
+                        vec![Op::Put {
+                            key: key.clone(),
+                            value: value.clone(),
+                        }],
                     )
                     .await
                     .map_err(store_error(store))?;
@@ -142,9 +175,18 @@ pub async fn update_load(store: &dyn Store, workers: usize, prefix: &str, value:
 
 /// From just before a create until a watcher of the prefix receives its event, with
 /// `workers` concurrent writers (each waits for its own event before the next write).
-pub async fn watch_load(store: &dyn Store, workers: usize, prefix: &str, value: Bytes, budget: Budget) -> Result<Samples, BenchError> {
+pub async fn watch_load(
+    store: &dyn Store,
+    workers: usize,
+    prefix: &str,
+    value: Bytes,
+    budget: Budget,
+) -> Result<Samples, BenchError> {
     let (current, _) = store.revisions().await.map_err(store_error(store))?;
-    let mut stream = store.watch(prefix, current).await.map_err(store_error(store))?;
+    let mut stream = store
+        .watch(prefix, current)
+        .await
+        .map_err(store_error(store))?;
     let waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>> = Arc::default();
     let watcher = {
         let waiting = waiting.clone();
@@ -167,11 +209,21 @@ pub async fn watch_load(store: &dyn Store, workers: usize, prefix: &str, value: 
         timed_loop(start, budget, async move |i| {
             let key = format!("{prefix}/{w}/{i}");
             let (tx, rx) = oneshot::channel();
-            waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), tx);
-            store.create(&key, value.clone()).await.map_err(store_error(store))?;
+            waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone(), tx);
+            store
+                .create(&key, value.clone())
+                .await
+                .map_err(store_error(store))?;
             tokio::time::timeout(Duration::from_secs(10), rx)
                 .await
-                .map_err(|_| BenchError::Scenario(format!("watch of {prefix}: no event for {key} within 10 s")))?
+                .map_err(|_| {
+                    BenchError::Scenario(format!(
+                        "watch of {prefix}: no event for {key} within 10 s"
+                    ))
+                })?
                 .map_err(|_| BenchError::Scenario(format!("watch of {prefix} ended")))?;
             Ok(())
         })
@@ -195,7 +247,11 @@ struct Measured {
 
 const WRITERS: [usize; 2] = [1, 16];
 
-async fn measure(store: &dyn Store, label: String, options: &Options) -> Result<Measured, BenchError> {
+async fn measure(
+    store: &dyn Store,
+    label: String,
+    options: &Options,
+) -> Result<Measured, BenchError> {
     let value = Bytes::from(vec![b'v'; VALUE_BYTES]);
     let (time, count) = if options.quick {
         (Duration::from_millis(500), 2_000)
@@ -206,13 +262,32 @@ async fn measure(store: &dyn Store, label: String, options: &Options) -> Result<
     let mut writes = [Samples::new(), Samples::new()];
     for (n, writers) in WRITERS.iter().enumerate() {
         let prefix = format!("/bench/writes-{writers}");
-        let (samples, r) = create_load(store, *writers, &prefix, value.clone(), Budget::new(count, time)).await?;
+        let (samples, r) = create_load(
+            store,
+            *writers,
+            &prefix,
+            value.clone(),
+            Budget::new(count, time),
+        )
+        .await?;
         rate[n] = r;
         writes[n] = samples;
     }
     let events = if options.quick { 20 } else { 1_000 };
-    let watch = watch_load(store, 1, "/bench/watch", value, Budget::new(events, time.max(Duration::from_secs(1)))).await?;
-    Ok(Measured { label, rate, writes, watch })
+    let watch = watch_load(
+        store,
+        1,
+        "/bench/watch",
+        value,
+        Budget::new(events, time.max(Duration::from_secs(1))),
+    )
+    .await?;
+    Ok(Measured {
+        label,
+        rate,
+        writes,
+        watch,
+    })
 }
 
 pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
@@ -278,7 +353,8 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
 
 /// Starts etcd on loopback, or `None` when it is not installed and `RKUBE_SKIP_ETCD=1`
 /// allows going without (the figures then have no reference).
-async fn start_etcd() -> Result<Option<(testing::EtcdProcess, store::etcd::EtcdStore, String)>, BenchError> {
+async fn start_etcd()
+-> Result<Option<(testing::EtcdProcess, store::etcd::EtcdStore, String)>, BenchError> {
     let started = tokio::task::spawn_blocking(testing::EtcdProcess::start)
         .await
         .map_err(|e| BenchError::Scenario(format!("start etcd: {e}")))?;
@@ -292,7 +368,10 @@ async fn start_etcd() -> Result<Option<(testing::EtcdProcess, store::etcd::EtcdS
     };
     let client = store::etcd::EtcdStore::connect(&[process.endpoint()])
         .await
-        .map_err(|source| BenchError::Store { backend: "etcd", source })?;
+        .map_err(|source| BenchError::Store {
+            backend: "etcd",
+            source,
+        })?;
     Ok(Some((process, client, etcd_version())))
 }
 
@@ -304,8 +383,10 @@ fn etcd_version() -> String {
         .ok()
         .and_then(|out| {
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.lines()
-                .find_map(|l| l.strip_prefix("etcd Version:").map(|v| v.trim().to_string()))
+            text.lines().find_map(|l| {
+                l.strip_prefix("etcd Version:")
+                    .map(|v| v.trim().to_string())
+            })
         })
         .unwrap_or_else(|| "3.4".into())
 }
@@ -320,15 +401,42 @@ mod tests {
         let store = embedded.store.as_ref();
         let value = Bytes::from_static(b"value");
         let budget = Budget::new(5, Duration::from_secs(10));
-        let (writes, rate) = create_load(store, 2, "/t/c", value.clone(), budget).await.unwrap();
+        let (writes, rate) = create_load(store, 2, "/t/c", value.clone(), budget)
+            .await
+            .unwrap();
         assert_eq!(writes.len(), 10);
         assert!(rate > 0.0);
-        assert_eq!(store.range(store::RangeRequest::prefix("/t/c/")).await.unwrap().count, 10);
+        assert_eq!(
+            store
+                .range(store::RangeRequest::prefix("/t/c/"))
+                .await
+                .unwrap()
+                .count,
+            10
+        );
 
-        assert_eq!(get_load(store, 2, "/t/g", value.clone(), budget).await.unwrap().len(), 10);
-        assert_eq!(update_load(store, 2, "/t/u", value.clone(), budget).await.unwrap().len(), 10);
+        assert_eq!(
+            get_load(store, 2, "/t/g", value.clone(), budget)
+                .await
+                .unwrap()
+                .len(),
+            10
+        );
+        assert_eq!(
+            update_load(store, 2, "/t/u", value.clone(), budget)
+                .await
+                .unwrap()
+                .len(),
+            10
+        );
         let updated = store.get("/t/u/0").await.unwrap().unwrap();
         assert!(updated.mod_revision > updated.create_revision);
-        assert_eq!(watch_load(store, 2, "/t/w", value, budget).await.unwrap().len(), 10);
+        assert_eq!(
+            watch_load(store, 2, "/t/w", value, budget)
+                .await
+                .unwrap()
+                .len(),
+            10
+        );
     }
 }
