@@ -164,6 +164,7 @@ mod tests {
             command: "rkube bench all".into(),
             date: "d".into(),
             quick: false,
+            load_average: None,
             figures,
         }
     }

@@ -211,6 +211,16 @@ impl Machine {
     }
 }
 
+/// The 1-minute load average from `/proc/loadavg`.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A `Name:   1234 kB` field of a `/proc` file, in KiB.
 pub(crate) fn kib_field(text: &str, name: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(name))?;
@@ -227,6 +237,10 @@ pub struct Report {
     pub date: String,
     /// Whether sizes were scaled down (`--quick`); targets are not judged then.
     pub quick: bool,
+    /// The 1-minute load average when the run started: other work on the machine skews the
+    /// figures, so the document says how busy it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_average: Option<f64>,
     pub figures: Vec<Figure>,
 }
 
@@ -288,6 +302,7 @@ mod tests {
             command: "rkube bench all".into(),
             date: "2025-01-01T00:00:00Z".into(),
             quick: false,
+            load_average: Some(0.5),
             figures: vec![
                 Figure::new(
                     "startup",

@@ -160,6 +160,7 @@ pub async fn run(
     mut progress: impl FnMut(Scenario),
 ) -> Result<Report, BenchError> {
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let load_average = figure::load_average();
     let mut figures = Vec::new();
     for scenario in scenarios {
         progress(*scenario);
@@ -170,6 +171,7 @@ pub async fn run(
         command,
         date,
         quick: options.quick,
+        load_average,
         figures,
     })
 }

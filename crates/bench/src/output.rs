@@ -86,8 +86,12 @@ pub fn markdown_section(report: &Report, scenario: Scenario) -> String {
         "<!-- bench:{name} begin -->\n## {name}\n\n{}\n\n",
         scenario.summary()
     );
+    let load = report
+        .load_average
+        .map(|l| format!(" (load average {l:.2} at the start)"))
+        .unwrap_or_default();
     out.push_str(&format!(
-        "Measured {} with `{}` on {}.\n\n",
+        "Measured {} with `{}` on {}{load}.\n\n",
         report.date,
         report.command,
         report.machine.summary()
@@ -192,6 +196,7 @@ mod tests {
             command: "rkube bench store".into(),
             date: "2025-01-01T00:00:00Z".into(),
             quick,
+            load_average: Some(0.25),
             figures: vec![
                 Figure::new(
                     "store",
@@ -241,6 +246,10 @@ mod tests {
                 && first.contains("<!-- bench:api end -->")
         );
         assert!(first.contains("Test CPU, 2 cores"));
+        assert!(
+            first.contains("(load average 0.25 at the start)"),
+            "{first}"
+        );
 
         // A later store-only run keeps the api section as it was.
         let mut later = report(false, 7000.0);

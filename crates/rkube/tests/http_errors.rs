@@ -31,33 +31,67 @@ fn token_file_users_are_authenticated() {
     let ca = server.data_dir.path().join("tls/server-ca.crt");
     let run = |token: &str| {
         std::process::Command::new(support::kubectl_binary())
-            .args(["--server", &url, "--certificate-authority", ca.to_str().unwrap(), "--token", token, "get", "namespaces", "-o", "name"])
+            .args([
+                "--server",
+                &url,
+                "--certificate-authority",
+                ca.to_str().unwrap(),
+                "--token",
+                token,
+                "get",
+                "namespaces",
+                "-o",
+                "name",
+            ])
             .env_remove("KUBECONFIG")
             .env("KUBECONFIG", "/dev/null")
             .output()
             .unwrap()
     };
     let ok = run("s3cr3t-token");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("namespace/default"));
     let bad = run("wrong");
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("Unauthorized"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("Unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }
 
 #[test]
 fn malformed_and_oversized_bodies_change_nothing() {
     let server = Server::start();
     let path = "/api/v1/namespaces/default/configmaps";
-    let (code, body) = server.raw("POST", path, Some(b"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":"), "application/json", false);
+    let (code, body) = server.raw(
+        "POST",
+        path,
+        Some(b"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":"),
+        "application/json",
+        false,
+    );
     assert_eq!(code, 400, "{body}");
     assert_eq!(status(&body)["reason"], "BadRequest");
 
     let (code, body) = server.raw("POST", path, Some(b"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"typed\"},\"data\":{\"a\":1}}"), "application/json", false);
     assert_eq!(code, 400, "a number where a string belongs: {body}");
 
-    let big = format!("{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"big\"}},\"data\":{{\"a\":\"{}\"}}}}", "x".repeat(4 * 1024 * 1024));
-    let (code, body) = server.raw("POST", path, Some(big.as_bytes()), "application/json", false);
+    let big = format!(
+        "{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"big\"}},\"data\":{{\"a\":\"{}\"}}}}",
+        "x".repeat(4 * 1024 * 1024)
+    );
+    let (code, body) = server.raw(
+        "POST",
+        path,
+        Some(big.as_bytes()),
+        "application/json",
+        false,
+    );
     assert_eq!(code, 413, "{body}");
     assert_eq!(status(&body)["reason"], "RequestEntityTooLarge");
 
@@ -67,7 +101,13 @@ fn malformed_and_oversized_bodies_change_nothing() {
     let (code, body) = server.raw("PUT", path, Some(b"{}"), "application/json", false);
     assert_eq!(code, 405, "{body}");
 
-    let (code, body) = server.raw("GET", "/api/v1/namespaces/default/configmaps/missing", None, "application/json", false);
+    let (code, body) = server.raw(
+        "GET",
+        "/api/v1/namespaces/default/configmaps/missing",
+        None,
+        "application/json",
+        false,
+    );
     assert_eq!(code, 404, "{body}");
     let st = status(&body);
     assert_eq!(st["reason"], "NotFound");
@@ -75,17 +115,45 @@ fn malformed_and_oversized_bodies_change_nothing() {
     assert_eq!(st["message"], "configmaps \"missing\" not found");
 
     let invalid = br#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"bad"},"spec":{"replicas":-1,"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"c"}},"spec":{"containers":[{"name":"c","image":"x"}]}}}}"#;
-    let (code, body) = server.raw("POST", "/apis/apps/v1/namespaces/default/deployments", Some(invalid), "application/json", false);
+    let (code, body) = server.raw(
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        Some(invalid),
+        "application/json",
+        false,
+    );
     assert_eq!(code, 422, "{body}");
     let st = status(&body);
     assert_eq!(st["reason"], "Invalid");
-    let fields: Vec<&str> = st["details"]["causes"].as_array().unwrap().iter().filter_map(|c| c["field"].as_str()).collect();
+    let fields: Vec<&str> = st["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["field"].as_str())
+        .collect();
     assert!(fields.contains(&"spec.replicas"), "{body}");
-    assert!(fields.iter().any(|f| f.starts_with("spec.template.metadata.labels") || *f == "spec.selector"), "{body}");
+    assert!(
+        fields
+            .iter()
+            .any(|f| f.starts_with("spec.template.metadata.labels") || *f == "spec.selector"),
+        "{body}"
+    );
 
-    let (code, body) = server.raw("GET", "/api/v1/namespaces/default/configmaps?labelSelector=a%20in%20(", None, "application/json", false);
+    let (code, body) = server.raw(
+        "GET",
+        "/api/v1/namespaces/default/configmaps?labelSelector=a%20in%20(",
+        None,
+        "application/json",
+        false,
+    );
     assert_eq!(code, 400, "{body}");
-    let (code, body) = server.raw("GET", "/api/v1/namespaces/default/configmaps?fieldSelector=spec.bogus%3Dx", None, "application/json", false);
+    let (code, body) = server.raw(
+        "GET",
+        "/api/v1/namespaces/default/configmaps?fieldSelector=spec.bogus%3Dx",
+        None,
+        "application/json",
+        false,
+    );
     assert_eq!(code, 400, "{body}");
 
     // Nothing was stored, and the server still answers.
@@ -99,13 +167,32 @@ fn malformed_and_oversized_bodies_change_nothing() {
 fn watch_from_a_compacted_or_unknown_revision_is_gone() {
     let mut server = Server::start();
     for i in 0..3 {
-        let body = format!("{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"c{i}\"}}}}");
-        assert_eq!(server.raw("POST", "/api/v1/namespaces/default/configmaps", Some(body.as_bytes()), "application/json", false).0, 201);
+        let body = format!(
+            "{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"c{i}\"}}}}"
+        );
+        assert_eq!(
+            server
+                .raw(
+                    "POST",
+                    "/api/v1/namespaces/default/configmaps",
+                    Some(body.as_bytes()),
+                    "application/json",
+                    false
+                )
+                .0,
+            201
+        );
     }
     // After a restart the watch cache starts at the current revision: a resourceVersion from
     // before it is too old, and the stream carries a 410 ERROR event, as upstream's does.
     server.restart();
-    let (code, body) = server.raw("GET", "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=1&timeoutSeconds=1", None, "application/json", false);
+    let (code, body) = server.raw(
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=1&timeoutSeconds=1",
+        None,
+        "application/json",
+        false,
+    );
     assert_eq!(code, 200, "{body}");
     let first: Value = serde_json::from_str(body.lines().next().unwrap_or("{}")).unwrap();
     assert_eq!(first["type"], "ERROR", "{body}");

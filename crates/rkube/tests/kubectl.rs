@@ -512,17 +512,47 @@ fn cascade_options_mark_owners_for_the_garbage_collector() {
     server.apply(&deployment("foreground"));
     // Orphan and foreground deletion hand the object to the garbage collector through
     // finalizers, exactly as upstream's API server does.
-    server.kubectl_ok(&["delete", "deployment", "orphaned", "--cascade=orphan", "--wait=false"]);
+    server.kubectl_ok(&[
+        "delete",
+        "deployment",
+        "orphaned",
+        "--cascade=orphan",
+        "--wait=false",
+    ]);
     let d = server.get_json(&["deployment", "orphaned"]);
     assert!(d["metadata"]["deletionTimestamp"].is_string(), "{d}");
     assert_eq!(d["metadata"]["finalizers"], serde_json::json!(["orphan"]));
-    server.kubectl_ok(&["delete", "deployment", "foreground", "--cascade=foreground", "--wait=false"]);
+    server.kubectl_ok(&[
+        "delete",
+        "deployment",
+        "foreground",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
     let d = server.get_json(&["deployment", "foreground"]);
-    assert_eq!(d["metadata"]["finalizers"], serde_json::json!(["foregroundDeletion"]));
+    assert_eq!(
+        d["metadata"]["finalizers"],
+        serde_json::json!(["foregroundDeletion"])
+    );
     // Deleting again changes nothing; removing the finalizer completes the deletion.
     server.kubectl_ok(&["delete", "deployment", "foreground", "--wait=false"]);
-    server.kubectl_ok(&["patch", "deployment", "foreground", "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]);
-    eventually(Duration::from_secs(5), "deployment gone once its finalizer is removed", || {
-        (!server.kubectl(&["get", "deployment", "foreground"]).status.success()).then_some(())
-    });
+    server.kubectl_ok(&[
+        "patch",
+        "deployment",
+        "foreground",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    eventually(
+        Duration::from_secs(5),
+        "deployment gone once its finalizer is removed",
+        || {
+            (!server
+                .kubectl(&["get", "deployment", "foreground"])
+                .status
+                .success())
+            .then_some(())
+        },
+    );
 }

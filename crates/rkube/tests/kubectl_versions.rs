@@ -14,7 +14,10 @@ fn kubectl_1_27_to_1_33_work() {
         .map(|minor| format!("{SDK_BIN}/kubectl.1.{minor}"))
         .filter(|path| Path::new(path).exists())
         .collect();
-    assert!(!versions.is_empty(), "no versioned kubectl found in {SDK_BIN}");
+    assert!(
+        !versions.is_empty(),
+        "no versioned kubectl found in {SDK_BIN}"
+    );
     let server = support::Server::start();
     for (i, kubectl) in versions.iter().enumerate() {
         let run = |args: &[&str], stdin: Option<&str>| {
@@ -28,7 +31,12 @@ fn kubectl_1_27_to_1_33_work() {
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
-            child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.unwrap_or("").as_bytes())
+                .unwrap();
             let out = child.wait_with_output().unwrap();
             assert!(
                 out.status.success(),
@@ -42,16 +50,37 @@ fn kubectl_1_27_to_1_33_work() {
         let manifest = format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.14.2\n"
         );
-        assert!(run(&["apply", "-f", "-"], Some(&manifest)).contains("created"), "{kubectl}");
+        assert!(
+            run(&["apply", "-f", "-"], Some(&manifest)).contains("created"),
+            "{kubectl}"
+        );
         let changed = manifest.replace("replicas: 2", "replicas: 3");
-        assert!(run(&["apply", "-f", "-"], Some(&changed)).contains("configured"), "{kubectl}");
-        let got = run(&["get", "deployment", &name, "-o", "jsonpath={.spec.replicas}"], None);
+        assert!(
+            run(&["apply", "-f", "-"], Some(&changed)).contains("configured"),
+            "{kubectl}"
+        );
+        let got = run(
+            &[
+                "get",
+                "deployment",
+                &name,
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ],
+            None,
+        );
         assert_eq!(got, "3", "{kubectl}");
         let table = run(&["get", "deployments"], None);
-        assert!(table.contains("UP-TO-DATE") && table.contains(&name), "{kubectl}: {table}");
+        assert!(
+            table.contains("UP-TO-DATE") && table.contains(&name),
+            "{kubectl}: {table}"
+        );
         let explain = run(&["explain", "pods.spec.containers.image"], None);
         assert!(explain.contains("image"), "{kubectl}: {explain}");
-        assert!(run(&["api-resources"], None).contains("deployments"), "{kubectl}");
+        assert!(
+            run(&["api-resources"], None).contains("deployments"),
+            "{kubectl}"
+        );
         run(&["delete", "deployment", &name], None);
     }
 }
@@ -67,8 +96,18 @@ fn typed_creates_in_protobuf_from_kubectl_1_32_and_1_33() {
         }
         let ns = format!("pb-{minor}");
         let run = |args: &[&str]| {
-            let out = Command::new(&kubectl).arg("--kubeconfig").arg(server.kubeconfig()).args(args).output().unwrap();
-            assert!(out.status.success(), "kubectl.1.{minor} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            let out = Command::new(&kubectl)
+                .arg("--kubeconfig")
+                .arg(server.kubeconfig())
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "kubectl.1.{minor} {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8(out.stdout).unwrap()
         };
         run(&["create", "namespace", &ns]);
@@ -76,15 +115,33 @@ fn typed_creates_in_protobuf_from_kubectl_1_32_and_1_33() {
         let creates: Vec<Vec<&str>> = vec![
             vec!["create", "configmap", "cm", "--from-literal=a=b"],
             vec!["create", "secret", "generic", "s", "--from-literal=p=q"],
-            vec!["create", "deployment", "d", "--image=nginx:1.14.2", "--replicas=0"],
+            vec![
+                "create",
+                "deployment",
+                "d",
+                "--image=nginx:1.14.2",
+                "--replicas=0",
+            ],
             vec!["create", "job", "j", "--image=busybox:1.36"],
-            vec!["create", "cronjob", "cj", "--image=busybox:1.36", "--schedule=*/5 * * * *"],
+            vec![
+                "create",
+                "cronjob",
+                "cj",
+                "--image=busybox:1.36",
+                "--schedule=*/5 * * * *",
+            ],
             vec!["create", "service", "clusterip", "svc", "--tcp=80:8080"],
             vec!["create", "serviceaccount", "sa"],
             vec!["create", "role", "r", "--verb=get", "--resource=pods"],
             vec!["create", "rolebinding", "rb", "--role=r", "--user=alice"],
             vec!["create", "quota", "q", "--hard=pods=10"],
-            vec!["create", "poddisruptionbudget", "pdb", "--selector=app=x", "--min-available=1"],
+            vec![
+                "create",
+                "poddisruptionbudget",
+                "pdb",
+                "--selector=app=x",
+                "--min-available=1",
+            ],
             vec!["create", "ingress", "ing", "--rule=example.com/=svc:80"],
         ];
         for create in &creates {
@@ -92,13 +149,45 @@ fn typed_creates_in_protobuf_from_kubectl_1_32_and_1_33() {
             args.extend_from_slice(&n);
             run(&args);
         }
-        let d = run(&["get", "deployment", "d", "-n", &ns, "-o", "jsonpath={.spec.replicas}/{.spec.template.spec.containers[0].image}"]);
+        let d = run(&[
+            "get",
+            "deployment",
+            "d",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.spec.replicas}/{.spec.template.spec.containers[0].image}",
+        ]);
         assert_eq!(d, "0/nginx:1.14.2", "kubectl.1.{minor}");
-        let cm = run(&["get", "configmap", "cm", "-n", &ns, "-o", "jsonpath={.data.a}"]);
+        let cm = run(&[
+            "get",
+            "configmap",
+            "cm",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.data.a}",
+        ]);
         assert_eq!(cm, "b");
-        let svc = run(&["get", "service", "svc", "-n", &ns, "-o", "jsonpath={.spec.ports[0].targetPort}"]);
+        let svc = run(&[
+            "get",
+            "service",
+            "svc",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.spec.ports[0].targetPort}",
+        ]);
         assert_eq!(svc, "8080");
-        let cj = run(&["get", "cronjob", "cj", "-n", &ns, "-o", "jsonpath={.spec.schedule}"]);
+        let cj = run(&[
+            "get",
+            "cronjob",
+            "cj",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.spec.schedule}",
+        ]);
         assert_eq!(cj, "*/5 * * * *");
     }
 }

@@ -71,6 +71,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         quick: run_args.quick,
         binary,
     };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(load) = bench::figure::load_average()
+        && load > cores as f64 / 2.0
+    {
+        eprintln!(
+            "bench: load average {load:.2} on {cores} cores: other work on this machine will skew the figures"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -45,6 +45,12 @@ pub struct ServerArgs {
     /// Extra names for the serving certificate.
     #[arg(long = "tls-san")]
     pub tls_san: Vec<String>,
+    /// Node monitor grace period: a node whose Lease is not renewed for this long becomes NotReady.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// Also run this many simulated nodes in the server (see `rkube sim`).
+    #[arg(long, default_value_t = 0)]
+    pub sim_nodes: usize,
     /// Skip fsync on store commits (faster, loses recent writes on power loss). For tests only.
     #[arg(long, hide = true)]
     pub unsafe_no_fsync: bool,
@@ -59,6 +65,24 @@ fn host_addresses() -> Vec<IpAddr> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `40s`, `5m`, `1h` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("invalid duration {s:?}: use s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
@@ -182,11 +206,47 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     );
 
     let serving = tokio::spawn(apiserver::serve(server, tls, listener));
+    start_components(&pki, &args, &local).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = serving => { result??; }
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
         _ = term.recv() => tracing::info!("terminated; shutting down"),
     }
+    Ok(())
+}
+
+/// The scheduler and the controllers run in this process but, like every component, reach
+/// objects only through the API server, each with a client certificate of its own.
+async fn start_components(pki: &pki::Pki, args: &ServerArgs, host: &str) -> anyhow::Result<()> {
+    let url = format!("https://{host}:{}", args.https_port);
+    let client_for = |user: &str| -> anyhow::Result<String> {
+        // Until RBAC exists, system components are in system:masters.
+        let (cert, key) = pki.issue_client_cert(user, &["system:masters"])?;
+        Ok(pki::kubeconfig_yaml(&url, pki.ca_pem(), &cert, &key))
+    };
+    let identity = format!(
+        "{}_{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim(),
+        std::process::id()
+    );
+    let controller_client =
+        controllers::client_from_kubeconfig_yaml(&client_for("system:kube-controller-manager")?)
+            .await?;
+    let ctx = std::sync::Arc::new(controllers::Context {
+        client: controller_client.clone(),
+        config: controllers::ControllerConfig {
+            cluster_cidr: args.cluster_cidr.clone(),
+            node_monitor_grace_period: args.node_monitor_grace_period,
+        },
+    });
+    let election = controllers::leader::LeaderElection::new("kube-controller-manager", &identity);
+    tokio::spawn(async move {
+        election
+            .run(controller_client, move || controllers::run_all(ctx.clone()))
+            .await;
+    });
     Ok(())
 }

@@ -215,7 +215,14 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
 
 /// A raw HTTPS request with curl, as the admin (or anonymously); returns (status, body).
 impl Server {
-    pub fn raw(&self, method: &str, path: &str, body: Option<&[u8]>, content_type: &str, anonymous: bool) -> (u16, String) {
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        content_type: &str,
+        anonymous: bool,
+    ) -> (u16, String) {
         let dir = self.data_dir.path();
         let tls = dir.join("tls");
         let mut cmd = Command::new("curl");
@@ -225,12 +232,16 @@ impl Server {
             .arg("-H")
             .arg(format!("Content-Type: {content_type}"));
         if !anonymous {
-            cmd.arg("--cert").arg(tls.join("client-admin.crt")).arg("--key").arg(tls.join("client-admin.key"));
+            cmd.arg("--cert")
+                .arg(tls.join("client-admin.crt"))
+                .arg("--key")
+                .arg(tls.join("client-admin.key"));
         }
         let body_file = dir.join("curl-body");
         if let Some(body) = body {
             std::fs::write(&body_file, body).unwrap();
-            cmd.arg("--data-binary").arg(format!("@{}", body_file.display()));
+            cmd.arg("--data-binary")
+                .arg(format!("@{}", body_file.display()));
         }
         cmd.arg(format!("https://127.0.0.1:{}{}", self.port, path));
         let out = cmd.output().expect("run curl");

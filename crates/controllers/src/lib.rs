@@ -1,0 +1,91 @@
+//! The controller manager: one module a controller, each level-triggered (reconcile a key to
+//! its desired state, idempotently, requeue with backoff), each an API client through `kube`.
+//!
+//! Architecture Invariant: controllers never touch the store; they hold no state they cannot
+//! rebuild by listing and watching, so any of them may restart at any time.
+//!
+//! Controllers are registered in one table ([`registry`]) and started together once this
+//! process holds the controller-manager Lease ([`leader`]).
+
+pub mod leader;
+pub mod serviceaccount;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+/// Settings shared by the controllers.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Pod network of the cluster; nodes get a /24 each.
+    pub cluster_cidr: String,
+    /// How long a node may miss its Lease renewals before it is NotReady.
+    pub node_monitor_grace_period: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            cluster_cidr: "10.42.0.0/16".into(),
+            node_monitor_grace_period: Duration::from_secs(40),
+        }
+    }
+}
+
+/// What every controller gets.
+pub struct Context {
+    pub client: kube::Client,
+    pub config: ControllerConfig,
+}
+
+/// A controller as the registry knows it.
+pub struct Registration {
+    pub name: &'static str,
+    pub start: fn(Arc<Context>) -> BoxFuture<'static, anyhow::Result<()>>,
+}
+
+/// Every controller, by name.
+pub fn registry() -> Vec<Registration> {
+    vec![Registration {
+        name: "serviceaccount",
+        start: |ctx| Box::pin(serviceaccount::run(ctx)),
+    }]
+}
+
+/// Run every registered controller (restarting any that fails) for as long as `leading` is true.
+pub async fn run_all(ctx: Arc<Context>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for registration in registry() {
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            loop {
+                tracing::info!(controller = registration.name, "starting controller");
+                match (registration.start)(ctx.clone()).await {
+                    Ok(()) => tracing::warn!(controller = registration.name, "controller stopped; restarting"),
+                    Err(e) => tracing::error!(controller = registration.name, error = %e, "controller failed; restarting"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// A client for an in-process component, from a kubeconfig document.
+pub async fn client_from_kubeconfig_yaml(yaml: &str) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(yaml)?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// The requeue delay after a failed reconcile: exponential from 100 ms to 1 min, as upstream's
+/// default rate limiter.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1u64 << attempt.min(10)))
+        .min(Duration::from_secs(60))
+}
