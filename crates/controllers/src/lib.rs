@@ -7,8 +7,25 @@
 //! Controllers are registered in one table ([`registry`]) and started together once this
 //! process holds the controller-manager Lease ([`leader`]).
 
+pub mod cronjob;
+pub mod daemonset;
+pub mod deployment;
+pub mod disruption;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod garbagecollector;
+pub mod job;
 pub mod leader;
+pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
+pub mod podgc;
+pub mod replicaset;
+pub mod resourcequota;
 pub mod serviceaccount;
+pub mod statefulset;
+pub mod ttlafterfinished;
+pub mod util;
 
 use std::sync::Arc;
 use std::time::Duration;

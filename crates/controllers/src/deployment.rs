@@ -1,0 +1,11 @@
+//! The deployment controller (not written yet).
+
+use std::sync::Arc;
+
+use crate::Context;
+
+pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
+    let _ = ctx;
+    futures::future::pending::<()>().await;
+    Ok(())
+}
