@@ -7,6 +7,7 @@
 //! Architecture Invariant: this is the only crate that holds a `store::Store`; every other
 //! component reaches objects through HTTP.
 
+pub mod admission;
 pub mod allocator;
 pub mod auth;
 pub mod bootstrap;

@@ -899,6 +899,7 @@ pub async fn create_object(
     for attempt in 0..MAX_RETRIES {
         let mut candidate = obj.clone();
         strategy::prepare_create(server, resource, &mut candidate)?;
+        crate::admission::mutate(server, resource, &mut candidate).await?;
         let name = candidate
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -915,6 +916,9 @@ pub async fn create_object(
                 resource.kind,
                 &errors,
             ));
+        }
+        if !dry_run {
+            crate::admission::validate(server, resource, &candidate).await?;
         }
         let namespace = candidate
             .pointer("/metadata/namespace")
