@@ -14,6 +14,7 @@ pub mod fields;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod quota;
 pub mod resources;
 pub mod selector;
 pub mod table;

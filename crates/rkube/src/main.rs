@@ -17,6 +17,8 @@ enum Command {
     Server(commands::server::ServerArgs),
     /// Measure speed and memory beside the references; write docs/benchmarks.md.
     Bench(commands::bench::BenchArgs),
+    /// Simulated nodes that run pods instantly (like kwok), for scale tests.
+    Sim(commands::sim::SimArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +33,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => commands::server::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Sim(args) => commands::sim::run(args),
     }
 }

@@ -153,6 +153,7 @@ struct ApiMeasured {
     update: Samples,
     list: Samples,
     watch: Samples,
+    list_bytes: usize,
     pod_bytes: usize,
     configmap_bytes: usize,
 }
@@ -242,6 +243,7 @@ async fn measure_api(options: &Options, plan: &Plan) -> Result<(ApiMeasured, usi
 
     // List every pod, one request at a time.
     let mut list = Samples::new();
+    let mut list_bytes = 0;
     for n in 0..plan.lists {
         let began = Instant::now();
         let body = conns[0]
@@ -249,6 +251,7 @@ async fn measure_api(options: &Options, plan: &Plan) -> Result<(ApiMeasured, usi
             .await?;
         list.push(began.elapsed());
         if n == 0 {
+            list_bytes = body.len();
             let value: Value = serde_json::from_slice(&body)
                 .map_err(|e| BenchError::Scenario(format!("list of pods is not JSON: {e}")))?;
             let items = value["items"].as_array().map_or(0, Vec::len);
@@ -270,6 +273,7 @@ async fn measure_api(options: &Options, plan: &Plan) -> Result<(ApiMeasured, usi
         update,
         list,
         watch,
+        list_bytes,
         pod_bytes: pod_bytes.into_inner(),
         configmap_bytes: configmap_bytes.into_inner(),
     };
@@ -482,7 +486,8 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
             SCENARIO,
             "api.list_ms",
             format!(
-                "list of {pods} pods in one namespace (median of {})",
+                "list of {pods} pods in one namespace, {:.1} MiB of JSON (median of {})",
+                api.list_bytes as f64 / crate::figure::MIB,
                 api.list.len()
             ),
             api.list.median_ms(),

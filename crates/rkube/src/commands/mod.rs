@@ -1,2 +1,3 @@
 pub mod bench;
 pub mod server;
+pub mod sim;

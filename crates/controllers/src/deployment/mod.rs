@@ -1,4 +1,4 @@
-//! The replicaset controller (not written yet).
+//! The deployment controller (being written).
 
 use std::sync::Arc;
 
