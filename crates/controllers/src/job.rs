@@ -360,7 +360,7 @@ impl JobController {
             }
         }))
         .await;
-        let (mut ready, mut deleted, mut first_error) = (0, 0);
+        let (mut ready, mut deleted, mut first_error) = (0, 0, None);
         let mut unobserved = Vec::new();
         for (pod, r) in pods.iter().zip(results) {
             match r {

@@ -46,11 +46,6 @@ pub enum Error {
         namespace: String,
         source: kube::Error,
     },
-    #[error("encoding namespace {namespace}: {source}")]
-    Encode {
-        namespace: String,
-        source: serde_json::Error,
-    },
 }
 
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
@@ -328,12 +323,8 @@ async fn finalize(namespaces: &Api<Namespace>, name: &str) -> Result<(), Error> 
         if let Some(f) = current.spec.as_mut().and_then(|s| s.finalizers.as_mut()) {
             f.retain(|x| x != KUBERNETES_FINALIZER);
         }
-        let body = serde_json::to_vec(&current).map_err(|source| Error::Encode {
-            namespace: name.into(),
-            source,
-        })?;
         match namespaces
-            .replace_subresource("finalize", name, &PostParams::default(), body)
+            .replace_subresource("finalize", name, &PostParams::default(), &current)
             .await
         {
             Ok(_) => tracing::info!(namespace = name, "namespace finalized"),

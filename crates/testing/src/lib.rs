@@ -1,7 +1,7 @@
 //! Support for tests and benchmarks: real helper processes on loopback.
 //!
-//! Architecture Invariant: only tests and benchmarks depend on this crate; nothing here is
-//! reachable from the `rkube` binary.
+//! Architecture Invariant: only tests and the benchmark command (`rkube bench`, which starts
+//! the reference etcd) use this crate; the server, agent and controllers never do.
 
 mod etcd;
 
