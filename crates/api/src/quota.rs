@@ -156,7 +156,11 @@ fn is_extended_resource_name(name: &str) -> bool {
 }
 
 /// Of the quota's resource names, those that objects of this resource are charged for.
-pub fn matching_resources<'a>(group: &str, plural: &str, hard: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+pub fn matching_resources<'a>(
+    group: &str,
+    plural: &str,
+    hard: impl IntoIterator<Item = &'a String>,
+) -> Vec<String> {
     let count = object_count_name(group, plural);
     let legacy = legacy_count_name(group, plural);
     hard.into_iter()
@@ -190,7 +194,13 @@ pub fn matching_resources<'a>(group: &str, plural: &str, hard: impl IntoIterator
 
 fn container_list(c: &Container, limits: bool) -> ResourceList {
     let r = c.resources.as_ref();
-    parse_list(r.and_then(|r| if limits { r.limits.as_ref() } else { r.requests.as_ref() }))
+    parse_list(r.and_then(|r| {
+        if limits {
+            r.limits.as_ref()
+        } else {
+            r.requests.as_ref()
+        }
+    }))
 }
 
 /// Effective requests (or limits) of a pod as upstream's `PodRequests`/`PodLimits`: containers
@@ -278,7 +288,9 @@ pub fn pod_charged(pod: &Pod, now: Timestamp) -> bool {
     if let (Some(deleted), Some(grace)) = (
         &pod.metadata.deletion_timestamp,
         pod.metadata.deletion_grace_period_seconds,
-    ) && let Ok(end) = deleted.0.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(grace))
+    ) && let Ok(end) = deleted
+        .0
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(grace))
         && now > end
     {
         return false;
@@ -293,7 +305,10 @@ pub fn pod_usage(pod: &Pod, now: Timestamp) -> ResourceList {
     if !pod_charged(pod, now) {
         return out;
     }
-    add_into(&mut out, &compute_usage(&pod_requests(pod), &pod_limits(pod)));
+    add_into(
+        &mut out,
+        &compute_usage(&pod_requests(pod), &pod_limits(pod)),
+    );
     out
 }
 
@@ -330,7 +345,10 @@ pub fn pvc_usage(pvc: &PersistentVolumeClaim) -> ResourceList {
         .and_then(|s| s.storage_class_name.as_deref())
         .filter(|c| !c.is_empty());
     if let Some(class) = class {
-        out.insert(format!("{class}{STORAGE_CLASS_SUFFIX}persistentvolumeclaims"), one());
+        out.insert(
+            format!("{class}{STORAGE_CLASS_SUFFIX}persistentvolumeclaims"),
+            one(),
+        );
     }
     let requested = parse_list(
         pvc.spec
@@ -340,8 +358,12 @@ pub fn pvc_usage(pvc: &PersistentVolumeClaim) -> ResourceList {
     )
     .remove("storage");
     // A resize that is in progress is charged at the larger of the two sizes.
-    let allocated = parse_list(pvc.status.as_ref().and_then(|s| s.allocated_resources.as_ref()))
-        .remove("storage");
+    let allocated = parse_list(
+        pvc.status
+            .as_ref()
+            .and_then(|s| s.allocated_resources.as_ref()),
+    )
+    .remove("storage");
     let storage = match (requested, allocated) {
         (Some(r), Some(a)) => Some(r.max(a)),
         (r, a) => r.or(a),
@@ -349,7 +371,10 @@ pub fn pvc_usage(pvc: &PersistentVolumeClaim) -> ResourceList {
     if let Some(storage) = storage {
         out.insert("requests.storage".into(), storage);
         if let Some(class) = class {
-            out.insert(format!("{class}{STORAGE_CLASS_SUFFIX}requests.storage"), storage);
+            out.insert(
+                format!("{class}{STORAGE_CLASS_SUFFIX}requests.storage"),
+                storage,
+            );
         }
     }
     out
@@ -449,24 +474,35 @@ pub fn pod_matches_scope(pod: &Pod, selector: &ScopedResourceSelectorRequirement
         }
         "CrossNamespacePodAffinity" => {
             let uses = |terms: Option<&Vec<k8s_openapi::api::core::v1::PodAffinityTerm>>| {
-                terms
-                    .into_iter()
-                    .flatten()
-                    .any(|t| t.namespaces.as_ref().is_some_and(|n| !n.is_empty()) || t.namespace_selector.is_some())
-            };
-            let weighted = |terms: Option<&Vec<k8s_openapi::api::core::v1::WeightedPodAffinityTerm>>| {
                 terms.into_iter().flatten().any(|t| {
-                    let t = &t.pod_affinity_term;
-                    t.namespaces.as_ref().is_some_and(|n| !n.is_empty()) || t.namespace_selector.is_some()
+                    t.namespaces.as_ref().is_some_and(|n| !n.is_empty())
+                        || t.namespace_selector.is_some()
                 })
             };
+            let weighted =
+                |terms: Option<&Vec<k8s_openapi::api::core::v1::WeightedPodAffinityTerm>>| {
+                    terms.into_iter().flatten().any(|t| {
+                        let t = &t.pod_affinity_term;
+                        t.namespaces.as_ref().is_some_and(|n| !n.is_empty())
+                            || t.namespace_selector.is_some()
+                    })
+                };
             let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
             let a = affinity.and_then(|a| a.pod_affinity.as_ref());
             let anti = affinity.and_then(|a| a.pod_anti_affinity.as_ref());
-            uses(a.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()))
-                || weighted(a.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()))
-                || uses(anti.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()))
-                || weighted(anti.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()))
+            uses(a.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })) || weighted(a.and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })) || uses(anti.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })) || weighted(anti.and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            }))
         }
         _ => false,
     }
@@ -509,7 +545,11 @@ pub fn pod_constraints(required: &[String], pod: &Pod) -> Result<(), String> {
     let Some(spec) = &pod.spec else {
         return Ok(());
     };
-    for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
         let usage = compute_usage(&container_list(c, false), &container_list(c, true));
         for r in &required {
             if !usage.contains_key(*r) {
@@ -522,7 +562,12 @@ pub fn pod_constraints(required: &[String], pod: &Pod) -> Result<(), String> {
     }
     let parts: Vec<String> = missing
         .iter()
-        .map(|(r, names)| format!("{r} for: {}", names.iter().copied().collect::<Vec<_>>().join(",")))
+        .map(|(r, names)| {
+            format!(
+                "{r} for: {}",
+                names.iter().copied().collect::<Vec<_>>().join(",")
+            )
+        })
         .collect();
     Err(format!("must specify {}", parts.join("; ")))
 }
@@ -561,10 +606,18 @@ pub fn charge(
 /// `status.used` for a quota computed from scratch: each hard resource, summed over the
 /// objects (already filtered to the quota's namespace and resource) that the quota covers.
 /// Every hard name the given resources are charged for appears, zero if nothing uses it.
-pub fn sum_usage<'a>(names: &[String], usages: impl IntoIterator<Item = &'a ResourceList>) -> ResourceList {
+pub fn sum_usage<'a>(
+    names: &[String],
+    usages: impl IntoIterator<Item = &'a ResourceList>,
+) -> ResourceList {
     let mut out: ResourceList = names
         .iter()
-        .map(|n| (n.clone(), Quantity::from_nanos(0, QuantityFormat::DecimalSI)))
+        .map(|n| {
+            (
+                n.clone(),
+                Quantity::from_nanos(0, QuantityFormat::DecimalSI),
+            )
+        })
         .collect();
     for u in usages {
         for n in names {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use api::ResourceInfo;
 use api::quota::{self, ResourceList};
 use k8s_openapi::api::core::v1::{LimitRange, PersistentVolumeClaim, Pod, ResourceQuota};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -73,7 +74,12 @@ pub async fn validate(
         return Ok(());
     };
     let prefix = quotas_resource.prefix(Some(&namespace));
-    if server.cache.list(quotas_resource, &prefix, None, 1, |_| true).0.is_empty() {
+    if server
+        .cache
+        .list(quotas_resource, &prefix, None, 1, |_| true)
+        .0
+        .is_empty()
+    {
         return Ok(());
     }
     let name = name_of(obj);
@@ -93,7 +99,11 @@ pub async fn validate(
 
     // Every quota that covers the object, checked for constraints before any is charged.
     let mut covering = Vec::new();
-    for cached in server.cache.list(quotas_resource, &prefix, None, 0, |_| true).0 {
+    for cached in server
+        .cache
+        .list(quotas_resource, &prefix, None, 0, |_| true)
+        .0
+    {
         let Ok(q) = serde_json::from_slice::<ResourceQuota>(&cached.json) else {
             continue;
         };
@@ -105,7 +115,11 @@ pub async fn validate(
         if let Some(pod) = &pod
             && let Err(e) = quota::pod_constraints(&restricted, pod)
         {
-            return Err(forbidden(resource, &name, &format!("failed quota: {quota_name}: {e}")));
+            return Err(forbidden(
+                resource,
+                &name,
+                &format!("failed quota: {quota_name}: {e}"),
+            ));
         }
         let charged = quota::mask(&delta, restricted.iter().map(String::as_str));
         if charged.values().all(|q| q.is_zero()) {
@@ -156,6 +170,154 @@ pub async fn validate(
     Ok(())
 }
 
+/// Pods a budget holds at most this many of in `status.disruptedPods` (upstream's limit).
+const MAX_DISRUPTED_PODS: usize = 2000;
+
+/// The eviction subresource's check against PodDisruptionBudgets, as upstream's: a pod that
+/// is terminal, pending or already being deleted goes freely; otherwise its one budget must
+/// allow a disruption, which this takes (decrementing `disruptionsAllowed` and recording the
+/// pod in `disruptedPods`, atomically) before the caller deletes the pod.
+pub async fn admit_eviction(
+    server: &Arc<ApiServer>,
+    namespace: &str,
+    pod_name: &str,
+) -> ApiResult<()> {
+    let Some(pods) = api::resources::storage_row("pods") else {
+        return Ok(());
+    };
+    let Some(cached) = server.cache.get(pods, &pods.key(Some(namespace), pod_name)) else {
+        // The delete reports the NotFound.
+        return Ok(());
+    };
+    let pod: Pod = typed(&cached.value())?;
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if pod.metadata.deletion_timestamp.is_some()
+        || matches!(phase, Some("Succeeded" | "Failed" | "Pending"))
+    {
+        return Ok(());
+    }
+    let Some(budgets) = api::resources::storage_row("poddisruptionbudgets") else {
+        return Ok(());
+    };
+    let labels: std::collections::BTreeMap<String, String> =
+        pod.metadata.labels.clone().unwrap_or_default();
+    let (all, _, _) = server
+        .cache
+        .list(budgets, &budgets.prefix(Some(namespace)), None, 0, |_| true);
+    let matching: Vec<(String, PodDisruptionBudget)> = all
+        .iter()
+        .filter_map(|o| Some((o.key.to_string(), serde_json::from_slice(&o.json).ok()?)))
+        .filter(|(_, b): &(String, PodDisruptionBudget)| selects(b, &labels))
+        .collect();
+    let (key, budget) = match matching.as_slice() {
+        [] => return Ok(()),
+        [one] => one.clone(),
+        _ => {
+            return Err(ApiError::internal(
+                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            ));
+        }
+    };
+    let budget_name = budget.metadata.name.clone().unwrap_or_default();
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    if !ready {
+        let policy = budget
+            .spec
+            .as_ref()
+            .and_then(|s| s.unhealthy_pod_eviction_policy.as_deref());
+        let status = budget.status.clone().unwrap_or_default();
+        // An unready pod does not count as healthy: taking it costs the budget nothing when
+        // the budget is met (or always, if the budget says so).
+        if policy == Some("AlwaysAllow")
+            || (status.current_healthy >= status.desired_healthy && status.desired_healthy > 0)
+        {
+            return Ok(());
+        }
+    }
+    let subject = Subject {
+        group: "policy",
+        resource: "poddisruptionbudgets",
+        name: &budget_name,
+    };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    crate::rest::update_object(
+        server,
+        budgets,
+        &key,
+        subject,
+        Some("status"),
+        false,
+        |current| {
+            let b: PodDisruptionBudget = typed(current)?;
+            let status = b.status.clone().unwrap_or_default();
+            if status.observed_generation.unwrap_or(0) < b.metadata.generation.unwrap_or(0) {
+                return Err(too_many_requests(
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                    &format!("The disruption budget {budget_name} is still being processed by the server."),
+                ));
+            }
+            if status.disruptions_allowed < 0 {
+                return Err(ApiError::forbidden("pdb disruptions allowed is negative"));
+            }
+            if status.disrupted_pods.as_ref().map_or(0, |d| d.len()) > MAX_DISRUPTED_PODS {
+                return Err(ApiError::forbidden(
+                    "DisruptedPods map too big - too many evictions not confirmed by PDB controller",
+                ));
+            }
+            if status.disruptions_allowed == 0 {
+                return Err(too_many_requests(
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                    &format!(
+                        "The disruption budget {budget_name} needs {} healthy pods and has {} currently",
+                        status.desired_healthy, status.current_healthy
+                    ),
+                ));
+            }
+            let mut updated = current.clone();
+            let allowed = status.disruptions_allowed - 1;
+            updated["status"]["disruptionsAllowed"] = json!(allowed);
+            updated["status"]["disruptedPods"][pod_name] = json!(now);
+            if allowed == 0
+                && let Some(conditions) = updated["status"]["conditions"].as_array_mut()
+            {
+                for c in conditions.iter_mut().filter(|c| c["type"] == "DisruptionAllowed") {
+                    if c["status"] != "False" {
+                        c["lastTransitionTime"] = json!(now);
+                    }
+                    c["status"] = json!("False");
+                    c["reason"] = json!("InsufficientPods");
+                }
+            }
+            Ok(updated)
+        },
+    )
+    .await?;
+    tracing::info!(pod = %format!("{namespace}/{pod_name}"), budget = %budget_name, "eviction allowed by disruption budget");
+    Ok(())
+}
+
+/// Whether a budget's selector matches these labels (no selector matches nothing).
+fn selects(
+    budget: &PodDisruptionBudget,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let selector = budget.spec.as_ref().and_then(|s| s.selector.as_ref());
+    api::selector::LabelSelector::from_optional(selector).is_ok_and(|s| s.matches(labels))
+}
+
+fn too_many_requests(message: &str, cause: &str) -> ApiError {
+    ApiError::new(
+        http::StatusCode::TOO_MANY_REQUESTS,
+        "TooManyRequests",
+        message,
+    )
+    .with_details(json!({"causes": [{"reason": "DisruptionBudget", "message": cause}]}))
+}
+
 /// The usage of `names` in a namespace, summed over the cached objects of one resource that the
 /// quota covers.
 fn count_usage(
@@ -169,9 +331,10 @@ fn count_usage(
     let Some(storage) = api::resources::storage_row(resource.storage) else {
         return ResourceList::new();
     };
-    let (objects, _, _) = server
-        .cache
-        .list(storage, &storage.prefix(Some(namespace)), None, 0, |_| true);
+    let (objects, _, _) =
+        server
+            .cache
+            .list(storage, &storage.prefix(Some(namespace)), None, 0, |_| true);
     let usages: Vec<ResourceList> = objects
         .iter()
         .filter_map(|o| {
@@ -221,14 +384,20 @@ fn typed<T: DeserializeOwned>(obj: &Value) -> ApiResult<T> {
 }
 
 /// Typed objects of a core resource in a namespace, from the watch cache.
-fn cached_objects<T: DeserializeOwned>(server: &ApiServer, storage: &str, namespace: &str) -> Vec<T> {
+fn cached_objects<T: DeserializeOwned>(
+    server: &ApiServer,
+    storage: &str,
+    namespace: &str,
+) -> Vec<T> {
     let Some(resource) = api::resources::storage_row(storage) else {
         return Vec::new();
     };
     let (objects, _, _) =
         server
             .cache
-            .list(resource, &resource.prefix(Some(namespace)), None, 0, |_| true);
+            .list(resource, &resource.prefix(Some(namespace)), None, 0, |_| {
+                true
+            });
     objects
         .iter()
         .filter_map(|o| serde_json::from_slice(&o.json).ok())

@@ -1421,7 +1421,12 @@ async fn bind(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Response<Body>> {
 }
 
 async fn evict(ctx: &Ctx<'_>) -> ApiResult<Response<Body>> {
-    // Disruption budgets are checked once their controller exists; until then an eviction is a delete.
+    crate::admission::admit_eviction(
+        ctx.server,
+        ctx.target.namespace.as_deref().unwrap_or_default(),
+        ctx.name(),
+    )
+    .await?;
     let options = DeleteOptions::default();
     delete_one(
         ctx.server,

@@ -14,16 +14,18 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    Condition, LabelSelector, OwnerReference, Time,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 
 use crate::Context;
 use crate::util::{controller_of, is_pod_ready, record_event};
@@ -89,10 +91,7 @@ fn budgets_of_pod(
             .state()
             .iter()
             .filter(|b| b.metadata.namespace.as_deref() == Some(ns))
-            .filter(|b| {
-                selector_of(b)
-                    .is_some_and(|s| s.matches(&labels))
-            })
+            .filter(|b| selector_of(b).is_some_and(|s| s.matches(&labels)))
             .map(|b| ObjectRef::from_obj(b.as_ref()))
             .collect()
     }
@@ -119,18 +118,25 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Context>) -> Result<A
     let key = format!("{namespace}/{name}");
     let now = Timestamp::now();
     let pods: Vec<Pod> = match selector_of(&pdb) {
-        Some(selector) => Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
-            .list(&ListParams::default().labels_from(&selector))
-            .await
-            .map_err(|source| Error::ListPods {
-                key: key.clone(),
-                source,
-            })?
-            .items,
+        Some(selector) => {
+            Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
+                .list(&ListParams::default().labels_from(&selector))
+                .await
+                .map_err(|source| Error::ListPods {
+                    key: key.clone(),
+                    source,
+                })?
+                .items
+        }
         None => Vec::new(),
     };
     // Once per change to "no pods", not on every resync.
-    if pods.is_empty() && pdb.status.as_ref().is_none_or(|s| s.expected_pods != 0 || s.conditions.is_none()) {
+    if pods.is_empty()
+        && pdb
+            .status
+            .as_ref()
+            .is_none_or(|s| s.expected_pods != 0 || s.conditions.is_none())
+    {
         record_event(
             &ctx.client,
             &reporter(),
@@ -194,8 +200,10 @@ async fn write_status(
 ) -> Result<(), Error> {
     let mut updated = pdb.clone();
     updated.status = Some(status);
-    let api: Api<PodDisruptionBudget> =
-        Api::namespaced(client.clone(), pdb.metadata.namespace.as_deref().unwrap_or_default());
+    let api: Api<PodDisruptionBudget> = Api::namespaced(
+        client.clone(),
+        pdb.metadata.namespace.as_deref().unwrap_or_default(),
+    );
     match api
         .replace_status(&pdb.name_any(), &PostParams::default(), &updated)
         .await
@@ -304,7 +312,10 @@ pub fn live_disrupted_pods(
     };
     let mut live = BTreeMap::new();
     let mut recheck: Option<Timestamp> = None;
-    for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    for pod in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         let name = pod.name_any();
         let Some(at) = disrupted.get(&name) else {
             continue;
@@ -411,7 +422,12 @@ async fn expected_scale(
             Some((uid, scale)) => {
                 scales.insert(uid.clone(), *scale);
             }
-            None => return Ok(Err(format!("found no controllers for pod {:?}", pod.name_any()))),
+            None => {
+                return Ok(Err(format!(
+                    "found no controllers for pod {:?}",
+                    pod.name_any()
+                )));
+            }
         }
     }
     Ok(Ok(scales.values().sum()))
@@ -487,8 +503,10 @@ mod tests {
     }
 
     fn pod(name: &str, ready: bool) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": name}, "status": {"conditions": [
-            {"type": "Ready", "status": if ready { "True" } else { "False" }}]}}))
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "status": {"conditions": [
+            {"type": "Ready", "status": if ready { "True" } else { "False" }}]}}),
+        )
         .unwrap()
     }
 
@@ -507,12 +525,24 @@ mod tests {
     #[test]
     fn expected_and_desired_follow_the_spec() {
         // Integer minAvailable counts matching pods.
-        assert_eq!(expected_and_desired(&spec(json!({"minAvailable": 2})), 3, None), Ok((3, 2)));
+        assert_eq!(
+            expected_and_desired(&spec(json!({"minAvailable": 2})), 3, None),
+            Ok((3, 2))
+        );
         // Percentage minAvailable is of the owners' scale.
-        assert_eq!(expected_and_desired(&spec(json!({"minAvailable": "50%"})), 3, Some(4)), Ok((4, 2)));
+        assert_eq!(
+            expected_and_desired(&spec(json!({"minAvailable": "50%"})), 3, Some(4)),
+            Ok((4, 2))
+        );
         // maxUnavailable: desired is the scale minus the (rounded up) unavailable.
-        assert_eq!(expected_and_desired(&spec(json!({"maxUnavailable": "30%"})), 3, Some(5)), Ok((5, 3)));
-        assert_eq!(expected_and_desired(&spec(json!({"maxUnavailable": 9})), 3, Some(5)), Ok((5, 0)));
+        assert_eq!(
+            expected_and_desired(&spec(json!({"maxUnavailable": "30%"})), 3, Some(5)),
+            Ok((5, 3))
+        );
+        assert_eq!(
+            expected_and_desired(&spec(json!({"maxUnavailable": 9})), 3, Some(5)),
+            Ok((5, 0))
+        );
     }
 
     #[test]
@@ -531,26 +561,43 @@ mod tests {
     fn status_allows_disruptions_beyond_desired() {
         let pdb: PodDisruptionBudget = serde_json::from_value(json!({
             "metadata": {"name": "b", "namespace": "n", "generation": 3},
-            "spec": {"minAvailable": 2}})).unwrap();
+            "spec": {"minAvailable": 2}}))
+        .unwrap();
         let status = next_status(&pdb, 3, 2, 3, BTreeMap::new(), t(50));
         assert_eq!(status.disruptions_allowed, 1);
         assert_eq!(status.observed_generation, Some(3));
         let cond = &status.conditions.as_ref().unwrap()[0];
-        assert_eq!((cond.type_.as_str(), cond.status.as_str(), cond.reason.as_str()), (DISRUPTION_ALLOWED, "True", SUFFICIENT_PODS));
+        assert_eq!(
+            (
+                cond.type_.as_str(),
+                cond.status.as_str(),
+                cond.reason.as_str()
+            ),
+            (DISRUPTION_ALLOWED, "True", SUFFICIENT_PODS)
+        );
 
         // Same condition status later keeps its transition time; a change moves it.
         let mut pdb2 = pdb.clone();
         pdb2.status = Some(status);
         let same = next_status(&pdb2, 4, 2, 4, BTreeMap::new(), t(90));
-        assert_eq!(same.conditions.as_ref().unwrap()[0].last_transition_time, Time(t(50)));
+        assert_eq!(
+            same.conditions.as_ref().unwrap()[0].last_transition_time,
+            Time(t(50))
+        );
         let changed = next_status(&pdb2, 2, 2, 3, BTreeMap::new(), t(90));
         let cond = &changed.conditions.as_ref().unwrap()[0];
-        assert_eq!((cond.status.as_str(), cond.reason.as_str()), ("False", INSUFFICIENT_PODS));
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", INSUFFICIENT_PODS)
+        );
         assert_eq!(cond.last_transition_time, Time(t(90)));
         assert_eq!(changed.disruptions_allowed, 0);
 
         // No expected pods: never allowed.
-        assert_eq!(next_status(&pdb, 3, 0, 0, BTreeMap::new(), t(1)).disruptions_allowed, 0);
+        assert_eq!(
+            next_status(&pdb, 3, 0, 0, BTreeMap::new(), t(1)).disruptions_allowed,
+            0
+        );
     }
 
     #[test]

@@ -64,10 +64,60 @@ pub struct Registration {
 
 /// Every controller, by name.
 pub fn registry() -> Vec<Registration> {
-    vec![Registration {
-        name: "serviceaccount",
-        start: |ctx| Box::pin(serviceaccount::run(ctx)),
-    }]
+    vec![
+        Registration {
+            name: "serviceaccount",
+            start: |ctx| Box::pin(serviceaccount::run(ctx)),
+        },
+        Registration {
+            name: "garbagecollector",
+            start: |ctx| Box::pin(garbagecollector::run(ctx)),
+        },
+        Registration {
+            name: "namespace",
+            start: |ctx| Box::pin(namespace::run(ctx)),
+        },
+        Registration {
+            name: "endpoints",
+            start: |ctx| Box::pin(endpoints::run(ctx)),
+        },
+        Registration {
+            name: "endpointslice",
+            start: |ctx| Box::pin(endpointslice::run(ctx)),
+        },
+        Registration {
+            name: "job",
+            start: |ctx| Box::pin(job::run(ctx)),
+        },
+        Registration {
+            name: "cronjob",
+            start: |ctx| Box::pin(cronjob::run(ctx)),
+        },
+        Registration {
+            name: "ttlafterfinished",
+            start: |ctx| Box::pin(ttlafterfinished::run(ctx)),
+        },
+        Registration {
+            name: "resourcequota",
+            start: |ctx| Box::pin(resourcequota::run(ctx)),
+        },
+        Registration {
+            name: "disruption",
+            start: |ctx| Box::pin(disruption::run(ctx)),
+        },
+        Registration {
+            name: "nodelifecycle",
+            start: |ctx| Box::pin(nodelifecycle::run(ctx)),
+        },
+        Registration {
+            name: "nodeipam",
+            start: |ctx| Box::pin(nodeipam::run(ctx)),
+        },
+        Registration {
+            name: "podgc",
+            start: |ctx| Box::pin(podgc::run(ctx)),
+        },
+    ]
 }
 
 /// Run every registered controller (restarting any that fails) for as long as `leading` is true.

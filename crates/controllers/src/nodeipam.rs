@@ -12,9 +12,9 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::runtime::WatchStreamExt;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -187,7 +187,9 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     );
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Outcome>();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
-    let mut events = watcher(api.clone(), watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .boxed();
     // Nodes of a (re)list wait until the list is complete, so taken ranges are all known.
     let mut listing: Option<Vec<Node>> = None;
     let mut nodes: HashMap<String, Node> = HashMap::new();
@@ -305,7 +307,8 @@ mod tests {
     use super::*;
 
     fn node(name: &str, cidr: Option<&str>) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"podCIDR": cidr}})).unwrap()
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"podCIDR": cidr}}))
+            .unwrap()
     }
 
     fn allocator(cidr: &str) -> Allocator {

@@ -49,10 +49,18 @@ const UNHEALTHY_ZONE_THRESHOLD: f64 = 0.55;
 
 /// The NoSchedule taint each condition gives when it has this status.
 const CONDITION_TAINTS: &[(&str, &str, &str)] = &[
-    ("MemoryPressure", "True", "node.kubernetes.io/memory-pressure"),
+    (
+        "MemoryPressure",
+        "True",
+        "node.kubernetes.io/memory-pressure",
+    ),
     ("DiskPressure", "True", "node.kubernetes.io/disk-pressure"),
     ("PIDPressure", "True", "node.kubernetes.io/pid-pressure"),
-    ("NetworkUnavailable", "True", "node.kubernetes.io/network-unavailable"),
+    (
+        "NetworkUnavailable",
+        "True",
+        "node.kubernetes.io/network-unavailable",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +222,9 @@ pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     }
     match operator {
         "Exists" => true,
-        "Equal" | "" => toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        "Equal" | "" => {
+            toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
         _ => false,
     }
 }
@@ -239,7 +249,8 @@ pub fn eviction(pod: &Pod, taints: &[(Taint, Timestamp)]) -> Eviction {
         .unwrap_or_default();
     let mut at: Option<Timestamp> = None;
     for (taint, added) in taints {
-        let matching: Vec<&Toleration> = tolerations.iter().filter(|t| tolerates(t, taint)).collect();
+        let matching: Vec<&Toleration> =
+            tolerations.iter().filter(|t| tolerates(t, taint)).collect();
         if matching.is_empty() {
             return Eviction::At(*added);
         }
@@ -270,7 +281,9 @@ pub enum ZoneState {
 pub fn zone_state(ready: usize, not_ready: usize) -> ZoneState {
     if ready == 0 && not_ready > 0 {
         ZoneState::FullDisruption
-    } else if not_ready > 2 && not_ready as f64 / (ready + not_ready) as f64 >= UNHEALTHY_ZONE_THRESHOLD {
+    } else if not_ready > 2
+        && not_ready as f64 / (ready + not_ready) as f64 >= UNHEALTHY_ZONE_THRESHOLD
+    {
         ZoneState::PartialDisruption
     } else {
         ZoneState::Normal
@@ -316,19 +329,29 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let node_api: Api<Node> = Api::all(client.clone());
     tasks.spawn(
-        reflector::reflector(node_writer, watcher(node_api, watcher::Config::default()).default_backoff())
-            .for_each(|_| futures::future::ready(())),
+        reflector::reflector(
+            node_writer,
+            watcher(node_api, watcher::Config::default()).default_backoff(),
+        )
+        .for_each(|_| futures::future::ready(())),
     );
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
     tasks.spawn(
-        reflector::reflector(lease_writer, watcher(lease_api, watcher::Config::default()).default_backoff())
-            .for_each(|_| futures::future::ready(())),
+        reflector::reflector(
+            lease_writer,
+            watcher(lease_api, watcher::Config::default()).default_backoff(),
+        )
+        .for_each(|_| futures::future::ready(())),
     );
     let pod_api: Api<Pod> = Api::all(client.clone());
     tasks.spawn(
         reflector::reflector(
             pod_writer,
-            watcher(pod_api, watcher::Config::default().fields("spec.nodeName!=")).default_backoff(),
+            watcher(
+                pod_api,
+                watcher::Config::default().fields("spec.nodeName!="),
+            )
+            .default_backoff(),
         )
         .for_each(|_| futures::future::ready(())),
     );
@@ -351,7 +374,8 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     monitor.leases.wait_until_ready().await?;
     monitor.pods.wait_until_ready().await?;
     // Upstream monitors every 5 s; a shorter grace period needs a shorter period to be honoured.
-    let period = (ctx.config.node_monitor_grace_period / 8).clamp(Duration::from_millis(250), Duration::from_secs(5));
+    let period = (ctx.config.node_monitor_grace_period / 8)
+        .clamp(Duration::from_millis(250), Duration::from_secs(5));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -391,7 +415,9 @@ impl Monitor {
         for node in &nodes {
             let name = node.name_any();
             let renew_time = leases.get(&name).copied();
-            let heartbeat = condition(node, "Ready").and_then(|c| c.last_heartbeat_time.as_ref()).map(|t| t.0);
+            let heartbeat = condition(node, "Ready")
+                .and_then(|c| c.last_heartbeat_time.as_ref())
+                .map(|t| t.0);
             let health = self.health.entry(name.clone()).or_insert(Health {
                 probe: now,
                 renew_time,
@@ -442,7 +468,9 @@ impl Monitor {
             }
         }
         let all_down = !zones.is_empty()
-            && zones.values().all(|(ready, not_ready)| zone_state(*ready, *not_ready) == ZoneState::FullDisruption);
+            && zones.values().all(|(ready, not_ready)| {
+                zone_state(*ready, *not_ready) == ZoneState::FullDisruption
+            });
 
         // 3. Taints, and pods of nodes that are not Ready.
         for node in &nodes {
@@ -450,15 +478,23 @@ impl Monitor {
             let zone = zone_of(node);
             let (ready, not_ready) = zones.get(&zone).copied().unwrap_or_default();
             let rate = eviction_rate(zone_state(ready, not_ready), ready + not_ready);
-            let may_add = !all_down
-                && rate > 0.0
-                && self.next_taint.get(&zone).is_none_or(|at| now >= *at);
+            let may_add =
+                !all_down && rate > 0.0 && self.next_taint.get(&zone).is_none_or(|at| now >= *at);
             let mut plan = plan_taints(node, may_add, wall);
             if all_down {
                 // Every node is down: more likely our own connectivity; evict nothing.
-                let current = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-                let mut taints = plan.as_ref().map_or_else(|| current.clone(), |p| p.taints.clone());
-                taints.retain(|t| !(t.effect == "NoExecute" && (t.key == TAINT_UNREACHABLE || t.key == TAINT_NOT_READY)));
+                let current = node
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.clone())
+                    .unwrap_or_default();
+                let mut taints = plan
+                    .as_ref()
+                    .map_or_else(|| current.clone(), |p| p.taints.clone());
+                taints.retain(|t| {
+                    !(t.effect == "NoExecute"
+                        && (t.key == TAINT_UNREACHABLE || t.key == TAINT_NOT_READY))
+                });
                 plan = (taints != current).then_some(TaintPlan {
                     taints,
                     adds_no_execute: false,
@@ -467,17 +503,26 @@ impl Monitor {
             if let Some(plan) = plan {
                 match self.update_taints(node, &plan.taints).await {
                     Ok(()) => {
-                        let keys: Vec<String> = plan.taints.iter().map(|t| format!("{}:{}", t.key, t.effect)).collect();
+                        let keys: Vec<String> = plan
+                            .taints
+                            .iter()
+                            .map(|t| format!("{}:{}", t.key, t.effect))
+                            .collect();
                         tracing::info!(node = %name, taints = ?keys, "node taints updated");
                         if plan.adds_no_execute {
-                            self.next_taint.insert(zone.clone(), now + Duration::from_secs_f64(1.0 / rate));
+                            self.next_taint
+                                .insert(zone.clone(), now + Duration::from_secs_f64(1.0 / rate));
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "node lifecycle"),
                 }
             }
             if ready_status(node) != "True" {
-                for pod in pods_by_node.get(&name).map(Vec::as_slice).unwrap_or_default() {
+                for pod in pods_by_node
+                    .get(&name)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
                     if crate::util::is_pod_ready(pod)
                         && pod.metadata.deletion_timestamp.is_none()
                         && let Err(e) = self.mark_pod_not_ready(pod, wall).await
@@ -500,7 +545,10 @@ impl Monitor {
                 .filter(|t| t.effect == "NoExecute")
                 .map(|t| {
                     let added = t.time_added.as_ref().map(|t| t.0).unwrap_or_else(|| {
-                        *self.first_seen.entry((name.clone(), t.key.clone())).or_insert(wall)
+                        *self
+                            .first_seen
+                            .entry((name.clone(), t.key.clone()))
+                            .or_insert(wall)
                     });
                     (t.clone(), added)
                 })
@@ -508,7 +556,11 @@ impl Monitor {
             if taints.is_empty() {
                 continue;
             }
-            for pod in pods_by_node.get(&name).map(Vec::as_slice).unwrap_or_default() {
+            for pod in pods_by_node
+                .get(&name)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
                 if pod.metadata.deletion_timestamp.is_some() {
                     continue;
                 }
@@ -548,14 +600,21 @@ impl Monitor {
     }
 
     async fn mark_pod_not_ready(&self, pod: &Pod, now: Timestamp) -> Result<(), Error> {
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &pod.namespace().unwrap_or_default());
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            &pod.namespace().unwrap_or_default(),
+        );
         let patch = json!({"status": {"conditions": [{
             "type": "Ready",
             "status": "False",
             "lastTransitionTime": Time(now),
         }]}});
         match api
-            .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch))
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
             .await
         {
             Ok(_) => {}
@@ -583,7 +642,10 @@ impl Monitor {
 
     async fn evict(&self, pod: &Pod, node: &str) -> Result<(), Error> {
         let key = pod_key(pod);
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &pod.namespace().unwrap_or_default());
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            &pod.namespace().unwrap_or_default(),
+        );
         let name = pod.name_any();
         let condition = json!({"status": {"conditions": [{
             "type": "DisruptionTarget",
@@ -618,7 +680,11 @@ impl Monitor {
             action: "Delete".into(),
             secondary: None,
         };
-        if let Err(e) = self.eviction_recorder.publish(&event, &pod.object_ref(&())).await {
+        if let Err(e) = self
+            .eviction_recorder
+            .publish(&event, &pod.object_ref(&()))
+            .await
+        {
             tracing::debug!(error = %e, "recording event");
         }
         Ok(())
@@ -660,7 +726,11 @@ mod tests {
     }
 
     fn keys(plan: &TaintPlan) -> Vec<String> {
-        let mut k: Vec<String> = plan.taints.iter().map(|t| format!("{}:{}", t.key, t.effect)).collect();
+        let mut k: Vec<String> = plan
+            .taints
+            .iter()
+            .map(|t| format!("{}:{}", t.key, t.effect))
+            .collect();
         k.sort();
         k
     }
@@ -679,28 +749,55 @@ mod tests {
         assert_eq!(ready["lastHeartbeatTime"], "2024-01-01T00:00:00Z");
         let unknown = node(Some("Unknown"), json!([]));
         let mut unknown = unknown;
-        unknown.status.as_mut().unwrap().conditions.as_mut().unwrap()[1].status = "Unknown".into();
+        unknown
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()[1]
+            .status = "Unknown".into();
         assert_eq!(unknown_conditions_patch(&unknown, ts(100)), None);
         let never = node(None, json!([]));
         let patch = unknown_conditions_patch(&never, ts(100)).unwrap();
-        assert_eq!(patch["status"]["conditions"][0]["reason"], "NodeStatusNeverUpdated");
+        assert_eq!(
+            patch["status"]["conditions"][0]["reason"],
+            "NodeStatusNeverUpdated"
+        );
     }
 
     #[test]
     fn taints_follow_the_ready_condition() {
-        let n = node(Some("Unknown"), json!([{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]));
+        let n = node(
+            Some("Unknown"),
+            json!([{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]),
+        );
         let plan = plan_taints(&n, true, ts(5)).unwrap();
         assert_eq!(
             keys(&plan),
-            ["dedicated:NoSchedule", "node.kubernetes.io/unreachable:NoExecute", "node.kubernetes.io/unreachable:NoSchedule"]
+            [
+                "dedicated:NoSchedule",
+                "node.kubernetes.io/unreachable:NoExecute",
+                "node.kubernetes.io/unreachable:NoSchedule"
+            ]
         );
         assert!(plan.adds_no_execute);
-        let no_execute = plan.taints.iter().find(|t| t.effect == "NoExecute").unwrap();
+        let no_execute = plan
+            .taints
+            .iter()
+            .find(|t| t.effect == "NoExecute")
+            .unwrap();
         assert_eq!(no_execute.time_added, Some(Time(ts(5))));
 
         // Rate limited: the NoSchedule taint comes at once, NoExecute later.
         let plan = plan_taints(&n, false, ts(5)).unwrap();
-        assert_eq!(keys(&plan), ["dedicated:NoSchedule", "node.kubernetes.io/unreachable:NoSchedule"]);
+        assert_eq!(
+            keys(&plan),
+            [
+                "dedicated:NoSchedule",
+                "node.kubernetes.io/unreachable:NoSchedule"
+            ]
+        );
 
         // Already tainted: nothing to do.
         let tainted = node(
@@ -712,13 +809,29 @@ mod tests {
         // Back to Ready: our taints go, others stay.
         let mut back = tainted.clone();
         back.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "True".into();
-        assert_eq!(keys(&plan_taints(&back, false, ts(9)).unwrap()), Vec::<String>::new());
+        assert_eq!(
+            keys(&plan_taints(&back, false, ts(9)).unwrap()),
+            Vec::<String>::new()
+        );
 
         // Ready=False: not-ready, swapped in for unreachable without waiting for the rate.
         let mut not_ready = tainted.clone();
-        not_ready.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "False".into();
+        not_ready
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()[0]
+            .status = "False".into();
         let plan = plan_taints(&not_ready, false, ts(9)).unwrap();
-        assert_eq!(keys(&plan), ["node.kubernetes.io/not-ready:NoExecute", "node.kubernetes.io/not-ready:NoSchedule"]);
+        assert_eq!(
+            keys(&plan),
+            [
+                "node.kubernetes.io/not-ready:NoExecute",
+                "node.kubernetes.io/not-ready:NoSchedule"
+            ]
+        );
         assert!(!plan.adds_no_execute);
     }
 
@@ -728,7 +841,13 @@ mod tests {
         n.spec.as_mut().unwrap().unschedulable = Some(true);
         n.status.as_mut().unwrap().conditions.as_mut().unwrap()[1].status = "True".into();
         let plan = plan_taints(&n, true, ts(0)).unwrap();
-        assert_eq!(keys(&plan), ["node.kubernetes.io/memory-pressure:NoSchedule", "node.kubernetes.io/unschedulable:NoSchedule"]);
+        assert_eq!(
+            keys(&plan),
+            [
+                "node.kubernetes.io/memory-pressure:NoSchedule",
+                "node.kubernetes.io/unschedulable:NoSchedule"
+            ]
+        );
     }
 
     fn pod(tolerations: Value) -> Pod {
@@ -748,7 +867,10 @@ mod tests {
 
     #[test]
     fn eviction_honours_tolerations() {
-        assert_eq!(eviction(&pod(json!([])), &unreachable()), Eviction::At(ts(10)));
+        assert_eq!(
+            eviction(&pod(json!([])), &unreachable()),
+            Eviction::At(ts(10))
+        );
         let timed = pod(json!([
             {"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
             {"key": TAINT_NOT_READY, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2},
@@ -756,8 +878,12 @@ mod tests {
         assert_eq!(eviction(&timed, &unreachable()), Eviction::At(ts(310)));
         let forever = pod(json!([{"operator": "Exists"}]));
         assert_eq!(eviction(&forever, &unreachable()), Eviction::Never);
-        let other_effect = pod(json!([{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoSchedule"}]));
-        assert_eq!(eviction(&other_effect, &unreachable()), Eviction::At(ts(10)));
+        let other_effect =
+            pod(json!([{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoSchedule"}]));
+        assert_eq!(
+            eviction(&other_effect, &unreachable()),
+            Eviction::At(ts(10))
+        );
         assert_eq!(eviction(&pod(json!([])), &[]), Eviction::Never);
     }
 
@@ -772,9 +898,15 @@ mod tests {
         let t = |v: Value| -> Toleration { serde_json::from_value(v).unwrap() };
         assert!(tolerates(&t(json!({"key": "k", "value": "v"})), &taint));
         assert!(!tolerates(&t(json!({"key": "k", "value": "w"})), &taint));
-        assert!(tolerates(&t(json!({"key": "k", "operator": "Exists"})), &taint));
+        assert!(tolerates(
+            &t(json!({"key": "k", "operator": "Exists"})),
+            &taint
+        ));
         assert!(tolerates(&t(json!({"operator": "Exists"})), &taint));
-        assert!(!tolerates(&t(json!({"key": "k", "operator": "Exists", "effect": "NoSchedule"})), &taint));
+        assert!(!tolerates(
+            &t(json!({"key": "k", "operator": "Exists", "effect": "NoSchedule"})),
+            &taint
+        ));
     }
 
     #[test]

@@ -82,7 +82,12 @@ pub fn terminated_to_delete(pods: &[Arc<Pod>], threshold: usize) -> Vec<Arc<Pod>
         return Vec::new();
     }
     terminated.sort_by(|a, b| {
-        let key = |p: &Pod| (p.metadata.creation_timestamp.as_ref().map(|t| t.0), p.name_any());
+        let key = |p: &Pod| {
+            (
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                p.name_any(),
+            )
+        };
         key(a).cmp(&key(b))
     });
     let excess = terminated.len() - threshold;
@@ -139,13 +144,19 @@ pub async fn run_with(ctx: Arc<Context>, config: PodGcConfig) -> anyhow::Result<
     let mut tasks = tokio::task::JoinSet::new();
     let pod_api: Api<Pod> = Api::all(client.clone());
     tasks.spawn(
-        reflector::reflector(pod_writer, watcher(pod_api, watcher::Config::default()).default_backoff())
-            .for_each(|_| futures::future::ready(())),
+        reflector::reflector(
+            pod_writer,
+            watcher(pod_api, watcher::Config::default()).default_backoff(),
+        )
+        .for_each(|_| futures::future::ready(())),
     );
     let node_api: Api<Node> = Api::all(client.clone());
     tasks.spawn(
-        reflector::reflector(node_writer, watcher(node_api, watcher::Config::default()).default_backoff())
-            .for_each(|_| futures::future::ready(())),
+        reflector::reflector(
+            node_writer,
+            watcher(node_api, watcher::Config::default()).default_backoff(),
+        )
+        .for_each(|_| futures::future::ready(())),
     );
     pods.wait_until_ready().await?;
     nodes.wait_until_ready().await?;
@@ -186,7 +197,8 @@ impl PodGc {
         let names: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
 
         for pod in terminated_to_delete(&pods, self.config.terminated_pod_gc_threshold) {
-            self.force_delete(&pod, "terminated pods beyond the threshold").await;
+            self.force_delete(&pod, "terminated pods beyond the threshold")
+                .await;
         }
 
         // Orphans: a node missing for the quarantine, and confirmed gone by the API server.
@@ -223,12 +235,14 @@ impl PodGc {
             .map(|n| n.name_any())
             .collect();
         for pod in stuck_terminating(&pods, &out_of_service) {
-            self.force_delete(&pod, "terminating and no kubelet will finish it").await;
+            self.force_delete(&pod, "terminating and no kubelet will finish it")
+                .await;
         }
     }
 
     async fn mark_failed(&self, pod: &Pod) -> Result<(), Error> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         let mut status = json!({"conditions": [{
             "type": "DisruptionTarget",
             "status": "True",
@@ -240,17 +254,25 @@ impl PodGc {
             status["phase"] = json!("Failed");
         }
         match api
-            .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(json!({"status": status})))
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"status": status})),
+            )
             .await
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(source) => Err(Error::MarkFailed { pod: key(pod), source }),
+            Err(source) => Err(Error::MarkFailed {
+                pod: key(pod),
+                source,
+            }),
         }
     }
 
     async fn force_delete(&self, pod: &Pod, why: &str) {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: pod.uid().map(|uid| Preconditions {
@@ -301,7 +323,10 @@ mod tests {
             pod("old-failed", "n", "Failed", "2024-01-01T00:00:01Z", false),
             pod("mid-done", "n", "Succeeded", "2024-01-01T00:00:02Z", false),
         ];
-        assert_eq!(names(&terminated_to_delete(&pods, 1)), ["old-failed", "mid-done"]);
+        assert_eq!(
+            names(&terminated_to_delete(&pods, 1)),
+            ["old-failed", "mid-done"]
+        );
         assert!(terminated_to_delete(&pods, 3).is_empty());
         assert!(terminated_to_delete(&pods, 0).is_empty(), "0 turns it off");
     }
@@ -321,11 +346,26 @@ mod tests {
     fn terminating_pods_nobody_will_finish() {
         let pods = vec![
             pod("unscheduled", "", "Pending", "2024-01-01T00:00:00Z", true),
-            pod("on-live-node", "n1", "Running", "2024-01-01T00:00:00Z", true),
-            pod("out-of-service", "n2", "Running", "2024-01-01T00:00:00Z", true),
+            pod(
+                "on-live-node",
+                "n1",
+                "Running",
+                "2024-01-01T00:00:00Z",
+                true,
+            ),
+            pod(
+                "out-of-service",
+                "n2",
+                "Running",
+                "2024-01-01T00:00:00Z",
+                true,
+            ),
             pod("not-deleting", "", "Pending", "2024-01-01T00:00:00Z", false),
         ];
         let oos: HashSet<String> = ["n2".to_string()].into();
-        assert_eq!(names(&stuck_terminating(&pods, &oos)), ["unscheduled", "out-of-service"]);
+        assert_eq!(
+            names(&stuck_terminating(&pods, &oos)),
+            ["unscheduled", "out-of-service"]
+        );
     }
 }

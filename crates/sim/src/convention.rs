@@ -168,13 +168,14 @@ fn split_script(script: &str) -> Option<Vec<(Vec<String>, Joiner)>> {
             }
             continue;
         }
-        let mut end_statement = |joiner: Joiner, words: &mut Vec<String>, word: &mut String, in_word: &mut bool| {
-            if *in_word {
-                words.push(std::mem::take(word));
-                *in_word = false;
-            }
-            statements.push((std::mem::take(words), joiner));
-        };
+        let mut end_statement =
+            |joiner: Joiner, words: &mut Vec<String>, word: &mut String, in_word: &mut bool| {
+                if *in_word {
+                    words.push(std::mem::take(word));
+                    *in_word = false;
+                }
+                statements.push((std::mem::take(words), joiner));
+            };
         match c {
             '\'' | '"' => {
                 quote = Some(c);
@@ -252,7 +253,10 @@ mod tests {
         assert_eq!(of(&["sh", "-c", "exit 0"]), exit(0, 0.0));
         assert_eq!(of(&["/bin/sh", "-c", "exit 1"]), exit(1, 0.0));
         assert_eq!(of(&["sh", "-c", "sleep 2; exit 3"]), exit(3, 2.0));
-        assert_eq!(of(&["bash", "-c", "sleep 1 && echo 'done; ok' && exit 0"]), exit(0, 1.0));
+        assert_eq!(
+            of(&["bash", "-c", "sleep 1 && echo 'done; ok' && exit 0"]),
+            exit(0, 1.0)
+        );
         assert_eq!(of(&["sh", "-c", "false && sleep 5"]), exit(1, 0.0));
         assert_eq!(of(&["sh", "-c", "false || exit 4"]), exit(4, 0.0));
         assert_eq!(of(&["sh", "-c", "sleep 1m\necho hi"]), exit(0, 60.0));
@@ -262,8 +266,14 @@ mod tests {
 
     #[test]
     fn anything_else_runs_forever() {
-        assert_eq!(of(&["sh", "-c", "while true; do sleep 1; done"]), Behaviour::RunForever);
-        assert_eq!(of(&["sh", "-c", "echo $HOME; exit 0"]), Behaviour::RunForever);
+        assert_eq!(
+            of(&["sh", "-c", "while true; do sleep 1; done"]),
+            Behaviour::RunForever
+        );
+        assert_eq!(
+            of(&["sh", "-c", "echo $HOME; exit 0"]),
+            Behaviour::RunForever
+        );
         assert_eq!(of(&["sh", "-c", "cat /x | grep y"]), Behaviour::RunForever);
         assert_eq!(of(&["sh", "-c", "sleep infinity"]), Behaviour::RunForever);
         assert_eq!(of(&["sh", "-c", "exit 1 2"]), Behaviour::RunForever);
@@ -272,7 +282,10 @@ mod tests {
 
     #[test]
     fn args_alone_are_the_command_line() {
-        let args: Vec<String> = ["sh", "-c", "exit 2"].iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = ["sh", "-c", "exit 2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(behaviour(&[], &args), exit(2, 0.0));
         let command = vec!["sh".to_string(), "-c".to_string()];
         assert_eq!(behaviour(&command, &["exit 5".to_string()]), exit(5, 0.0));

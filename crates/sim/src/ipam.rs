@@ -185,7 +185,10 @@ mod tests {
         let range = Range::parse("10.42.7.0/24").unwrap();
         let mut ips = PodIps::default();
         ips.observe("n", range, "old", "10.42.7.2");
-        assert_eq!(ips.allocate("n", range, "new", Vec::new).unwrap(), Ipv4Addr::new(10, 42, 7, 3));
+        assert_eq!(
+            ips.allocate("n", range, "new", Vec::new).unwrap(),
+            Ipv4Addr::new(10, 42, 7, 3)
+        );
     }
 
     #[test]

@@ -159,9 +159,12 @@ pub async fn run(client: kube::Client, config: SimConfig) -> anyhow::Result<()> 
     let mut tasks = tokio::task::JoinSet::new();
     let node_api: Api<Node> = Api::all(client.clone());
     tasks.spawn(async move {
-        reflector::reflector(writer, watcher(node_api, watcher::Config::default()).default_backoff())
-            .for_each(|_| futures::future::ready(()))
-            .await;
+        reflector::reflector(
+            writer,
+            watcher(node_api, watcher::Config::default()).default_backoff(),
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
         Ok(())
     });
     let started = std::time::Instant::now();
@@ -227,9 +230,14 @@ impl Sim {
             .is_some_and(|c| !c.is_empty());
         if !has_status || !node::is_ready(&created) {
             let mut status = serde_json::to_value(&wanted.status).unwrap_or_default();
-            status["conditions"] = node::heartbeat_patch(Some(&created), now)["status"]["conditions"].take();
+            status["conditions"] =
+                node::heartbeat_patch(Some(&created), now)["status"]["conditions"].take();
             nodes
-                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(json!({"status": status})))
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(json!({"status": status})),
+                )
                 .await
                 .map_err(err)?;
         }
@@ -328,8 +336,12 @@ impl Sim {
     /// One watch of every scheduled pod; reconcile those on our nodes.
     async fn run_pods(self: Arc<Self>) -> anyhow::Result<()> {
         let pods: Api<Pod> = Api::all(self.client.clone());
-        let controller = Controller::new(pods, watcher::Config::default().fields("spec.nodeName!="))
-            .with_config(controller::Config::default().concurrency(self.config.concurrency.clamp(1, u16::MAX as usize) as u16));
+        let controller =
+            Controller::new(pods, watcher::Config::default().fields("spec.nodeName!="))
+                .with_config(
+                    controller::Config::default()
+                        .concurrency(self.config.concurrency.clamp(1, u16::MAX as usize) as u16),
+                );
         let ctx = Arc::new(PodContext {
             sim: self.clone(),
             pods: controller.store(),
@@ -365,7 +377,8 @@ impl PodContext {
     }
 
     fn pods_on(&self, node: &str) -> Vec<Arc<Pod>> {
-        self.pods.state_filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+        self.pods
+            .state_filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
     }
 
     async fn seed(&self) {
@@ -375,7 +388,11 @@ impl PodContext {
                 let _ = self.sim.nodes.wait_until_ready().await;
                 let mut ips = self.sim.ips.lock().unwrap_or_else(|e| e.into_inner());
                 for pod in self.pods.state() {
-                    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+                    let node = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_default();
                     if !self.sim.own.contains_key(&node) {
                         continue;
                     }
@@ -400,12 +417,7 @@ impl PodContext {
         ips.allocate(node, range, uid, || {
             self.pods_on(node)
                 .iter()
-                .filter_map(|p| {
-                    Some((
-                        p.metadata.uid.clone()?,
-                        p.status.as_ref()?.pod_ip.clone()?,
-                    ))
-                })
+                .filter_map(|p| Some((p.metadata.uid.clone()?, p.status.as_ref()?.pod_ip.clone()?)))
                 .collect()
         })
         .map(|ip| ip.to_string())
@@ -437,7 +449,9 @@ async fn reconcile_pod(pod: Arc<Pod>, ctx: Arc<PodContext>) -> Result<Action, Er
             ..Default::default()
         };
         match pods.delete(&name, &params).await {
-            Ok(_) => tracing::debug!(pod = %format!("{namespace}/{name}"), node = %own.name, "deleted terminating pod"),
+            Ok(_) => {
+                tracing::debug!(pod = %format!("{namespace}/{name}"), node = %own.name, "deleted terminating pod")
+            }
             Err(e) if is_code(&e, 404) || is_code(&e, 409) => {}
             Err(source) => {
                 return Err(Error::PodDelete {
@@ -509,8 +523,11 @@ pub async fn client_from_kubeconfig_file(path: &std::path::Path) -> anyhow::Resu
     use anyhow::Context as _;
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .with_context(|| format!("loading kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .with_context(|| format!("loading kubeconfig {}", path.display()))?;
     Ok(kube::Client::try_from(config)?)
 }

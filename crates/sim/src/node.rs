@@ -68,7 +68,12 @@ pub fn healthy_conditions(now: &Timestamp) -> Vec<NodeCondition> {
             "KubeletHasSufficientPID",
             "kubelet has sufficient PID available",
         ),
-        c("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        c(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+        ),
     ]
 }
 
@@ -88,7 +93,10 @@ pub fn node(config: &SimConfig, index: usize, now: &Timestamp) -> Node {
     .collect();
     let annotations: BTreeMap<String, String> = [
         ("node.alpha.kubernetes.io/ttl", "0"),
-        ("volumes.kubernetes.io/controller-managed-attach-detach", "true"),
+        (
+            "volumes.kubernetes.io/controller-managed-attach-detach",
+            "true",
+        ),
         (SIMULATED_ANNOTATION, "true"),
     ]
     .into_iter()
@@ -225,14 +233,20 @@ mod tests {
         let addresses = status.addresses.as_ref().unwrap();
         assert_eq!(addresses[0].type_, "InternalIP");
         assert!(addresses[0].address.starts_with("10.2"));
-        assert_eq!(status.node_info.as_ref().unwrap().kubelet_version, config.kubelet_version);
+        assert_eq!(
+            status.node_info.as_ref().unwrap().kubelet_version,
+            config.kubelet_version
+        );
     }
 
     #[test]
     fn node_ips_are_distinct_within_a_simulator() {
         let ips: std::collections::HashSet<_> = (0..5000).map(|i| node_ip("sim-", i)).collect();
         assert_eq!(ips.len(), 5000);
-        assert!(ips.iter().all(|ip| ip.octets()[0] == 10 && (240..=255).contains(&ip.octets()[1])));
+        assert!(
+            ips.iter()
+                .all(|ip| ip.octets()[0] == 10 && (240..=255).contains(&ip.octets()[1]))
+        );
     }
 
     #[test]
@@ -250,7 +264,10 @@ mod tests {
         let ready = conditions.iter().find(|c| c["type"] == "Ready").unwrap();
         assert_eq!(ready["status"], "True");
         assert_eq!(ready["lastTransitionTime"], "2023-11-14T22:15:00Z");
-        let memory = conditions.iter().find(|c| c["type"] == "MemoryPressure").unwrap();
+        let memory = conditions
+            .iter()
+            .find(|c| c["type"] == "MemoryPressure")
+            .unwrap();
         assert_eq!(memory["lastTransitionTime"], "2023-11-14T22:13:20Z");
         assert_eq!(memory["lastHeartbeatTime"], "2023-11-14T22:15:00Z");
     }

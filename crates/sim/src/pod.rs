@@ -53,7 +53,9 @@ struct Run {
 
 #[derive(Debug, Clone, PartialEq)]
 enum State {
-    Running { started_ms: i64 },
+    Running {
+        started_ms: i64,
+    },
     /// Back-off after a failed (or, for `Always`, any) exit.
     CrashLoop,
     Terminated(Run),
@@ -72,11 +74,19 @@ fn scaled(d: Duration, scale: f64) -> i64 {
 }
 
 /// Where a container started at `start_ms` is at `now_ms`.
-fn timeline(behaviour: Behaviour, policy: Restart, start_ms: i64, now_ms: i64, scale: f64) -> Timeline {
+fn timeline(
+    behaviour: Behaviour,
+    policy: Restart,
+    start_ms: i64,
+    now_ms: i64,
+    scale: f64,
+) -> Timeline {
     let (code, run_ms) = match behaviour {
         Behaviour::RunForever => {
             return Timeline {
-                state: State::Running { started_ms: start_ms },
+                state: State::Running {
+                    started_ms: start_ms,
+                },
                 last: None,
                 restarts: 0,
                 next_ms: None,
@@ -241,12 +251,7 @@ fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 }
 
 /// A container status from its timeline.
-fn status_of(
-    c: &Container,
-    pod: &Pod,
-    tl: &Timeline,
-    ready: bool,
-) -> ContainerStatus {
+fn status_of(c: &Container, pod: &Pod, tl: &Timeline, ready: bool) -> ContainerStatus {
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let id = container_id(uid, &c.name, tl.restarts);
     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
@@ -320,9 +325,16 @@ fn pull_failure(c: &Container) -> ContainerStatus {
 /// The init containers, in order: each starts when the one before it completed (a sidecar,
 /// `restartPolicy: Always`, once it started). Returns the statuses, whether all are done, whether
 /// one failed for good, and when the main containers start.
-fn init_containers(pod: &Pod, policy: Restart, start_ms: i64, env: &PodEnv) -> (Statuses, bool, bool, i64) {
+fn init_containers(
+    pod: &Pod,
+    policy: Restart,
+    start_ms: i64,
+    env: &PodEnv,
+) -> (Statuses, bool, bool, i64) {
     let spec = pod.spec.as_ref();
-    let containers = spec.and_then(|s| s.init_containers.as_deref()).unwrap_or_default();
+    let containers = spec
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default();
     let mut out = Statuses {
         statuses: Vec::new(),
         pending: Vec::new(),
@@ -351,7 +363,13 @@ fn init_containers(pod: &Pod, policy: Restart, start_ms: i64, env: &PodEnv) -> (
         } else {
             Restart::OnFailure
         };
-        let tl = timeline(behaviour_of(c), container_policy, t, env.now_ms, env.time_scale);
+        let tl = timeline(
+            behaviour_of(c),
+            container_policy,
+            t,
+            env.now_ms,
+            env.time_scale,
+        );
         out.next_ms = earliest(out.next_ms, tl.next_ms);
         match (&tl.state, sidecar) {
             (State::Running { started_ms }, true) => {
@@ -380,7 +398,14 @@ fn init_containers(pod: &Pod, policy: Restart, start_ms: i64, env: &PodEnv) -> (
     (out, done, failed, t)
 }
 
-fn condition(pod: &Pod, type_: &str, ok: bool, reason: Option<&str>, message: Option<String>, now_ms: i64) -> PodCondition {
+fn condition(
+    pod: &Pod,
+    type_: &str,
+    ok: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+    now_ms: i64,
+) -> PodCondition {
     let status = if ok { "True" } else { "False" };
     // Keep the transition time while the status does not change.
     let last_transition_time = pod
@@ -438,7 +463,11 @@ fn phase(statuses: &[ContainerStatus], policy: Restart) -> &'static str {
             if t.exit_code == 0 {
                 succeeded += 1;
             }
-        } else if s.last_state.as_ref().is_some_and(|l| l.terminated.is_some()) {
+        } else if s
+            .last_state
+            .as_ref()
+            .is_some_and(|l| l.terminated.is_some())
+        {
             stopped += 1;
         } else {
             waiting += 1;
@@ -495,7 +524,13 @@ pub fn desired_status(pod: &Pod, env: &PodEnv) -> Desired {
             unready.push(c.name.clone());
             continue;
         }
-        let tl = timeline(behaviour_of(c), policy, main_start, env.now_ms, env.time_scale);
+        let tl = timeline(
+            behaviour_of(c),
+            policy,
+            main_start,
+            env.now_ms,
+            env.time_scale,
+        );
         next_ms = earliest(next_ms, tl.next_ms);
         let ready = match tl.state {
             State::Running { started_ms } => {
@@ -526,7 +561,8 @@ pub fn desired_status(pod: &Pod, env: &PodEnv) -> Desired {
         if env.now_ms >= at {
             phase = "Failed";
             reason = Some("DeadlineExceeded".to_string());
-            message = Some("Pod was active on the node longer than the specified deadline".to_string());
+            message =
+                Some("Pod was active on the node longer than the specified deadline".to_string());
         } else {
             next_ms = earliest(next_ms, Some(at));
         }
@@ -536,7 +572,10 @@ pub fn desired_status(pod: &Pod, env: &PodEnv) -> Desired {
         // The kubelet stops whatever still runs (sidecars, or everything past a deadline).
         let stop = |s: &mut ContainerStatus| {
             if let Some(running) = s.state.as_ref().and_then(|st| st.running.as_ref()) {
-                let started = running.started_at.as_ref().map_or(start, |t| t.0.as_second() * 1000);
+                let started = running
+                    .started_at
+                    .as_ref()
+                    .map_or(start, |t| t.0.as_second() * 1000);
                 let code = if reason.is_some() { 137 } else { 0 };
                 s.state = Some(terminated(
                     &Run {
@@ -556,7 +595,14 @@ pub fn desired_status(pod: &Pod, env: &PodEnv) -> Desired {
     }
 
     let now = env.now_ms;
-    let mut conditions = vec![condition(pod, "PodReadyToStartContainers", !terminal, None, None, now)];
+    let mut conditions = vec![condition(
+        pod,
+        "PodReadyToStartContainers",
+        !terminal,
+        None,
+        None,
+        now,
+    )];
     conditions.push(if initialized || (terminal && !init_failed) {
         condition(pod, "Initialized", true, None, None, now)
     } else {
@@ -565,25 +611,56 @@ pub fn desired_status(pod: &Pod, env: &PodEnv) -> Desired {
             "Initialized",
             false,
             Some("ContainersNotInitialized"),
-            Some(format!("containers with incomplete status: [{}]", init.pending.join(" "))),
+            Some(format!(
+                "containers with incomplete status: [{}]",
+                init.pending.join(" ")
+            )),
             now,
         )
     });
     let (containers_ready, ready) = if terminal {
         (
-            condition(pod, "ContainersReady", false, Some("PodCompleted"), None, now),
+            condition(
+                pod,
+                "ContainersReady",
+                false,
+                Some("PodCompleted"),
+                None,
+                now,
+            ),
             condition(pod, "Ready", false, Some("PodCompleted"), None, now),
         )
     } else if !unready.is_empty() {
         let message = format!("containers with unready status: [{}]", unready.join(" "));
         (
-            condition(pod, "ContainersReady", false, Some("ContainersNotReady"), Some(message.clone()), now),
-            condition(pod, "Ready", false, Some("ContainersNotReady"), Some(message), now),
+            condition(
+                pod,
+                "ContainersReady",
+                false,
+                Some("ContainersNotReady"),
+                Some(message.clone()),
+                now,
+            ),
+            condition(
+                pod,
+                "Ready",
+                false,
+                Some("ContainersNotReady"),
+                Some(message),
+                now,
+            ),
         )
     } else if let Some(message) = readiness_gates_message(pod) {
         (
             condition(pod, "ContainersReady", true, None, None, now),
-            condition(pod, "Ready", false, Some("ReadinessGatesNotReady"), Some(message), now),
+            condition(
+                pod,
+                "Ready",
+                false,
+                Some("ReadinessGatesNotReady"),
+                Some(message),
+                now,
+            ),
         )
     } else {
         (
@@ -633,7 +710,9 @@ pub fn status_patch(pod: &Pod, desired: &PodStatus) -> Option<Value> {
             .iter()
             .flatten()
             .find(|c| c.type_ == want.type_)
-            .is_some_and(|c| c.status == want.status && c.reason == want.reason && c.message == want.message)
+            .is_some_and(|c| {
+                c.status == want.status && c.reason == want.reason && c.message == want.message
+            })
     });
     let same = same_conditions
         && current.phase == desired.phase

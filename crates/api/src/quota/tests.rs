@@ -24,12 +24,12 @@ fn now() -> Timestamp {
 #[test]
 fn pod_usage_sums_containers_and_takes_init_maximum() {
     let p = pod(json!({"containers": [
-            {"name": "a", "image": "i", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"cpu": "1"}}},
-            {"name": "b", "image": "i", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}}
-        ],
-        "initContainers": [
-            {"name": "init", "image": "i", "resources": {"requests": {"cpu": "2"}}}
-        ]}));
+        {"name": "a", "image": "i", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"cpu": "1"}}},
+        {"name": "b", "image": "i", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}}
+    ],
+    "initContainers": [
+        {"name": "init", "image": "i", "resources": {"requests": {"cpu": "2"}}}
+    ]}));
     let usage = pod_usage(&p, now());
     assert_eq!(usage["requests.cpu"].to_string(), "2");
     assert_eq!(usage["cpu"].to_string(), "2");
@@ -43,19 +43,21 @@ fn pod_usage_sums_containers_and_takes_init_maximum() {
 #[test]
 fn sidecars_add_to_the_total() {
     let p = pod(json!({"containers": [
-            {"name": "a", "image": "i", "resources": {"requests": {"cpu": "1"}}}
-        ],
-        "initContainers": [
-            {"name": "side", "image": "i", "restartPolicy": "Always", "resources": {"requests": {"cpu": "500m"}}},
-            {"name": "init", "image": "i", "resources": {"requests": {"cpu": "1"}}}
-        ]}));
+        {"name": "a", "image": "i", "resources": {"requests": {"cpu": "1"}}}
+    ],
+    "initContainers": [
+        {"name": "side", "image": "i", "restartPolicy": "Always", "resources": {"requests": {"cpu": "500m"}}},
+        {"name": "init", "image": "i", "resources": {"requests": {"cpu": "1"}}}
+    ]}));
     // 1 + 500m sidecar; the init container needs 1 + 500m too.
     assert_eq!(pod_requests(&p)["cpu"].to_string(), "1500m");
 }
 
 #[test]
 fn terminal_pods_charge_only_their_count() {
-    let mut p = pod(json!({"containers": [{"name": "a", "image": "i", "resources": {"requests": {"cpu": "1"}}}]}));
+    let mut p = pod(
+        json!({"containers": [{"name": "a", "image": "i", "resources": {"requests": {"cpu": "1"}}}]}),
+    );
     p.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).unwrap());
     let usage = pod_usage(&p, now());
     assert_eq!(usage.keys().collect::<Vec<_>>(), vec!["count/pods"]);
@@ -85,10 +87,16 @@ fn matching_resources_by_evaluator() {
         matching_resources("", "configmaps", &names),
         vec!["count/configmaps", "configmaps"]
     );
-    assert_eq!(matching_resources("", "services", &names), vec!["services.nodeports"]);
+    assert_eq!(
+        matching_resources("", "services", &names),
+        vec!["services.nodeports"]
+    );
     assert_eq!(
         matching_resources("", "persistentvolumeclaims", &names),
-        vec!["requests.storage", "gold.storageclass.storage.k8s.io/requests.storage"]
+        vec![
+            "requests.storage",
+            "gold.storageclass.storage.k8s.io/requests.storage"
+        ]
     );
     assert_eq!(
         matching_resources("apps", "deployments", &names),
@@ -101,9 +109,21 @@ fn matching_resources_by_evaluator() {
 fn charge_accepts_within_and_rejects_over_with_upstream_message() {
     let hard = list(&[("requests.cpu", "2"), ("pods", "10")]);
     let used = list(&[("requests.cpu", "1500m"), ("pods", "1")]);
-    let ok = charge("compute", &hard, &used, &list(&[("requests.cpu", "500m"), ("pods", "1"), ("limits.cpu", "9")])).unwrap();
+    let ok = charge(
+        "compute",
+        &hard,
+        &used,
+        &list(&[("requests.cpu", "500m"), ("pods", "1"), ("limits.cpu", "9")]),
+    )
+    .unwrap();
     assert_eq!(pretty_print(&ok), "pods=2,requests.cpu=2");
-    let err = charge("compute", &hard, &used, &list(&[("requests.cpu", "1"), ("pods", "1")])).unwrap_err();
+    let err = charge(
+        "compute",
+        &hard,
+        &used,
+        &list(&[("requests.cpu", "1"), ("pods", "1")]),
+    )
+    .unwrap_err();
     assert_eq!(
         err,
         "exceeded quota: compute, requested: requests.cpu=1, used: requests.cpu=1500m, limited: requests.cpu=2"
@@ -126,7 +146,10 @@ fn object_counts_use_count_and_legacy_names() {
 
 #[test]
 fn service_usage_counts_node_ports_and_load_balancers() {
-    let svc: Service = serde_json::from_value(json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 80}, {"port": 443}]}})).unwrap();
+    let svc: Service = serde_json::from_value(
+        json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 80}, {"port": 443}]}}),
+    )
+    .unwrap();
     let u = service_usage(&svc);
     assert_eq!(u["services.loadbalancers"].to_string(), "1");
     assert_eq!(u["services.nodeports"].to_string(), "2");
@@ -139,8 +162,14 @@ fn pvc_usage_counts_storage_per_class() {
     let pvc: PersistentVolumeClaim = serde_json::from_value(json!({"spec": {"storageClassName": "gold", "resources": {"requests": {"storage": "1Gi"}}}})).unwrap();
     let u = pvc_usage(&pvc);
     assert_eq!(u["requests.storage"].to_string(), "1Gi");
-    assert_eq!(u["gold.storageclass.storage.k8s.io/requests.storage"].to_string(), "1Gi");
-    assert_eq!(u["gold.storageclass.storage.k8s.io/persistentvolumeclaims"].to_string(), "1");
+    assert_eq!(
+        u["gold.storageclass.storage.k8s.io/requests.storage"].to_string(),
+        "1Gi"
+    );
+    assert_eq!(
+        u["gold.storageclass.storage.k8s.io/persistentvolumeclaims"].to_string(),
+        "1"
+    );
 }
 
 #[test]
@@ -149,7 +178,11 @@ fn constraints_name_missing_resources_and_containers() {
         {"name": "web", "image": "i"},
         {"name": "side", "image": "i", "resources": {"requests": {"cpu": "1"}}}
     ]}));
-    let required = vec!["requests.cpu".to_string(), "requests.memory".to_string(), "pods".to_string()];
+    let required = vec![
+        "requests.cpu".to_string(),
+        "requests.memory".to_string(),
+        "pods".to_string(),
+    ];
     assert_eq!(
         pod_constraints(&required, &p).unwrap_err(),
         "must specify requests.cpu for: web; requests.memory for: side,web"
@@ -160,7 +193,9 @@ fn constraints_name_missing_resources_and_containers() {
 #[test]
 fn scopes_select_pods() {
     let best_effort = pod(json!({"containers": [{"name": "a", "image": "i"}]}));
-    let burstable = pod(json!({"containers": [{"name": "a", "image": "i", "resources": {"requests": {"cpu": "1"}}}], "activeDeadlineSeconds": 10, "priorityClassName": "high"}));
+    let burstable = pod(
+        json!({"containers": [{"name": "a", "image": "i", "resources": {"requests": {"cpu": "1"}}}], "activeDeadlineSeconds": 10, "priorityClassName": "high"}),
+    );
     let q = quota(json!({"hard": {"pods": "1"}, "scopes": ["BestEffort"]}));
     assert!(quota_matches(&q, "", "pods", Some(&best_effort)));
     assert!(!quota_matches(&q, "", "pods", Some(&burstable)));
@@ -170,9 +205,11 @@ fn scopes_select_pods() {
     let q = quota(json!({"hard": {"pods": "1"}, "scopes": ["Terminating"]}));
     assert!(quota_matches(&q, "", "pods", Some(&burstable)));
     assert!(!quota_matches(&q, "", "pods", Some(&best_effort)));
-    let q = quota(json!({"hard": {"pods": "1"}, "scopeSelector": {"matchExpressions": [
-        {"scopeName": "PriorityClass", "operator": "In", "values": ["high", "medium"]}
-    ]}}));
+    let q = quota(
+        json!({"hard": {"pods": "1"}, "scopeSelector": {"matchExpressions": [
+            {"scopeName": "PriorityClass", "operator": "In", "values": ["high", "medium"]}
+        ]}}),
+    );
     assert!(quota_matches(&q, "", "pods", Some(&burstable)));
     assert!(!quota_matches(&q, "", "pods", Some(&best_effort)));
     // A quota that limits nothing pods use does not cover them.

@@ -59,7 +59,10 @@ pub fn default_pod(pod: &mut Value, range: &LimitRange) {
         return;
     }
     let mut notes = Vec::new();
-    for (field, what) in [("containers", "container"), ("initContainers", "init container")] {
+    for (field, what) in [
+        ("containers", "container"),
+        ("initContainers", "init container"),
+    ] {
         let Some(containers) = pod
             .pointer_mut(&format!("/spec/{field}"))
             .and_then(Value::as_array_mut)
@@ -67,7 +70,11 @@ pub fn default_pod(pod: &mut Value, range: &LimitRange) {
             continue;
         };
         for c in containers.iter_mut().filter_map(Value::as_object_mut) {
-            let name = c.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+            let name = c
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let resources = c
                 .entry("resources")
                 .or_insert_with(|| Value::Object(Map::new()));
@@ -80,7 +87,10 @@ pub fn default_pod(pod: &mut Value, range: &LimitRange) {
             let set_limits = merge(resources, "limits", &limits);
             let set_requests = merge(resources, "requests", &requests);
             if !set_requests.is_empty() {
-                notes.push(format!("{} request for {what} {name}", set_requests.join(", ")));
+                notes.push(format!(
+                    "{} request for {what} {name}",
+                    set_requests.join(", ")
+                ));
             }
             if !set_limits.is_empty() {
                 notes.push(format!("{} limit for {what} {name}", set_limits.join(", ")));
@@ -247,7 +257,11 @@ pub fn validate_pod(pod: &Pod, range: &LimitRange) -> Result<(), String> {
     for item in items(range) {
         match item.type_.as_str() {
             "Container" => {
-                for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+                for c in spec
+                    .containers
+                    .iter()
+                    .chain(spec.init_containers.iter().flatten())
+                {
                     let r = c.resources.as_ref();
                     let requests = parse_list(r.and_then(|r| r.requests.as_ref()));
                     let limits = parse_list(r.and_then(|r| r.limits.as_ref()));
@@ -255,7 +269,13 @@ pub fn validate_pod(pod: &Pod, range: &LimitRange) -> Result<(), String> {
                 }
             }
             "Pod" => {
-                check_item(item, "Pod", &pod_requests(pod), &pod_limits(pod), &mut errors);
+                check_item(
+                    item,
+                    "Pod",
+                    &pod_requests(pod),
+                    &pod_limits(pod),
+                    &mut errors,
+                );
             }
             _ => {}
         }
@@ -338,15 +358,31 @@ mod tests {
             "maxLimitRequestRatio": {"cpu": "2"}}]));
         assert!(validate_pod(&pod(json!({"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}})), &lr).is_ok());
         assert_eq!(
-            validate_pod(&pod(json!({"requests": {"cpu": "500m"}, "limits": {"cpu": "2", "memory": "512Mi"}})), &lr).unwrap_err(),
+            validate_pod(
+                &pod(
+                    json!({"requests": {"cpu": "500m"}, "limits": {"cpu": "2", "memory": "512Mi"}})
+                ),
+                &lr
+            )
+            .unwrap_err(),
             "[maximum cpu usage per Container is 1, but limit is 2, cpu max limit to request ratio per Container is 2, but provided ratio is 4.000000]"
         );
         assert_eq!(
-            validate_pod(&pod(json!({"requests": {"cpu": "50m"}, "limits": {"cpu": "100m", "memory": "1Gi"}})), &lr).unwrap_err(),
+            validate_pod(
+                &pod(
+                    json!({"requests": {"cpu": "50m"}, "limits": {"cpu": "100m", "memory": "1Gi"}})
+                ),
+                &lr
+            )
+            .unwrap_err(),
             "minimum cpu usage per Container is 100m, but request is 50m"
         );
         assert_eq!(
-            validate_pod(&pod(json!({"requests": {"cpu": "500m"}, "limits": {"cpu": "500m"}})), &lr).unwrap_err(),
+            validate_pod(
+                &pod(json!({"requests": {"cpu": "500m"}, "limits": {"cpu": "500m"}})),
+                &lr
+            )
+            .unwrap_err(),
             "maximum memory usage per Container is 1Gi.  No limit is specified"
         );
     }
@@ -366,9 +402,12 @@ mod tests {
 
     #[test]
     fn claims_are_held_to_storage_min_and_max() {
-        let lr = range(json!([{"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}}]));
+        let lr = range(
+            json!([{"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}}]),
+        );
         let claim = |size: &str| -> PersistentVolumeClaim {
-            serde_json::from_value(json!({"spec": {"resources": {"requests": {"storage": size}}}})).unwrap()
+            serde_json::from_value(json!({"spec": {"resources": {"requests": {"storage": size}}}}))
+                .unwrap()
         };
         assert!(validate_pvc(&claim("1536Mi"), &lr).is_ok());
         assert_eq!(

@@ -278,6 +278,42 @@ pub fn plan(
         for chunk in to_place.chunks(max) {
             plan.create.push(new_slice(service, key, chunk.to_vec()));
         }
+        // Merge: a slice rewritten anyway whose endpoints fit in the others' room is folded
+        // into them and deleted, so slices do not stay fragmented as pods go.
+        loop {
+            let Some(i) = (0..updates.len()).min_by_key(|i| updates[*i].endpoints.len()) else {
+                break;
+            };
+            let room: usize = updates
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, s)| max.saturating_sub(s.endpoints.len()))
+                .chain(unchanged.iter().map(|s| max.saturating_sub(s.endpoints.len())))
+                .sum();
+            if room < updates[i].endpoints.len() {
+                break;
+            }
+            let folded = updates.remove(i);
+            let mut moving = folded.endpoints.clone();
+            for slice in &mut updates {
+                while slice.endpoints.len() < max && !moving.is_empty() {
+                    slice.endpoints.push(moving.remove(0));
+                }
+            }
+            unchanged.sort_by_key(|s| std::cmp::Reverse(s.endpoints.len()));
+            while !moving.is_empty() {
+                let Some(j) = unchanged.iter().position(|s| s.endpoints.len() < max) else {
+                    break;
+                };
+                let mut slice = unchanged.remove(j);
+                while slice.endpoints.len() < max && !moving.is_empty() {
+                    slice.endpoints.push(moving.remove(0));
+                }
+                updates.push(slice);
+            }
+            plan.delete.push(folded);
+        }
         plan.update.extend(updates);
     }
     // No endpoints at all: one placeholder slice stays, so consumers see the service.

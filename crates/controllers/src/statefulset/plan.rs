@@ -341,7 +341,7 @@ pub struct Plan {
 
 enum Slot {
     Existing(Arc<Pod>),
-    Missing(Pod),
+    Missing(Box<Pod>),
 }
 
 impl Slot {
@@ -375,7 +375,7 @@ pub fn plan(set: &StatefulSet, revisions: &Revisions, pods: &[Arc<Pod>], now: Ti
         .enumerate()
         .map(|(i, pod)| match pod {
             Some(p) => Slot::Existing(p),
-            None => Slot::Missing(revisions.new_pod(start + i as i32)),
+            None => Slot::Missing(Box::new(revisions.new_pod(start + i as i32))),
         })
         .collect();
     // Highest ordinal first.
@@ -419,11 +419,11 @@ pub fn plan(set: &StatefulSet, revisions: &Revisions, pods: &[Arc<Pod>], now: Ti
         {
             plan.steps
                 .push(Step::Delete(pod.clone(), DeleteReason::Terminated));
-            *slot = Slot::Missing(revisions.new_pod(ordinal));
+            *slot = Slot::Missing(Box::new(revisions.new_pod(ordinal)));
         }
         let pod = match slot {
             Slot::Missing(pod) => {
-                plan.steps.push(Step::Create(pod.clone()));
+                plan.steps.push(Step::Create((**pod).clone()));
                 if monotonic {
                     return plan;
                 }
@@ -539,7 +539,7 @@ fn compute_status(
     status.current_replicas = Some(current);
     status.updated_replicas = Some(updated);
     // A finished rolling update makes the update revision current.
-    let want = replicas_len(replicas);
+    let want = replicas.len() as i32;
     if strategy_type(set) == "RollingUpdate"
         && updated == want
         && ready == want
@@ -549,10 +549,6 @@ fn compute_status(
         status.current_revision = status.update_revision.clone();
     }
     status
-}
-
-fn replicas_len(replicas: &[Slot]) -> i32 {
-    replicas.len() as i32
 }
 
 /// The retention policy as (whenDeleted, whenScaled), Retain when unset.

@@ -242,13 +242,16 @@ fn ordered_scale_down_is_reverse_and_waits_for_termination() {
     ];
     assert!(steps(&run(&s, &terminating)).is_empty());
     assert_eq!(steps(&run(&s, &pods[..2])), ["delete web-1 (ScaleDown)"]);
-    // An unready pod that is not the first unhealthy one blocks scale down.
+    // An unready condemned pod that is not the first unhealthy one blocks scale down...
     let blocked = vec![
         pods[0].clone(),
         pod(&s, 1, "web-new", State::Pending),
-        pods[2].clone(),
+        pod(&s, 2, "web-new", State::Pending),
     ];
     assert!(steps(&run(&s, &blocked)).is_empty());
+    // ...but the first unhealthy pod itself may go.
+    let first = vec![pods[0].clone(), pod(&s, 1, "web-new", State::Pending)];
+    assert_eq!(steps(&run(&s, &first)), ["delete web-1 (ScaleDown)"]);
 }
 
 #[test]
@@ -276,7 +279,7 @@ fn rolling_update_replaces_from_the_top_down_to_the_partition() {
     let s0 = with_partition(set(3), 0);
     assert_eq!(steps(&run(&s0, &updated)), ["delete web-1 (Update)"]);
     let unready = vec![old[0].clone(), old[1].clone(), pod(&s, 2, "web-new", State::Pending)];
-    assert_eq!(steps(&run(&s0, &unready)), Vec::<String>::new());
+    assert_eq!(steps(&run(&s0, &unready)), ["claims 2"]);
 }
 
 #[test]
@@ -376,7 +379,7 @@ fn claim_owners_follow_the_retention_policy() {
     let s = policy("Retain", "Retain");
     assert_eq!(uids(plan::claim_owner_refs(&[], &s, &in_range, &set_ref, &pod_ref)), None);
     assert_eq!(
-        uids(plan::claim_owner_refs(&[set_ref.clone()], &s, &in_range, &set_ref, &pod_ref)),
+        uids(plan::claim_owner_refs(std::slice::from_ref(&set_ref), &s, &in_range, &set_ref, &pod_ref)),
         Some(vec![])
     );
     // whenDeleted=Delete: the set owns the claim.
@@ -395,7 +398,7 @@ fn claim_owners_follow_the_retention_policy() {
     // Both: the set while in range, the pod once scaled down.
     let s = policy("Delete", "Delete");
     assert_eq!(
-        uids(plan::claim_owner_refs(&[set_ref.clone()], &s, &scaled, &set_ref, &pod_ref)),
+        uids(plan::claim_owner_refs(std::slice::from_ref(&set_ref), &s, &scaled, &set_ref, &pod_ref)),
         Some(vec!["pod-uid".to_string()])
     );
 }

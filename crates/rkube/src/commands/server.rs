@@ -242,6 +242,22 @@ async fn start_components(pki: &pki::Pki, args: &ServerArgs, host: &str) -> anyh
             node_monitor_grace_period: args.node_monitor_grace_period,
         },
     });
+    if args.sim_nodes > 0 {
+        let sim_client =
+            controllers::client_from_kubeconfig_yaml(&client_for("system:node:sim")?).await?;
+        let config = sim::SimConfig {
+            nodes: args.sim_nodes,
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            if let Err(e) = sim::run(sim_client, config).await {
+                tracing::error!(error = %e, "simulated nodes stopped");
+            }
+        });
+    }
+    let scheduler_client =
+        controllers::client_from_kubeconfig_yaml(&client_for("system:kube-scheduler")?).await?;
+    tokio::spawn(scheduler::run(scheduler_client, identity.clone()));
     let election = controllers::leader::LeaderElection::new("kube-controller-manager", &identity);
     tokio::spawn(async move {
         election

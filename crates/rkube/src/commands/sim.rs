@@ -48,7 +48,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
 
 async fn simulate(args: SimArgs) -> anyhow::Result<()> {
     if !(args.time_scale.is_finite() && args.time_scale >= 0.0) {
-        anyhow::bail!("--time-scale {}: must be a non-negative number", args.time_scale);
+        anyhow::bail!(
+            "--time-scale {}: must be a non-negative number",
+            args.time_scale
+        );
     }
     let client = sim::client_from_kubeconfig_file(&args.kubeconfig).await?;
     let config = sim::SimConfig {

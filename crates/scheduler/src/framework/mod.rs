@@ -136,7 +136,7 @@ impl<T: Any + Clone + Send + Sync> StateData for T {
 impl Clone for CycleState {
     fn clone(&self) -> Self {
         CycleState {
-            data: self.data.iter().map(|(k, v)| (*k, v.clone_box())).collect(),
+            data: self.data.iter().map(|(k, v)| (*k, (**v).clone_box())).collect(),
             skip_filter: self.skip_filter.clone(),
             skip_score: self.skip_score.clone(),
         }
@@ -149,11 +149,13 @@ impl CycleState {
     }
 
     pub fn read<T: 'static>(&self, key: &'static str) -> Option<&T> {
-        self.data.get(key)?.as_any().downcast_ref()
+        let data: &dyn StateData = self.data.get(key)?.as_ref();
+        data.as_any().downcast_ref()
     }
 
     pub fn read_mut<T: 'static>(&mut self, key: &'static str) -> Option<&mut T> {
-        self.data.get_mut(key)?.as_any_mut().downcast_mut()
+        let data: &mut dyn StateData = self.data.get_mut(key)?.as_mut();
+        data.as_any_mut().downcast_mut()
     }
 }
 

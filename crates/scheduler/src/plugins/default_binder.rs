@@ -47,12 +47,8 @@ impl BindPlugin for DefaultBinder {
         Box::pin(async move {
             let pods: Api<Pod> = Api::namespaced(client, &pod.namespace);
             let binding = binding_for(&pod, &node);
-            let body = match serde_json::to_vec(&binding) {
-                Ok(b) => b,
-                Err(e) => return Status::error(format!("encoding the binding of {}: {e}", pod.key)),
-            };
             match pods
-                .create_subresource::<serde_json::Value>("binding", &pod.name, &PostParams::default(), body)
+                .create_subresource::<Binding, serde_json::Value>("binding", &pod.name, &PostParams::default(), &binding)
                 .await
             {
                 Ok(_) => Status::success(),

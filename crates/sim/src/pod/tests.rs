@@ -58,7 +58,13 @@ fn a_long_running_pod_is_running_and_ready_with_an_ip() {
     assert_eq!(c.restart_count, 0);
     assert!(c.state.as_ref().unwrap().running.is_some());
     assert!(c.image_id.starts_with("nginx@sha256:"), "{}", c.image_id);
-    for t in ["PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready", "PodScheduled"] {
+    for t in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+        "PodScheduled",
+    ] {
         assert_eq!(condition(s, t).status, "True", "{t}");
     }
     assert_eq!(desired.next_change, None);
@@ -69,19 +75,32 @@ fn a_long_running_pod_is_running_and_ready_with_an_ip() {
 
 #[test]
 fn exit_1_with_restart_never_fails() {
-    let p = pod(json!({"restartPolicy": "Never", "containers": [container("c", &["sh", "-c", "exit 1"])]}));
+    let p = pod(
+        json!({"restartPolicy": "Never", "containers": [container("c", &["sh", "-c", "exit 1"])]}),
+    );
     let (p, _) = settle(p, T0);
     let s = p.status.as_ref().unwrap();
     assert_eq!(s.phase.as_deref(), Some("Failed"));
-    let t = s.container_statuses.as_ref().unwrap()[0].state.as_ref().unwrap().terminated.clone().unwrap();
+    let t = s.container_statuses.as_ref().unwrap()[0]
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .clone()
+        .unwrap();
     assert_eq!(t.exit_code, 1);
     assert_eq!(t.reason.as_deref(), Some("Error"));
-    assert_eq!(condition(s, "Ready").reason.as_deref(), Some("PodCompleted"));
+    assert_eq!(
+        condition(s, "Ready").reason.as_deref(),
+        Some("PodCompleted")
+    );
 }
 
 #[test]
 fn sleep_then_exit_0_succeeds_after_the_sleep() {
-    let p = pod(json!({"restartPolicy": "OnFailure", "containers": [container("c", &["sh", "-c", "sleep 5; exit 0"])]}));
+    let p = pod(
+        json!({"restartPolicy": "OnFailure", "containers": [container("c", &["sh", "-c", "sleep 5; exit 0"])]}),
+    );
     let (p, desired) = settle(p, T0);
     assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
     assert_eq!(desired.next_change, Some(Duration::from_secs(5)));
@@ -89,14 +108,24 @@ fn sleep_then_exit_0_succeeds_after_the_sleep() {
     let s = p.status.as_ref().unwrap();
     assert_eq!(s.phase.as_deref(), Some("Succeeded"));
     assert_eq!(desired.next_change, None);
-    let t = s.container_statuses.as_ref().unwrap()[0].state.as_ref().unwrap().terminated.clone().unwrap();
+    let t = s.container_statuses.as_ref().unwrap()[0]
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .clone()
+        .unwrap();
     assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
 }
 
 #[test]
 fn time_scale_shortens_sleeps() {
-    let p = pod(json!({"restartPolicy": "Never", "containers": [container("c", &["sleep", "10"])]}));
-    let e = PodEnv { time_scale: 0.1, ..env(T0) };
+    let p =
+        pod(json!({"restartPolicy": "Never", "containers": [container("c", &["sleep", "10"])]}));
+    let e = PodEnv {
+        time_scale: 0.1,
+        ..env(T0)
+    };
     let desired = desired_status(&p, &e);
     assert_eq!(desired.next_change, Some(Duration::from_secs(1)));
 }
@@ -108,13 +137,38 @@ fn on_failure_restarts_with_back_off() {
     let s = p.status.as_ref().unwrap();
     assert_eq!(s.phase.as_deref(), Some("Running"));
     let c = &s.container_statuses.as_ref().unwrap()[0];
-    assert_eq!(c.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(), Some("CrashLoopBackOff"));
-    assert_eq!(c.last_state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code, 1);
+    assert_eq!(
+        c.state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .as_ref()
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("CrashLoopBackOff")
+    );
+    assert_eq!(
+        c.last_state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        1
+    );
     assert_eq!(c.restart_count, 0);
     assert_eq!(desired.next_change, Some(Duration::from_secs(10)));
     // Restarted at 10 s, fails again, back-off 20 s; restarted at 30 s.
     let (p, _) = settle(p, T0 + 31_000);
-    let c = &p.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+    let c = &p
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
     assert_eq!(c.restart_count, 2);
 }
 
@@ -129,7 +183,18 @@ fn init_containers_complete_in_order_before_the_containers_start() {
     assert_eq!(s.phase.as_deref(), Some("Pending"));
     let init = s.init_container_statuses.as_ref().unwrap();
     assert!(init[0].state.as_ref().unwrap().running.is_some());
-    assert_eq!(init[1].state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(), Some("PodInitializing"));
+    assert_eq!(
+        init[1]
+            .state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .as_ref()
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("PodInitializing")
+    );
     assert_eq!(condition(s, "Initialized").status, "False");
     assert_eq!(
         condition(s, "Initialized").message.as_deref(),
@@ -174,15 +239,23 @@ fn readiness_gates_hold_ready_until_their_condition_is_true() {
         assert_eq!(ready.reason.as_deref(), Some("ReadinessGatesNotReady"));
         assert_eq!(
             ready.message.as_deref(),
-            Some("corresponding condition of pod readiness gate \"example.com/lb\" does not exist.")
+            Some(
+                "corresponding condition of pod readiness gate \"example.com/lb\" does not exist."
+            )
         );
     }
     // Another controller sets the gate's condition; the strategic patch keeps it.
-    p.status.as_mut().unwrap().conditions.as_mut().unwrap().push(PodCondition {
-        type_: "example.com/lb".into(),
-        status: "True".into(),
-        ..Default::default()
-    });
+    p.status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .as_mut()
+        .unwrap()
+        .push(PodCondition {
+            type_: "example.com/lb".into(),
+            status: "True".into(),
+            ..Default::default()
+        });
     let desired = desired_status(&p, &env(T0 + 1_000));
     assert_eq!(condition(&desired.status, "Ready").status, "True");
     let patch = status_patch(&p, &desired.status).expect("Ready changes");
@@ -192,7 +265,10 @@ fn readiness_gates_hold_ready_until_their_condition_is_true() {
         .iter()
         .map(|c| c["type"].as_str().unwrap())
         .collect();
-    assert!(!types.contains(&"example.com/lb"), "the gate's condition is not ours to write");
+    assert!(
+        !types.contains(&"example.com/lb"),
+        "the gate's condition is not ours to write"
+    );
 }
 
 #[test]
@@ -204,14 +280,27 @@ fn failing_readiness_probe_and_missing_images_never_get_ready() {
     let s = p.status.as_ref().unwrap();
     assert_eq!(s.phase.as_deref(), Some("Running"));
     assert_eq!(condition(s, "Ready").status, "False");
-    assert_eq!(condition(s, "Ready").message.as_deref(), Some("containers with unready status: [a]"));
+    assert_eq!(
+        condition(s, "Ready").message.as_deref(),
+        Some("containers with unready status: [a]")
+    );
 
     let p = pod(json!({"containers": [{"name": "a", "image": "nginx:does-not-exist"}]}));
     let (p, _) = settle(p, T0);
     let s = p.status.as_ref().unwrap();
     assert_eq!(s.phase.as_deref(), Some("Pending"));
     let c = &s.container_statuses.as_ref().unwrap()[0];
-    assert_eq!(c.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(), Some("ImagePullBackOff"));
+    assert_eq!(
+        c.state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .as_ref()
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("ImagePullBackOff")
+    );
 }
 
 #[test]
@@ -220,15 +309,22 @@ fn readiness_probe_delay_is_honoured() {
         {"name": "a", "image": "app:1", "readinessProbe": {"httpGet": {"port": 80}, "initialDelaySeconds": 3}},
     ]}));
     let (p, desired) = settle(p, T0);
-    assert_eq!(condition(p.status.as_ref().unwrap(), "Ready").status, "False");
+    assert_eq!(
+        condition(p.status.as_ref().unwrap(), "Ready").status,
+        "False"
+    );
     assert_eq!(desired.next_change, Some(Duration::from_secs(3)));
     let (p, _) = settle(p, T0 + 3_000);
-    assert_eq!(condition(p.status.as_ref().unwrap(), "Ready").status, "True");
+    assert_eq!(
+        condition(p.status.as_ref().unwrap(), "Ready").status,
+        "True"
+    );
 }
 
 #[test]
 fn active_deadline_fails_the_pod() {
-    let p = pod(json!({"activeDeadlineSeconds": 5, "containers": [{"name": "a", "image": "app:1"}]}));
+    let p =
+        pod(json!({"activeDeadlineSeconds": 5, "containers": [{"name": "a", "image": "app:1"}]}));
     let (p, desired) = settle(p, T0);
     assert_eq!(desired.next_change, Some(Duration::from_secs(5)));
     let (p, _) = settle(p, T0 + 5_000);
