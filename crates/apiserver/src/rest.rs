@@ -1014,7 +1014,12 @@ pub async fn update_object(
         if resource.plural == "services" && resource.group.is_empty() && subresource.is_none() {
             strategy::prepare_service_update(server, &mut new, &old)?;
         }
-        let errors = api::validation::validate_update(resource, &new, &old);
+        // A binding sets spec.nodeName, which pod updates may not; `bind` checks its own rules.
+        let errors = if subresource == Some("binding") {
+            Vec::new()
+        } else {
+            api::validation::validate_update(resource, &new, &old)
+        };
         if !errors.is_empty() {
             return Err(ApiError::invalid(subject, resource.kind, &errors));
         }

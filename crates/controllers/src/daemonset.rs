@@ -22,11 +22,11 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus}
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::Context;
@@ -41,8 +41,14 @@ pub enum Error {
         action: String,
         source: kube::Error,
     },
-    #[error("daemonset {key}: revision name {name} is taken by other data; retrying with collision count {count}")]
-    Collision { key: String, name: String, count: i32 },
+    #[error(
+        "daemonset {key}: revision name {name} is taken by other data; retrying with collision count {count}"
+    )]
+    Collision {
+        key: String,
+        name: String,
+        count: i32,
+    },
 }
 
 /// DaemonSets reconciled at once (upstream's `--concurrent-daemonset-syncs` is 2).
@@ -58,7 +64,7 @@ type Key = (String, String);
 
 struct State {
     client: kube::Client,
-    recorder: Recorder,
+    reporter: Reporter,
     sets: Store<DaemonSet>,
     pods: Store<Pod>,
     nodes: Store<Node>,
@@ -73,17 +79,20 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let (sets, set_writer) = reflector::store();
     let set_driver = {
         let queue = queue.clone();
-        watcher(Api::<DaemonSet>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(|d: &mut DaemonSet| d.managed_fields_mut().clear())
-            .reflect(set_writer)
-            .touched_objects()
-            .for_each(move |ds| {
-                if let Ok(ds) = ds {
-                    queue.add((ds.namespace().unwrap_or_default(), ds.name_any()));
-                }
-                futures::future::ready(())
-            })
+        watcher(
+            Api::<DaemonSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|d: &mut DaemonSet| d.managed_fields_mut().clear())
+        .reflect(set_writer)
+        .touched_objects()
+        .for_each(move |ds| {
+            if let Ok(ds) = ds {
+                queue.add((ds.namespace().unwrap_or_default(), ds.name_any()));
+            }
+            futures::future::ready(())
+        })
     };
     let (pods, pod_writer) = reflector::store();
     let pod_driver = {
@@ -159,13 +168,10 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     };
 
     let state = Arc::new(State {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "daemonset-controller".into(),
-                instance: None,
-            },
-        ),
+        reporter: Reporter {
+            controller: "daemonset-controller".into(),
+            instance: None,
+        },
         client,
         sets,
         pods,
@@ -214,7 +220,10 @@ fn enqueue_owner(queue: &WorkQueue<Key>, meta: &ObjectMeta) {
         && owner.kind == "DaemonSet"
         && owner.api_version.starts_with("apps/")
     {
-        queue.add((meta.namespace.clone().unwrap_or_default(), owner.name.clone()));
+        queue.add((
+            meta.namespace.clone().unwrap_or_default(),
+            owner.name.clone(),
+        ));
     }
 }
 
@@ -242,9 +251,9 @@ impl Expectations {
             .iter()
             .filter_map(|p| Some((p.metadata.name.as_deref()?, p)))
             .collect();
-        pending
-            .created
-            .retain(|name, (_, at)| !live.contains_key(name.as_str()) && at.elapsed() < EXPECTATION_TTL);
+        pending.created.retain(|name, (_, at)| {
+            !live.contains_key(name.as_str()) && at.elapsed() < EXPECTATION_TTL
+        });
         pending.deleted.retain(|name, at| {
             live.get(name.as_str())
                 .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
@@ -419,7 +428,11 @@ async fn record_history(
 ) -> Result<(ControllerRevision, Vec<Arc<ControllerRevision>>), Error> {
     let namespace = ds.metadata.namespace.clone().unwrap_or_default();
     let api: Api<ControllerRevision> = Api::namespaced(state.client.clone(), &namespace);
-    let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = ds
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let data = history::template_patch(&template);
     let max_revision = revisions.iter().map(|r| r.revision).max().unwrap_or(0);
     let (matching, old): (Vec<_>, Vec<_>) = revisions
@@ -430,7 +443,10 @@ async fn record_history(
     let current = match matching.last() {
         Some(newest) => {
             for duplicate in &matching[..matching.len() - 1] {
-                match api.delete(&duplicate.name_any(), &DeleteParams::default()).await {
+                match api
+                    .delete(&duplicate.name_any(), &DeleteParams::default())
+                    .await
+                {
                     Ok(_) | Err(kube::Error::Api(_)) => {}
                     Err(source) => {
                         return Err(Error::Api {
@@ -444,7 +460,11 @@ async fn record_history(
             if newest.revision < max_revision {
                 let patch = json!({"revision": max_revision + 1});
                 let updated = api
-                    .patch(&newest.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch(
+                        &newest.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
                     .await
                     .map_err(|source| Error::Api {
                         key: key.into(),
@@ -494,15 +514,20 @@ async fn record_history(
                         existing
                     } else {
                         let count = collision_count.unwrap_or(0) + 1;
-                        let sets: Api<DaemonSet> = Api::namespaced(state.client.clone(), &namespace);
+                        let sets: Api<DaemonSet> =
+                            Api::namespaced(state.client.clone(), &namespace);
                         let patch = json!({"status": {"collisionCount": count}});
-                        sets.patch_status(&ds.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-                            .await
-                            .map_err(|source| Error::Api {
-                                key: key.into(),
-                                action: "recording a hash collision".into(),
-                                source,
-                            })?;
+                        sets.patch_status(
+                            &ds.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(&patch),
+                        )
+                        .await
+                        .map_err(|source| Error::Api {
+                            key: key.into(),
+                            action: "recording a hash collision".into(),
+                            source,
+                        })?;
                         return Err(Error::Collision {
                             key: key.into(),
                             name,
@@ -542,11 +567,18 @@ async fn cleanup_history(
     }
     let live: HashSet<&str> = pods
         .iter()
-        .filter_map(|p| p.metadata.labels.as_ref()?.get(CONTROLLER_REVISION_HASH_LABEL))
+        .filter_map(|p| {
+            p.metadata
+                .labels
+                .as_ref()?
+                .get(CONTROLLER_REVISION_HASH_LABEL)
+        })
         .map(String::as_str)
         .collect();
-    let api: Api<ControllerRevision> =
-        Api::namespaced(state.client.clone(), ds.metadata.namespace.as_deref().unwrap_or_default());
+    let api: Api<ControllerRevision> = Api::namespaced(
+        state.client.clone(),
+        ds.metadata.namespace.as_deref().unwrap_or_default(),
+    );
     let mut to_delete = old.len() - limit;
     for revision in old {
         if to_delete == 0 {
@@ -562,8 +594,13 @@ async fn cleanup_history(
         if live.contains(hash) {
             continue;
         }
-        match api.delete(&revision.name_any(), &DeleteParams::default()).await {
-            Ok(_) => tracing::info!(daemonset = %key, revision = %revision.name_any(), "deleted old revision"),
+        match api
+            .delete(&revision.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(daemonset = %key, revision = %revision.name_any(), "deleted old revision")
+            }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(source) => {
                 return Err(Error::Api {
@@ -578,17 +615,23 @@ async fn cleanup_history(
     Ok(())
 }
 
-async fn publish(state: &State, ds: &DaemonSet, type_: EventType, reason: &str, action: &str, note: String) {
-    let event = Event {
+fn publish(
+    state: &State,
+    ds: &DaemonSet,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    util::record_event(
+        &state.client,
+        &state.reporter,
+        ds,
         type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = state.recorder.publish(&event, &ds.object_ref(&())).await {
-        tracing::debug!(error = %e, "publishing daemonset event");
-    }
+        reason,
+        action,
+        note,
+    );
 }
 
 /// Create pods on the nodes and delete the pods named, remembering each write until the
@@ -614,9 +657,17 @@ async fn apply_changes(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Failed")
         ) {
-            publish(state, ds, EventType::Warning, "FailedDaemonPod", "Delete",
-                format!("Found failed daemon pod {namespace}/{name} on node {}, will try to kill it",
-                    plan::target_node(pod).unwrap_or_default())).await;
+            publish(
+                state,
+                ds,
+                EventType::Warning,
+                "FailedDaemonPod",
+                "Delete",
+                format!(
+                    "Found failed daemon pod {namespace}/{name} on node {}, will try to kill it",
+                    plan::target_node(pod).unwrap_or_default()
+                ),
+            );
         }
         let params = DeleteParams {
             preconditions: Some(Preconditions {
@@ -629,13 +680,25 @@ async fn apply_changes(
             Ok(_) => {
                 state.expectations.deleted(&uid, name);
                 tracing::info!(daemonset = %key, pod = %name, "deleted pod");
-                publish(state, ds, EventType::Normal, "SuccessfulDelete", "Delete",
-                    format!("Deleted pod: {name}")).await;
+                publish(
+                    state,
+                    ds,
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    "Delete",
+                    format!("Deleted pod: {name}"),
+                );
             }
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(source) => {
-                publish(state, ds, EventType::Warning, "FailedDelete", "Delete",
-                    format!("Error deleting: {source}")).await;
+                publish(
+                    state,
+                    ds,
+                    EventType::Warning,
+                    "FailedDelete",
+                    "Delete",
+                    format!("Error deleting: {source}"),
+                );
                 first_error.get_or_insert(Error::Api {
                     key: key.into(),
                     action: format!("deleting pod {name}"),
@@ -666,12 +729,24 @@ async fn apply_changes(
                 let name = pod.name_any();
                 tracing::info!(daemonset = %key, pod = %name, node = %node, "created pod");
                 state.expectations.created(&uid, pod);
-                publish(state, ds, EventType::Normal, "SuccessfulCreate", "Create",
-                    format!("Created pod: {name}")).await;
+                publish(
+                    state,
+                    ds,
+                    EventType::Normal,
+                    "SuccessfulCreate",
+                    "Create",
+                    format!("Created pod: {name}"),
+                );
             }
             Err(source) => {
-                publish(state, ds, EventType::Warning, "FailedCreate", "Create",
-                    format!("Error creating: {source}")).await;
+                publish(
+                    state,
+                    ds,
+                    EventType::Warning,
+                    "FailedCreate",
+                    "Create",
+                    format!("Error creating: {source}"),
+                );
                 first_error.get_or_insert(Error::Api {
                     key: key.into(),
                     action: format!("creating a pod for node {node}"),
@@ -686,7 +761,12 @@ async fn apply_changes(
     }
 }
 
-async fn update_status(state: &State, ds: &DaemonSet, key: &str, status: &DaemonSetStatus) -> Result<(), Error> {
+async fn update_status(
+    state: &State,
+    ds: &DaemonSet,
+    key: &str,
+    status: &DaemonSetStatus,
+) -> Result<(), Error> {
     let old = ds.status.clone().unwrap_or_default();
     let unchanged = old.desired_number_scheduled == status.desired_number_scheduled
         && old.current_number_scheduled == status.current_number_scheduled
@@ -694,13 +774,16 @@ async fn update_status(state: &State, ds: &DaemonSet, key: &str, status: &Daemon
         && old.number_ready == status.number_ready
         && old.number_available.unwrap_or(0) == status.number_available.unwrap_or(0)
         && old.number_unavailable.unwrap_or(0) == status.number_unavailable.unwrap_or(0)
-        && old.updated_number_scheduled.unwrap_or(0) == status.updated_number_scheduled.unwrap_or(0)
+        && old.updated_number_scheduled.unwrap_or(0)
+            == status.updated_number_scheduled.unwrap_or(0)
         && old.observed_generation == status.observed_generation;
     if unchanged {
         return Ok(());
     }
-    let api: Api<DaemonSet> =
-        Api::namespaced(state.client.clone(), ds.metadata.namespace.as_deref().unwrap_or_default());
+    let api: Api<DaemonSet> = Api::namespaced(
+        state.client.clone(),
+        ds.metadata.namespace.as_deref().unwrap_or_default(),
+    );
     let mut body = serde_json::to_value(status).unwrap_or_default();
     // The collision count is written by `record_history` only.
     if let Some(b) = body.as_object_mut() {
@@ -708,7 +791,11 @@ async fn update_status(state: &State, ds: &DaemonSet, key: &str, status: &Daemon
     }
     let patch = json!({ "status": body });
     match api
-        .patch_status(&ds.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &ds.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => {

@@ -287,9 +287,9 @@ pub fn count_healthy(pods: &[Pod], disrupted: &BTreeMap<String, Time>, now: Time
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
-            !disrupted
+            disrupted
                 .get(&p.name_any())
-                .is_some_and(|at| deletion_expected_by(at) > now)
+                .is_none_or(|at| deletion_expected_by(at) <= now)
         })
         .filter(|p| is_pod_ready(p))
         .count() as i32

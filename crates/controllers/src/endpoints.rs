@@ -113,11 +113,7 @@ pub fn find_port(pod: &Pod, port: &ServicePort) -> Option<i32> {
 }
 
 pub fn is_headless(service: &Service) -> bool {
-    service
-        .spec
-        .as_ref()
-        .and_then(|s| s.cluster_ip.as_deref())
-        == Some("None")
+    service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
 }
 
 /// The pod's hostname, when it asks for one under this service (spec.subdomain).
@@ -157,6 +153,11 @@ pub fn endpoints_labels(service: &Service) -> BTreeMap<String, String> {
     labels
 }
 
+/// Ports of one subset as (name, port, protocol), sorted.
+type PortSet = Vec<(String, i32, String)>;
+/// Ready and not-ready addresses.
+type ReadyAndNot = (Vec<EndpointAddress>, Vec<EndpointAddress>);
+
 /// The subsets of a service's Endpoints from its selected pods, packed as upstream's
 /// RepackSubsets does (one subset per distinct port set, addresses sorted), and whether
 /// addresses were dropped to stay within [`MAX_CAPACITY`].
@@ -168,8 +169,7 @@ pub fn compute_subsets(service: &Service, pods: &[Arc<Pod>]) -> (Vec<EndpointSub
         .and_then(|s| s.ports.clone())
         .unwrap_or_default();
     // port set → (ready, not ready) addresses
-    let mut groups: BTreeMap<Vec<(String, i32, String)>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<PortSet, ReadyAndNot> = BTreeMap::new();
     for pod in pods {
         if !should_pod_be_in_endpoints(pod, tolerate_unready) {
             continue;
@@ -188,7 +188,7 @@ pub fn compute_subsets(service: &Service, pods: &[Arc<Pod>]) -> (Vec<EndpointSub
             target_ref: Some(target_ref(pod)),
         };
         let ready = tolerate_unready || crate::util::is_pod_ready(pod);
-        let mut add = |key: Vec<(String, i32, String)>| {
+        let mut add = |key: PortSet| {
             let entry = groups.entry(key).or_default();
             if ready {
                 entry.0.push(address.clone());
@@ -217,7 +217,7 @@ pub fn compute_subsets(service: &Service, pods: &[Arc<Pod>]) -> (Vec<EndpointSub
     }
     // Merge port sets of addresses sharing all their ports, as RepackSubsets does: group each
     // address (with its readiness) by the full set of ports it serves.
-    let mut per_address: BTreeMap<(String, String, bool), (EndpointAddress, Vec<(String, i32, String)>)> =
+    let mut per_address: BTreeMap<(String, String, bool), (EndpointAddress, PortSet)> =
         BTreeMap::new();
     for (ports, (ready, not_ready)) in groups {
         for (address, is_ready) in ready
@@ -236,8 +236,7 @@ pub fn compute_subsets(service: &Service, pods: &[Arc<Pod>]) -> (Vec<EndpointSub
             entry.1.extend(ports.iter().cloned());
         }
     }
-    let mut subsets: BTreeMap<Vec<(String, i32, String)>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
-        BTreeMap::new();
+    let mut subsets: BTreeMap<PortSet, ReadyAndNot> = BTreeMap::new();
     for ((_, _, is_ready), (address, mut ports)) in per_address {
         ports.sort();
         ports.dedup();
@@ -294,7 +293,10 @@ pub fn desired_endpoints(service: &Service, pods: &[Arc<Pod>]) -> Endpoints {
     let (subsets, truncated) = compute_subsets(service, pods);
     let mut annotations = BTreeMap::new();
     if truncated {
-        annotations.insert(OVER_CAPACITY_ANNOTATION.to_string(), "truncated".to_string());
+        annotations.insert(
+            OVER_CAPACITY_ANNOTATION.to_string(),
+            "truncated".to_string(),
+        );
     }
     Endpoints {
         metadata: ObjectMeta {
@@ -325,6 +327,15 @@ fn up_to_date(existing: &Endpoints, desired: &Endpoints) -> bool {
 
 // ---- the controller ----
 
+/// A create refused because the namespace is being deleted.
+pub fn is_namespace_terminating(status: &kube::core::Status) -> bool {
+    status.code == 403
+        && status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
+}
+
 struct State {
     client: kube::Client,
     cache: Arc<RwLock<Cache>>,
@@ -349,7 +360,11 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         false,
         synced_tx,
     ));
-    tasks.spawn(watch_endpoints(state.clone(), queue.clone(), endpoints_synced_tx));
+    tasks.spawn(watch_endpoints(
+        state.clone(),
+        queue.clone(),
+        endpoints_synced_tx,
+    ));
     let _ = synced_rx.wait_for(|s| *s).await;
     let _ = endpoints_synced_rx.wait_for(|s| *s).await;
     tracing::info!("endpoints controller synced; starting workers");
@@ -376,8 +391,11 @@ async fn watch_endpoints(
     synced: tokio::sync::watch::Sender<bool>,
 ) {
     let stream = changes(
-        watcher::watcher(Api::<Endpoints>::all(state.client.clone()), watcher::Config::default())
-            .default_backoff(),
+        watcher::watcher(
+            Api::<Endpoints>::all(state.client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     );
     futures::pin_mut!(stream);
     let key_of = |e: &Endpoints| -> Option<ServiceKey> {
@@ -390,7 +408,9 @@ async fn watch_endpoints(
             match change {
                 Change::Upsert(ep) => {
                     if let Some(key) = key_of(&ep) {
-                        let newer = map.get(&key).is_none_or(|old| is_newer(&ep.metadata, &old.metadata));
+                        let newer = map
+                            .get(&key)
+                            .is_none_or(|old| is_newer(&ep.metadata, &old.metadata));
                         if newer {
                             map.insert(key.clone(), Arc::new(ep));
                         }
@@ -458,7 +478,9 @@ async fn sync_service(state: &State, key: &ServiceKey) -> Result<(), Error> {
             return Ok(());
         }
         match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => tracing::info!(endpoints = %format!("{namespace}/{name}"), "deleted endpoints of a deleted service"),
+            Ok(_) => {
+                tracing::info!(endpoints = %format!("{namespace}/{name}"), "deleted endpoints of a deleted service")
+            }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(write_error(e)),
         }
@@ -492,8 +514,8 @@ async fn sync_service(state: &State, key: &ServiceKey) -> Result<(), Error> {
             api.replace(name, &PostParams::default(), &desired).await
         }
         None => match api.create(&PostParams::default(), &desired).await {
-            // Someone else's object, not in our cache yet: the watch brings it and we retry.
-            Err(kube::Error::Api(e)) if e.code == 409 => return Err(write_error(kube::Error::Api(e))),
+            // The namespace is being deleted: nothing can be created there, nor is needed.
+            Err(kube::Error::Api(e)) if is_namespace_terminating(&e) => return Ok(()),
             other => other,
         },
     }
@@ -592,12 +614,20 @@ mod tests {
         let (subsets, truncated) = compute_subsets(&svc, &pods);
         assert!(!truncated);
         assert_eq!(subsets.len(), 1);
-        let ips: Vec<&str> = subsets[0].addresses.iter().flatten().map(|a| a.ip.as_str()).collect();
+        let ips: Vec<&str> = subsets[0]
+            .addresses
+            .iter()
+            .flatten()
+            .map(|a| a.ip.as_str())
+            .collect();
         assert_eq!(ips, vec!["10.42.0.1", "10.42.0.2"]);
         let not_ready = subsets[0].not_ready_addresses.as_ref().unwrap();
         assert_eq!(not_ready[0].ip, "10.42.0.3");
         assert_eq!(not_ready[0].node_name.as_deref(), Some("sim-0"));
-        assert_eq!(not_ready[0].target_ref.as_ref().unwrap().name.as_deref(), Some("c"));
+        assert_eq!(
+            not_ready[0].target_ref.as_ref().unwrap().name.as_deref(),
+            Some("c")
+        );
         let port = &subsets[0].ports.as_ref().unwrap()[0];
         assert_eq!((port.name.as_deref(), port.port), (Some("http"), 8080));
         // publishNotReadyAddresses lists every pod as ready.
@@ -620,12 +650,20 @@ mod tests {
         let (subsets, _) = compute_subsets(&svc, &pods);
         let mut seen: Vec<(i32, String)> = subsets
             .iter()
-            .map(|s| (s.ports.as_ref().unwrap()[0].port, s.addresses.as_ref().unwrap()[0].ip.clone()))
+            .map(|s| {
+                (
+                    s.ports.as_ref().unwrap()[0].port,
+                    s.addresses.as_ref().unwrap()[0].ip.clone(),
+                )
+            })
             .collect();
         seen.sort();
         assert_eq!(
             seen,
-            vec![(8080, "10.42.0.1".to_string()), (9090, "10.42.0.2".to_string())]
+            vec![
+                (8080, "10.42.0.1".to_string()),
+                (9090, "10.42.0.2".to_string())
+            ]
         );
     }
 
@@ -662,7 +700,12 @@ mod tests {
         let (subsets, _) = compute_subsets(&svc, &[Arc::new(named)]);
         assert_eq!(subsets.len(), 1);
         assert!(subsets[0].ports.is_none());
-        assert_eq!(subsets[0].addresses.as_ref().unwrap()[0].hostname.as_deref(), Some("a-host"));
+        assert_eq!(
+            subsets[0].addresses.as_ref().unwrap()[0]
+                .hostname
+                .as_deref(),
+            Some("a-host")
+        );
         let desired = desired_endpoints(&svc, &[]);
         let labels = desired.metadata.labels.unwrap();
         assert_eq!(labels.get(HEADLESS_LABEL).map(String::as_str), Some(""));
@@ -670,26 +713,49 @@ mod tests {
         // A service with a cluster IP and no ports lists nothing.
         let mut plain = service(IntOrString::Int(80));
         plain.spec.as_mut().unwrap().ports = None;
-        assert!(compute_subsets(&plain, &[pod("a", "10.42.0.1", true, "http", 80)]).0.is_empty());
+        assert!(
+            compute_subsets(&plain, &[pod("a", "10.42.0.1", true, "http", 80)])
+                .0
+                .is_empty()
+        );
     }
 
     #[test]
     fn addresses_beyond_capacity_are_truncated() {
         let svc = service(IntOrString::Int(80));
         let pods: Vec<Arc<Pod>> = (0..MAX_CAPACITY + 5)
-            .map(|i| pod(&format!("p{i}"), &format!("10.42.{}.{}", i / 250, i % 250), i % 2 == 0, "http", 80))
+            .map(|i| {
+                pod(
+                    &format!("p{i}"),
+                    &format!("10.42.{}.{}", i / 250, i % 250),
+                    i % 2 == 0,
+                    "http",
+                    80,
+                )
+            })
             .collect();
         let desired = desired_endpoints(&svc, &pods);
         let subsets = desired.subsets.unwrap();
         let total: usize = subsets
             .iter()
-            .map(|s| s.addresses.as_ref().map_or(0, Vec::len) + s.not_ready_addresses.as_ref().map_or(0, Vec::len))
+            .map(|s| {
+                s.addresses.as_ref().map_or(0, Vec::len)
+                    + s.not_ready_addresses.as_ref().map_or(0, Vec::len)
+            })
             .sum();
         assert_eq!(total, MAX_CAPACITY);
         // Every ready address is kept.
-        assert_eq!(subsets[0].addresses.as_ref().unwrap().len(), (MAX_CAPACITY + 5).div_ceil(2));
         assert_eq!(
-            desired.metadata.annotations.unwrap().get(OVER_CAPACITY_ANNOTATION).map(String::as_str),
+            subsets[0].addresses.as_ref().unwrap().len(),
+            (MAX_CAPACITY + 5).div_ceil(2)
+        );
+        assert_eq!(
+            desired
+                .metadata
+                .annotations
+                .unwrap()
+                .get(OVER_CAPACITY_ANNOTATION)
+                .map(String::as_str),
             Some("truncated")
         );
     }

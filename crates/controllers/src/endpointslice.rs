@@ -12,16 +12,16 @@ use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Resource;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event as Recorded, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::Resource;
 
 use crate::Context;
 use crate::endpoints::cache::{self, Cache, Change, ServiceKey, changes, is_newer};
 use crate::util::{Outcome, WorkQueue, run_workers};
-use reconciler::{MANAGED_BY_LABEL, MAX_ENDPOINTS_PER_SLICE, SERVICE_NAME_LABEL, CONTROLLER_NAME};
+use reconciler::{CONTROLLER_NAME, MANAGED_BY_LABEL, MAX_ENDPOINTS_PER_SLICE, SERVICE_NAME_LABEL};
 
 const WORKERS: usize = 5;
 
@@ -46,7 +46,12 @@ struct State {
 
 fn service_key_of(slice: &EndpointSlice) -> Option<(ServiceKey, String)> {
     let ns = slice.metadata.namespace.clone()?;
-    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?.clone();
+    let service = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)?
+        .clone();
     Some(((ns, service), slice.metadata.name.clone()?))
 }
 
@@ -100,7 +105,8 @@ async fn watch_slices(
     queue: Arc<WorkQueue<ServiceKey>>,
     synced: tokio::sync::watch::Sender<bool>,
 ) {
-    let config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={CONTROLLER_NAME}"));
+    let config =
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={CONTROLLER_NAME}"));
     let stream = changes(
         watcher::watcher(Api::<EndpointSlice>::all(state.client.clone()), config).default_backoff(),
     );
@@ -135,7 +141,9 @@ async fn watch_slices(
                     map.clear();
                     for slice in all {
                         if let Some((key, name)) = service_key_of(&slice) {
-                            map.entry(key.clone()).or_default().insert(name, Arc::new(slice));
+                            map.entry(key.clone())
+                                .or_default()
+                                .insert(name, Arc::new(slice));
                             keys.push(key);
                         }
                     }
@@ -154,7 +162,10 @@ async fn sync_service(state: &State, key: &ServiceKey) -> Result<(), Error> {
     let (service, pods) = {
         let c = state.cache.read().unwrap_or_else(|e| e.into_inner());
         let service = c.service(key);
-        let pods = service.as_ref().map(|s| c.selected_pods(s)).unwrap_or_default();
+        let pods = service
+            .as_ref()
+            .map(|s| c.selected_pods(s))
+            .unwrap_or_default();
         (service, pods)
     };
     let existing: Vec<EndpointSlice> = state
@@ -213,11 +224,12 @@ async fn sync_service(state: &State, key: &ServiceKey) -> Result<(), Error> {
             );
         }
         for slice in &plan.create {
-            written.push(
-                api.create(&PostParams::default(), slice)
-                    .await
-                    .map_err(|e| error("creating", e))?,
-            );
+            match api.create(&PostParams::default(), slice).await {
+                Ok(created) => written.push(created),
+                // The namespace is being deleted: its slices are not needed.
+                Err(kube::Error::Api(e)) if crate::endpoints::is_namespace_terminating(&e) => {}
+                Err(e) => return Err(error("creating", e)),
+            }
         }
         Ok(())
     }
@@ -247,11 +259,17 @@ async fn sync_service(state: &State, key: &ServiceKey) -> Result<(), Error> {
         let event = Recorded {
             type_: EventType::Warning,
             reason: "FailedToUpdateEndpointSlices".into(),
-            note: Some(format!("Error updating Endpoint Slices for Service {namespace}/{name}: {e}")),
+            note: Some(format!(
+                "Error updating Endpoint Slices for Service {namespace}/{name}: {e}"
+            )),
             action: "Update".into(),
             secondary: None,
         };
-        if let Err(err) = state.recorder.publish(&event, &service.object_ref(&())).await {
+        if let Err(err) = state
+            .recorder
+            .publish(&event, &service.object_ref(&()))
+            .await
+        {
             tracing::debug!(error = %err, "recording event");
         }
     }

@@ -20,7 +20,10 @@ use std::sync::{Arc, Mutex};
 use api::resources::ResourceInfo;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions,
+    PropagationPolicy,
+};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -41,14 +44,25 @@ const ABSENT_CACHE_SIZE: usize = 10_000;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("getting {identity}: {source}")]
-    Get { identity: String, source: kube::Error },
+    Get {
+        identity: String,
+        source: kube::Error,
+    },
     #[error("deleting {identity}: {source}")]
-    Delete { identity: String, source: kube::Error },
+    Delete {
+        identity: String,
+        source: kube::Error,
+    },
     #[error("patching {identity}: {source}")]
-    Patch { identity: String, source: kube::Error },
+    Patch {
+        identity: String,
+        source: kube::Error,
+    },
     #[error("patching {identity}: too many conflicts")]
     Conflicts { identity: String },
-    #[error("owner reference of {dependent} to {api_version}, Kind={kind} cannot be resolved to a served resource")]
+    #[error(
+        "owner reference of {dependent} to {api_version}, Kind={kind} cannot be resolved to a served resource"
+    )]
     Unresolvable {
         dependent: String,
         api_version: String,
@@ -167,18 +181,29 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         // Workers start once every resource has been listed, so "no dependents" is believed
         // only from a complete graph.
         if workers.is_none() && synced.iter().all(|s| *s) {
-            tracing::info!(nodes = gc.lock_graph().len(), "garbage collector synced; starting workers");
+            tracing::info!(
+                nodes = gc.lock_graph().len(),
+                "garbage collector synced; starting workers"
+            );
             let mut set = tokio::task::JoinSet::new();
             let g = gc.clone();
-            set.spawn(run_workers(gc.attempt_to_delete.clone(), WORKERS, move |uid| {
-                let g = g.clone();
-                async move { g.attempt_to_delete(uid).await }
-            }));
+            set.spawn(run_workers(
+                gc.attempt_to_delete.clone(),
+                WORKERS,
+                move |uid| {
+                    let g = g.clone();
+                    async move { g.attempt_to_delete(uid).await }
+                },
+            ));
             let g = gc.clone();
-            set.spawn(run_workers(gc.attempt_to_orphan.clone(), WORKERS, move |uid| {
-                let g = g.clone();
-                async move { g.attempt_to_orphan(uid).await }
-            }));
+            set.spawn(run_workers(
+                gc.attempt_to_orphan.clone(),
+                WORKERS,
+                move |uid| {
+                    let g = g.clone();
+                    async move { g.attempt_to_orphan(uid).await }
+                },
+            ));
             workers = Some(set);
         }
     }
@@ -265,15 +290,22 @@ impl Gc {
         &self,
         identity: &Identity,
     ) -> Result<Option<PartialObjectMeta<DynamicObject>>, Error> {
-        let Some((api, _)) = self.api_for(identity) else {
+        let Some((api, row)) = self.api_for(identity) else {
             return Err(Error::Unresolvable {
                 dependent: identity.to_string(),
                 api_version: identity.api_version.clone(),
                 kind: identity.kind.clone(),
             });
         };
+        // A namespaced kind named without a namespace (referenced from a cluster-scoped
+        // object) cannot exist.
+        if row.namespaced && identity.namespace.is_none() {
+            return Ok(None);
+        }
         match api.get_metadata_opt(&identity.name).await {
-            Ok(Some(obj)) if obj.metadata.uid.as_deref() == Some(identity.uid.as_str()) => Ok(Some(obj)),
+            Ok(Some(obj)) if obj.metadata.uid.as_deref() == Some(identity.uid.as_str()) => {
+                Ok(Some(obj))
+            }
             Ok(_) => Ok(None),
             Err(source) => Err(Error::Get {
                 identity: identity.to_string(),
@@ -335,7 +367,12 @@ impl Gc {
             (!deps.is_empty(), deleting)
         };
         let finalizers = latest.metadata.finalizers.clone().unwrap_or_default();
-        match graph::decide(&classified, has_dependents, a_dependent_is_deleting_dependents, &finalizers) {
+        match graph::decide(
+            &classified,
+            has_dependents,
+            a_dependent_is_deleting_dependents,
+            &finalizers,
+        ) {
             Decision::Keep => Ok(()),
             Decision::RemoveReferences(uids) => {
                 tracing::info!(object = %identity, owners = ?uids, "removing references to owners that are gone or waiting");
@@ -376,7 +413,11 @@ impl Gc {
         let owner = Identity {
             api_version: reference.api_version.clone(),
             kind: reference.kind.clone(),
-            namespace: if row.namespaced { dependent.namespace.clone() } else { None },
+            namespace: if row.namespaced {
+                dependent.namespace.clone()
+            } else {
+                None
+            },
             name: reference.name.clone(),
             uid: reference.uid.clone(),
         };
@@ -441,7 +482,11 @@ impl Gc {
             let Some(current) = self.get_current(identity).await? else {
                 return Ok(());
             };
-            let mut references = current.metadata.owner_references.clone().unwrap_or_default();
+            let mut references = current
+                .metadata
+                .owner_references
+                .clone()
+                .unwrap_or_default();
             if !edit(&mut references) {
                 return Ok(());
             }
@@ -455,7 +500,11 @@ impl Gc {
                 "resourceVersion": current.metadata.resource_version,
             }});
             match api
-                .patch_metadata(&identity.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_metadata(
+                    &identity.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
                 .await
             {
                 Ok(_) => return Ok(()),
@@ -517,7 +566,11 @@ impl Gc {
                 "resourceVersion": current.metadata.resource_version,
             }});
             match api
-                .patch_metadata(&identity.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_metadata(
+                    &identity.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
                 .await
             {
                 Ok(_) => {
@@ -579,7 +632,8 @@ impl Gc {
             (node.identity.clone(), dependents)
         };
         for dependent in &dependents {
-            self.remove_references(dependent, &[uid.to_string()]).await?;
+            self.remove_references(dependent, &[uid.to_string()])
+                .await?;
         }
         tracing::info!(object = %owner, dependents = dependents.len(), "orphaned dependents");
         self.remove_finalizer(&owner, ORPHAN_FINALIZER).await
@@ -590,12 +644,39 @@ impl Gc {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_work_queue_dedups_and_holds_keys_in_process() {
+        let queue: Arc<WorkQueue<String>> = WorkQueue::new();
+        queue.add("a".into());
+        queue.add("a".into());
+        queue.add("b".into());
+        assert_eq!(queue.len(), 2);
+        let a = queue.get().await;
+        assert_eq!(a, "a");
+        // Added again while being processed: handed out only after done.
+        queue.add("a".into());
+        assert_eq!(queue.get().await, "b");
+        assert!(queue.is_empty());
+        queue.done(&"b".to_string());
+        queue.done(&a);
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue.get().await, "a");
+        queue.done(&a);
+        assert!(queue.is_empty());
+    }
+
     #[test]
     fn owner_kinds_resolve_to_served_resources() {
         assert_eq!(resolve("v1", "ConfigMap").unwrap().plural, "configmaps");
-        assert_eq!(resolve("apps/v1", "ReplicaSet").unwrap().plural, "replicasets");
+        assert_eq!(
+            resolve("apps/v1", "ReplicaSet").unwrap().plural,
+            "replicasets"
+        );
         // Another version of a served group/kind still resolves.
-        assert_eq!(resolve("apps/v1beta2", "Deployment").unwrap().plural, "deployments");
+        assert_eq!(
+            resolve("apps/v1beta2", "Deployment").unwrap().plural,
+            "deployments"
+        );
         assert!(resolve("example.com/v1", "Widget").is_none());
         assert!(!resolve("v1", "Node").unwrap().namespaced);
     }

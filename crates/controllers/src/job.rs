@@ -46,6 +46,8 @@ const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 const JOB_CONTROLLER_NAME: &str = "kubernetes.io/job-controller";
 /// Expectations older than this are given up on (upstream `ExpectationsTimeout`).
 const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a sync waits for the cache to show the Job's last status write.
+const STALE_CACHE_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -92,6 +94,9 @@ pub struct JobController {
     /// The pods each Job controls.
     pods_by_job: util::OwnerIndex,
     expectations: Mutex<HashMap<String, Pending>>,
+    /// Job uid → the resourceVersion of our last status write and when: a cache older than that
+    /// would count pods twice (their finalizers are gone but the counts are not in it yet).
+    written: Mutex<HashMap<String, (u64, Instant)>>,
     ready: AtomicBool,
     reporter: Reporter,
     orphans: mpsc::UnboundedSender<Arc<Pod>>,
@@ -108,6 +113,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         pods: pods.clone(),
         pods_by_job: util::OwnerIndex::default(),
         expectations: Mutex::default(),
+        written: Mutex::default(),
         ready: AtomicBool::new(false),
         reporter: Reporter {
             controller: "job-controller".into(),
@@ -190,6 +196,7 @@ impl JobController {
         }
         self.pods_by_job.remove_owner(&uid);
         self.expectations.lock().unwrap().remove(&uid);
+        self.written.lock().unwrap().remove(&uid);
     }
 
     /// Index a pod under its Job and ask for that Job's sync.
@@ -268,12 +275,42 @@ impl JobController {
     async fn update_status(&self, job: &Job) -> Result<Job, Error> {
         let ns = job.namespace().unwrap_or_default();
         let api: Api<Job> = Api::namespaced(self.client.clone(), &ns);
-        api.replace_status(&job.name_any(), &PostParams::default(), job)
+        let written = api
+            .replace_status(&job.name_any(), &PostParams::default(), job)
             .await
             .map_err(|source| Error::UpdateStatus {
                 key: format!("{ns}/{}", job.name_any()),
                 source,
-            })
+            })?;
+        if let (Some(uid), Some(rv)) = (written.uid(), written.resource_version())
+            && let Ok(rv) = rv.parse::<u64>()
+        {
+            self.written
+                .lock()
+                .unwrap()
+                .insert(uid, (rv, Instant::now()));
+        }
+        Ok(written)
+    }
+
+    /// Whether the cached Job predates our last status write (resourceVersions of this API
+    /// server are increasing numbers; give up waiting after a few seconds).
+    fn cache_is_stale(&self, job: &Job) -> bool {
+        let Some(uid) = job.metadata.uid.as_deref() else {
+            return false;
+        };
+        let mut written = self.written.lock().unwrap();
+        let Some((rv, at)) = written.get(uid).copied() else {
+            return false;
+        };
+        let cached = job.resource_version().and_then(|v| v.parse::<u64>().ok());
+        match cached {
+            Some(cached) if cached < rv && at.elapsed() < STALE_CACHE_WAIT => true,
+            _ => {
+                written.remove(uid);
+                false
+            }
+        }
     }
 
     /// Remove the tracking finalizer; true once it is gone (or the pod is).
@@ -568,6 +605,9 @@ async fn reconcile(shared: Arc<Job>, c: Arc<JobController>) -> Result<Action, Er
         return Ok(Action::await_change());
     }
 
+    if c.cache_is_stale(&shared) {
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
     let (satisfied, expected_rm) = c.expectations(&job_uid, &owned);
     let mut job = (*shared).clone();
     let status = job.status.get_or_insert_default();

@@ -70,6 +70,15 @@ pub fn registry() -> Vec<Registration> {
             start: |ctx| Box::pin(serviceaccount::run(ctx)),
         },
         Registration {
+            // ReplicaSets and ReplicationControllers, sharing one pod watch.
+            name: "replicaset",
+            start: |ctx| Box::pin(replicaset::run(ctx)),
+        },
+        Registration {
+            name: "deployment",
+            start: |ctx| Box::pin(deployment::run(ctx)),
+        },
+        Registration {
             name: "garbagecollector",
             start: |ctx| Box::pin(garbagecollector::run(ctx)),
         },
@@ -116,6 +125,14 @@ pub fn registry() -> Vec<Registration> {
         Registration {
             name: "podgc",
             start: |ctx| Box::pin(podgc::run(ctx)),
+        },
+        Registration {
+            name: "statefulset",
+            start: |ctx| Box::pin(statefulset::run(ctx)),
+        },
+        Registration {
+            name: "daemonset",
+            start: |ctx| Box::pin(daemonset::run(ctx)),
         },
     ]
 }

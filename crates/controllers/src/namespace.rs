@@ -164,7 +164,11 @@ fn desired_condition(kind: &str, totals: &ContentTotals) -> (&'static str, &'sta
                 format!("Some finalizers are remaining: {}", parts.join(", ")),
             )
         }
-        _ => ("False", "ContentRemoved", "All content successfully removed".into()),
+        _ => (
+            "False",
+            "ContentRemoved",
+            "All content successfully removed".into(),
+        ),
     }
 }
 
@@ -235,7 +239,10 @@ async fn delete_all_content(client: &kube::Client, namespace: &str) -> ContentTo
             }
         };
         // Only what is not already on its way out needs a delete.
-        if listed.iter().any(|o| o.metadata.deletion_timestamp.is_none()) {
+        if listed
+            .iter()
+            .any(|o| o.metadata.deletion_timestamp.is_none())
+        {
             let objects: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
             match objects
                 .delete_collection(&DeleteParams::background(), &ListParams::default())
@@ -312,10 +319,13 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Erro
 /// Remove `kubernetes` from spec.finalizers; if nothing else holds the namespace and it is
 /// still there, delete it again so the API server removes it.
 async fn finalize(namespaces: &Api<Namespace>, name: &str) -> Result<(), Error> {
-    let Some(mut current) = namespaces.get_opt(name).await.map_err(|source| Error::Finalize {
-        namespace: name.into(),
-        source,
-    })?
+    let Some(mut current) = namespaces
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::Finalize {
+            namespace: name.into(),
+            source,
+        })?
     else {
         return Ok(());
     };
@@ -337,10 +347,13 @@ async fn finalize(namespaces: &Api<Namespace>, name: &str) -> Result<(), Error> 
             }
         }
     }
-    let Some(after) = namespaces.get_opt(name).await.map_err(|source| Error::Finalize {
-        namespace: name.into(),
-        source,
-    })?
+    let Some(after) = namespaces
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::Finalize {
+            namespace: name.into(),
+            source,
+        })?
     else {
         return Ok(());
     };
@@ -349,7 +362,11 @@ async fn finalize(namespaces: &Api<Namespace>, name: &str) -> Result<(), Error> 
         .as_ref()
         .and_then(|s| s.finalizers.as_ref())
         .is_none_or(|f| f.is_empty());
-    let meta_empty = after.metadata.finalizers.as_ref().is_none_or(|f| f.is_empty());
+    let meta_empty = after
+        .metadata
+        .finalizers
+        .as_ref()
+        .is_none_or(|f| f.is_empty());
     if spec_empty && meta_empty {
         match namespaces.delete(name, &DeleteParams::default()).await {
             Ok(_) => {}
@@ -388,7 +405,9 @@ mod tests {
         assert_eq!(remaining.reason.as_deref(), Some("SomeResourcesRemain"));
         assert_eq!(
             remaining.message.as_deref(),
-            Some("Some resources are remaining: configmaps. has 1 resource instances, pods. has 2 resource instances")
+            Some(
+                "Some resources are remaining: configmaps. has 1 resource instances, pods. has 2 resource instances"
+            )
         );
         let finalizers = condition(&conditions, "NamespaceFinalizersRemaining");
         assert_eq!(
@@ -446,7 +465,14 @@ mod tests {
     fn every_namespaced_storage_resource_is_emptied() {
         let resources = namespaced_resources();
         assert!(resources.iter().all(|r| r.namespaced));
-        for plural in ["pods", "configmaps", "secrets", "deployments", "events", "endpointslices"] {
+        for plural in [
+            "pods",
+            "configmaps",
+            "secrets",
+            "deployments",
+            "events",
+            "endpointslices",
+        ] {
             assert!(resources.iter().any(|r| r.plural == plural), "{plural}");
         }
         assert!(!resources.iter().any(|r| r.plural == "namespaces"));

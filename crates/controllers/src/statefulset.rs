@@ -21,11 +21,11 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::Context;
@@ -52,7 +52,7 @@ pub enum Error {
 
 struct State {
     client: kube::Client,
-    recorder: Recorder,
+    reporter: Reporter,
     sets: Store<StatefulSet>,
     pods: Store<Pod>,
     claims: Store<PersistentVolumeClaim>,
@@ -66,17 +66,20 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let (sets, set_writer) = reflector::store();
     let set_driver = {
         let queue = queue.clone();
-        watcher(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(|s: &mut StatefulSet| s.managed_fields_mut().clear())
-            .reflect(set_writer)
-            .touched_objects()
-            .for_each(move |set| {
-                if let Ok(set) = set {
-                    queue.add((set.namespace().unwrap_or_default(), set.name_any()));
-                }
-                futures::future::ready(())
-            })
+        watcher(
+            Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|s: &mut StatefulSet| s.managed_fields_mut().clear())
+        .reflect(set_writer)
+        .touched_objects()
+        .for_each(move |set| {
+            if let Ok(set) = set {
+                queue.add((set.namespace().unwrap_or_default(), set.name_any()));
+            }
+            futures::future::ready(())
+        })
     };
     let (pods, pod_writer) = reflector::store();
     let pod_driver = {
@@ -125,13 +128,10 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     .for_each(|_| futures::future::ready(()));
 
     let state = Arc::new(State {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "statefulset-controller".into(),
-                instance: None,
-            },
-        ),
+        reporter: Reporter {
+            controller: "statefulset-controller".into(),
+            instance: None,
+        },
         client,
         sets,
         pods,
@@ -164,7 +164,10 @@ fn enqueue_owner(queue: &WorkQueue<Key>, meta: &ObjectMeta) {
         && owner.kind == "StatefulSet"
         && owner.api_version.starts_with("apps/")
     {
-        queue.add((meta.namespace.clone().unwrap_or_default(), owner.name.clone()));
+        queue.add((
+            meta.namespace.clone().unwrap_or_default(),
+            owner.name.clone(),
+        ));
     }
 }
 
@@ -211,12 +214,13 @@ async fn reconcile(set: Arc<StatefulSet>, state: &State) -> Result<Option<Durati
     let Some(spec) = set.spec.as_ref() else {
         return Ok(None);
     };
-    let selector = api::selector::LabelSelector::from_label_selector(&spec.selector).map_err(|e| {
-        Error::Selector {
-            key: key.clone(),
-            message: e.to_string(),
-        }
-    })?;
+    let selector =
+        api::selector::LabelSelector::from_label_selector(&spec.selector).map_err(|e| {
+            Error::Selector {
+                key: key.clone(),
+                message: e.to_string(),
+            }
+        })?;
     let pod_api: Api<Pod> = Api::namespaced(state.client.clone(), &namespace);
     let mut pods: Vec<Arc<Pod>> = Vec::new();
     for pod in state.pods.state() {
@@ -236,7 +240,11 @@ async fn reconcile(set: Arc<StatefulSet>, state: &State) -> Result<Option<Durati
             refs.extend(util::controller_ref(&*set));
             let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.metadata.uid}});
             match pod_api
-                .patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(
+                    &pod.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
                 .await
             {
                 Ok(adopted) => {
@@ -284,7 +292,10 @@ async fn reconcile(set: Arc<StatefulSet>, state: &State) -> Result<Option<Durati
     }
 
     plan.status.collision_count = (collision_count > 0
-        || set.status.as_ref().is_some_and(|s| s.collision_count.is_some()))
+        || set
+            .status
+            .as_ref()
+            .is_some_and(|s| s.collision_count.is_some()))
     .then_some(collision_count);
     update_status(state, &set, &key, &plan.status).await?;
 
@@ -354,7 +365,11 @@ async fn record_revisions(
             // Back to an earlier template (e.g. `rollout undo`): that revision becomes the newest.
             let patch = json!({"revision": next});
             let updated = api
-                .patch(&eq.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(
+                    &eq.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
                 .await
                 .map_err(|source| Error::Api {
                     key: key.into(),
@@ -395,7 +410,12 @@ async fn record_revisions(
         .and_then(|s| s.current_revision.as_deref());
     let current = revisions
         .iter()
-        .find(|r| r.metadata.name.as_deref().is_some_and(|n| Some(n) == current_name))
+        .find(|r| {
+            r.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| Some(n) == current_name)
+        })
         .map(|r| (**r).clone())
         .unwrap_or_else(|| update.clone());
     Ok((current, update))
@@ -442,17 +462,23 @@ async fn create_revision(
     }
 }
 
-async fn publish(state: &State, set: &StatefulSet, type_: EventType, reason: &str, action: &str, note: String) {
-    let event = Event {
+fn publish(
+    state: &State,
+    set: &StatefulSet,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    util::record_event(
+        &state.client,
+        &state.reporter,
+        set,
         type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = state.recorder.publish(&event, &set.object_ref(&())).await {
-        tracing::debug!(error = %e, "publishing statefulset event");
-    }
+        reason,
+        action,
+        note,
+    );
 }
 
 async fn execute(state: &State, set: &StatefulSet, key: &str, step: &Step) -> Result<(), Error> {
@@ -467,14 +493,28 @@ async fn execute(state: &State, set: &StatefulSet, key: &str, step: &Step) -> Re
             match pods.create(&PostParams::default(), pod).await {
                 Ok(_) => {
                     tracing::info!(statefulset = %key, pod = %pod_name, "created pod");
-                    publish(state, set, EventType::Normal, "SuccessfulCreate", "Create",
-                        format!("create Pod {pod_name} in StatefulSet {set_name} successful")).await;
+                    publish(
+                        state,
+                        set,
+                        EventType::Normal,
+                        "SuccessfulCreate",
+                        "Create",
+                        format!("create Pod {pod_name} in StatefulSet {set_name} successful"),
+                    );
                 }
                 // The cache is behind: the pod is there already.
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(source) => {
-                    publish(state, set, EventType::Warning, "FailedCreate", "Create",
-                        format!("create Pod {pod_name} in StatefulSet {set_name} failed error: {source}")).await;
+                    publish(
+                        state,
+                        set,
+                        EventType::Warning,
+                        "FailedCreate",
+                        "Create",
+                        format!(
+                            "create Pod {pod_name} in StatefulSet {set_name} failed error: {source}"
+                        ),
+                    );
                     return Err(Error::Api {
                         key: key.into(),
                         action: format!("creating pod {pod_name}"),
@@ -486,8 +526,16 @@ async fn execute(state: &State, set: &StatefulSet, key: &str, step: &Step) -> Re
         Step::Delete(pod, reason) => {
             let pod_name = pod.name_any();
             if *reason == DeleteReason::Terminated {
-                publish(state, set, EventType::Warning, "RecreatingTerminatedPod", "Delete",
-                    format!("StatefulSet {namespace}/{set_name} is recreating terminated Pod {pod_name}")).await;
+                publish(
+                    state,
+                    set,
+                    EventType::Warning,
+                    "RecreatingTerminatedPod",
+                    "Delete",
+                    format!(
+                        "StatefulSet {namespace}/{set_name} is recreating terminated Pod {pod_name}"
+                    ),
+                );
             }
             // The UID precondition keeps a stale cache from deleting a recreated pod.
             let params = DeleteParams {
@@ -500,13 +548,27 @@ async fn execute(state: &State, set: &StatefulSet, key: &str, step: &Step) -> Re
             match pods.delete(&pod_name, &params).await {
                 Ok(_) => {
                     tracing::info!(statefulset = %key, pod = %pod_name, ?reason, "deleted pod");
-                    publish(state, set, EventType::Normal, "SuccessfulDelete", "Delete",
-                        format!("delete Pod {pod_name} in StatefulSet {set_name} successful")).await;
+                    publish(
+                        state,
+                        set,
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        "Delete",
+                        format!("delete Pod {pod_name} in StatefulSet {set_name} successful"),
+                    );
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                 Err(source) => {
-                    publish(state, set, EventType::Warning, "FailedDelete", "Delete",
-                        format!("delete Pod {pod_name} in StatefulSet {set_name} failed error: {source}")).await;
+                    publish(
+                        state,
+                        set,
+                        EventType::Warning,
+                        "FailedDelete",
+                        "Delete",
+                        format!(
+                            "delete Pod {pod_name} in StatefulSet {set_name} failed error: {source}"
+                        ),
+                    );
                     return Err(Error::Api {
                         key: key.into(),
                         action: format!("deleting pod {pod_name}"),
@@ -522,8 +584,14 @@ async fn execute(state: &State, set: &StatefulSet, key: &str, step: &Step) -> Re
             match pods.replace(&pod_name, &PostParams::default(), pod).await {
                 Ok(_) => {
                     tracing::info!(statefulset = %key, pod = %pod_name, "updated pod identity");
-                    publish(state, set, EventType::Normal, "SuccessfulUpdate", "Update",
-                        format!("update Pod {pod_name} in StatefulSet {set_name} successful")).await;
+                    publish(
+                        state,
+                        set,
+                        EventType::Normal,
+                        "SuccessfulUpdate",
+                        "Update",
+                        format!("update Pod {pod_name} in StatefulSet {set_name} successful"),
+                    );
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                 Err(source) => {
@@ -586,13 +654,31 @@ async fn ensure_claims(
         match api.create(&PostParams::default(), &claim).await {
             Ok(_) => {
                 tracing::info!(statefulset = %key, claim = %claim_name, "created claim");
-                publish(state, set, EventType::Normal, "SuccessfulCreate", "Create",
-                    format!("create Claim {claim_name} Pod {pod_name} in StatefulSet {} success", set.name_any())).await;
+                publish(
+                    state,
+                    set,
+                    EventType::Normal,
+                    "SuccessfulCreate",
+                    "Create",
+                    format!(
+                        "create Claim {claim_name} Pod {pod_name} in StatefulSet {} success",
+                        set.name_any()
+                    ),
+                );
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(source) => {
-                publish(state, set, EventType::Warning, "FailedCreate", "Create",
-                    format!("create Claim {claim_name} for Pod {pod_name} in StatefulSet {} failed error: {source}", set.name_any())).await;
+                publish(
+                    state,
+                    set,
+                    EventType::Warning,
+                    "FailedCreate",
+                    "Create",
+                    format!(
+                        "create Claim {claim_name} for Pod {pod_name} in StatefulSet {} failed error: {source}",
+                        set.name_any()
+                    ),
+                );
                 return Err(Error::Api {
                     key: key.into(),
                     action: format!("creating claim {claim_name}"),
@@ -605,7 +691,12 @@ async fn ensure_claims(
 }
 
 /// Point the claims' owner references at the set or the pod as the retention policy says.
-async fn sync_claim_owners(state: &State, set: &StatefulSet, key: &str, pods: &[Arc<Pod>]) -> Result<(), Error> {
+async fn sync_claim_owners(
+    state: &State,
+    set: &StatefulSet,
+    key: &str,
+    pods: &[Arc<Pod>],
+) -> Result<(), Error> {
     let Some(set_ref) = util::controller_ref(set) else {
         return Ok(());
     };
@@ -615,7 +706,8 @@ async fn sync_claim_owners(state: &State, set: &StatefulSet, key: &str, pods: &[
     let namespace = set.metadata.namespace.clone().unwrap_or_default();
     let api: Api<PersistentVolumeClaim> = Api::namespaced(state.client.clone(), &namespace);
     for pod in pods {
-        let (Some(ordinal), Some(pod_ref)) = (plan::ordinal_of(pod), util::controller_ref(&**pod)) else {
+        let (Some(ordinal), Some(pod_ref)) = (plan::ordinal_of(pod), util::controller_ref(&**pod))
+        else {
             continue;
         };
         for claim in plan::claims_for(set, ordinal) {
@@ -623,13 +715,22 @@ async fn sync_claim_owners(state: &State, set: &StatefulSet, key: &str, pods: &[
             let Some(existing) = state.claims.get(&ObjectRef::new(&name).within(&namespace)) else {
                 continue;
             };
-            let refs = existing.metadata.owner_references.clone().unwrap_or_default();
+            let refs = existing
+                .metadata
+                .owner_references
+                .clone()
+                .unwrap_or_default();
             let Some(want) = plan::claim_owner_refs(&refs, set, pod, &set_ref, &pod_ref) else {
                 continue;
             };
             let patch = json!({"metadata": {"ownerReferences": want}});
-            match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                Ok(_) => tracing::info!(statefulset = %key, claim = %name, "updated claim owners for retention policy"),
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(statefulset = %key, claim = %name, "updated claim owners for retention policy")
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(source) => {
                     return Err(Error::Api {
@@ -644,7 +745,12 @@ async fn sync_claim_owners(state: &State, set: &StatefulSet, key: &str, pods: &[
     Ok(())
 }
 
-async fn update_status(state: &State, set: &StatefulSet, key: &str, status: &StatefulSetStatus) -> Result<(), Error> {
+async fn update_status(
+    state: &State,
+    set: &StatefulSet,
+    key: &str,
+    status: &StatefulSetStatus,
+) -> Result<(), Error> {
     let old = set.status.clone().unwrap_or_default();
     let unchanged = old.replicas == status.replicas
         && old.ready_replicas.unwrap_or(0) == status.ready_replicas.unwrap_or(0)
@@ -658,11 +764,17 @@ async fn update_status(state: &State, set: &StatefulSet, key: &str, status: &Sta
     if unchanged {
         return Ok(());
     }
-    let api: Api<StatefulSet> =
-        Api::namespaced(state.client.clone(), set.metadata.namespace.as_deref().unwrap_or_default());
+    let api: Api<StatefulSet> = Api::namespaced(
+        state.client.clone(),
+        set.metadata.namespace.as_deref().unwrap_or_default(),
+    );
     let patch = json!({ "status": status });
     match api
-        .patch_status(&set.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &set.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => {

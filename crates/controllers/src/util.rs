@@ -229,7 +229,11 @@ pub fn safe_encode_string(s: &str) -> String {
 
 /// Whether the pod has been Ready for at least `min_ready_seconds` at `now` (upstream
 /// `podutil.IsPodAvailable`).
-pub fn is_pod_available(pod: &Pod, min_ready_seconds: i32, now: k8s_openapi::jiff::Timestamp) -> bool {
+pub fn is_pod_available(
+    pod: &Pod,
+    min_ready_seconds: i32,
+    now: k8s_openapi::jiff::Timestamp,
+) -> bool {
     let Some(ready) = pod
         .status
         .as_ref()

@@ -13,7 +13,7 @@ fn start() -> Server {
 }
 
 /// A Job manifest; `extra` is spliced into its spec.
-fn job(name: &str, command: &str, extra: &str) -> String {
+fn job_yaml(name: &str, command: &str, extra: &str) -> String {
     format!(
         r#"apiVersion: batch/v1
 kind: Job
@@ -90,7 +90,7 @@ fn events_for(server: &Server, name: &str) -> String {
 #[test]
 fn job_with_completions_and_parallelism_completes() {
     let server = start();
-    server.apply(&job("pi", "exit 0", "  completions: 3\n  parallelism: 2"));
+    server.apply(&job_yaml("pi", "exit 0", "  completions: 3\n  parallelism: 2"));
     server.kubectl_ok(&[
         "wait",
         "--for=condition=complete",
@@ -156,9 +156,9 @@ fn job_with_completions_and_parallelism_completes() {
 fn failing_jobs_fail_with_upstream_reasons() {
     let server = start();
     // Two failures exceed backoffLimit 1 (the second pod comes after a 10 s backoff).
-    server.apply(&job("flaky", "exit 1", "  backoffLimit: 1"));
+    server.apply(&job_yaml("flaky", "exit 1", "  backoffLimit: 1"));
     // A FailJob rule fails the Job at the first matching exit code.
-    server.apply(&job(
+    server.apply(&job_yaml(
         "policy",
         "exit 42",
         "  backoffLimit: 6
@@ -171,7 +171,7 @@ fn failing_jobs_fail_with_upstream_reasons() {
         values: [42]",
     ));
     // A pod that never finishes outlives activeDeadlineSeconds.
-    server.apply(&job("slow", "sleep 3600", "  activeDeadlineSeconds: 3"));
+    server.apply(&job_yaml("slow", "sleep 3600", "  activeDeadlineSeconds: 3"));
 
     let policy = wait_condition(&server, "policy", "Failed", Duration::from_secs(60));
     let failed = condition(&policy, "Failed").unwrap();
@@ -234,7 +234,7 @@ fn failing_jobs_fail_with_upstream_reasons() {
 #[test]
 fn indexed_job_completes_every_index() {
     let server = start();
-    server.apply(&job(
+    server.apply(&job_yaml(
         "indexed",
         "exit 0",
         "  completions: 4\n  parallelism: 2\n  completionMode: Indexed",
@@ -281,7 +281,7 @@ fn indexed_job_completes_every_index() {
 #[test]
 fn suspended_job_resumes_and_finished_job_expires() {
     let server = start();
-    server.apply(&job(
+    server.apply(&job_yaml(
         "later",
         "exit 0",
         "  suspend: true\n  parallelism: 2\n  completions: 2",
@@ -327,7 +327,7 @@ fn suspended_job_resumes_and_finished_job_expires() {
     );
 
     // Suspending a running Job removes its active pods.
-    server.apply(&job(
+    server.apply(&job_yaml(
         "paused",
         "sleep 3600",
         "  parallelism: 2\n  completions: 2",
@@ -356,7 +356,7 @@ fn suspended_job_resumes_and_finished_job_expires() {
 
     // ttlSecondsAfterFinished: the finished Job is deleted (foreground, as upstream; the
     // garbage collector completes it).
-    server.apply(&job(
+    server.apply(&job_yaml(
         "short-lived",
         "exit 0",
         "  ttlSecondsAfterFinished: 2",

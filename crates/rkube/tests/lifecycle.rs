@@ -27,7 +27,10 @@ fn exists(server: &Server, args: &[&str]) -> bool {
         return true;
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("NotFound") || stderr.contains("not found"), "kubectl get {args:?}: {stderr}");
+    assert!(
+        stderr.contains("NotFound") || stderr.contains("not found"),
+        "kubectl get {args:?}: {stderr}"
+    );
     false
 }
 
@@ -52,24 +55,40 @@ fn background_deletion_removes_dependents_whose_owners_are_all_gone() {
     server.kubectl_ok(&["create", "configmap", "other-owner"]);
     let owner = uid(&server, &["configmap", "owner"]);
     let other = uid(&server, &["configmap", "other-owner"]);
-    server.apply(&config_map("child-a", json!([owner_ref("owner", &owner, false)])));
-    server.apply(&config_map("child-b", json!([owner_ref("owner", &owner, true)])));
+    server.apply(&config_map(
+        "child-a",
+        json!([owner_ref("owner", &owner, false)]),
+    ));
+    server.apply(&config_map(
+        "child-b",
+        json!([owner_ref("owner", &owner, true)]),
+    ));
     // Two owners, one of which stays: kept, with only the live reference.
     server.apply(&config_map(
         "child-shared",
-        json!([owner_ref("owner", &owner, false), owner_ref("other-owner", &other, false)]),
+        json!([
+            owner_ref("owner", &owner, false),
+            owner_ref("other-owner", &other, false)
+        ]),
     ));
     // A reference whose uid is not the live object's dangles: collected.
     server.apply(&config_map(
         "child-dangling",
-        json!([owner_ref("other-owner", "00000000-0000-0000-0000-000000000000", false)]),
+        json!([owner_ref(
+            "other-owner",
+            "00000000-0000-0000-0000-000000000000",
+            false
+        )]),
     ));
     server.apply(&config_map("bystander", json!([])));
 
     eventually(WAIT, "the dangling dependent to be collected", || {
         (!exists(&server, &["configmap", "child-dangling"])).then_some(())
     });
-    assert!(exists(&server, &["configmap", "child-a"]), "a dependent of a live owner was collected");
+    assert!(
+        exists(&server, &["configmap", "child-a"]),
+        "a dependent of a live owner was collected"
+    );
 
     server.kubectl_ok(&["delete", "configmap", "owner"]);
     eventually(WAIT, "dependents of the deleted owner to go", || {
@@ -78,7 +97,10 @@ fn background_deletion_removes_dependents_whose_owners_are_all_gone() {
     });
     let shared = eventually(WAIT, "the shared dependent to lose its dead owner", || {
         let cm = server.get_json(&["configmap", "child-shared"]);
-        let refs = cm["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+        let refs = cm["metadata"]["ownerReferences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         (refs.len() == 1).then_some(refs)
     });
     assert_eq!(shared[0]["uid"], other.as_str());
@@ -100,23 +122,44 @@ fn foreground_deletion_keeps_the_owner_until_blocking_dependents_are_gone() {
         })
         .to_string(),
     );
-    server.apply(&config_map("loose", json!([owner_ref("owner", &owner, false)])));
+    server.apply(&config_map(
+        "loose",
+        json!([owner_ref("owner", &owner, false)]),
+    ));
 
-    server.kubectl_ok(&["delete", "configmap", "owner", "--cascade=foreground", "--wait=false"]);
+    server.kubectl_ok(&[
+        "delete",
+        "configmap",
+        "owner",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
     eventually(WAIT, "the dependents to be deleted", || {
         let held = server.get_json(&["configmap", "held"]);
-        (held["metadata"]["deletionTimestamp"].is_string() && !exists(&server, &["configmap", "loose"]))
-            .then_some(())
+        (held["metadata"]["deletionTimestamp"].is_string()
+            && !exists(&server, &["configmap", "loose"]))
+        .then_some(())
     });
     // The blocking dependent is still there, so is the owner, waiting in the foreground.
     std::thread::sleep(Duration::from_secs(2));
     let waiting = server.get_json(&["configmap", "owner"]);
     assert!(waiting["metadata"]["deletionTimestamp"].is_string());
-    assert_eq!(waiting["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+    assert_eq!(
+        waiting["metadata"]["finalizers"],
+        json!(["foregroundDeletion"])
+    );
 
-    server.kubectl_ok(&["patch", "configmap", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    server.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
     eventually(WAIT, "the owner to go once its dependent is gone", || {
-        (!exists(&server, &["configmap", "held"]) && !exists(&server, &["configmap", "owner"])).then_some(())
+        (!exists(&server, &["configmap", "held"]) && !exists(&server, &["configmap", "owner"]))
+            .then_some(())
     });
 }
 
@@ -125,14 +168,29 @@ fn orphan_deletion_keeps_dependents_without_the_reference() {
     let server = Server::start();
     server.kubectl_ok(&["create", "configmap", "owner"]);
     let owner = uid(&server, &["configmap", "owner"]);
-    server.apply(&config_map("child-a", json!([owner_ref("owner", &owner, true)])));
-    server.apply(&config_map("child-b", json!([owner_ref("owner", &owner, false)])));
+    server.apply(&config_map(
+        "child-a",
+        json!([owner_ref("owner", &owner, true)]),
+    ));
+    server.apply(&config_map(
+        "child-b",
+        json!([owner_ref("owner", &owner, false)]),
+    ));
     // kubectl waits for the owner to be gone, which needs the collector's orphaning.
-    server.kubectl_ok(&["delete", "configmap", "owner", "--cascade=orphan", "--timeout=30s"]);
+    server.kubectl_ok(&[
+        "delete",
+        "configmap",
+        "owner",
+        "--cascade=orphan",
+        "--timeout=30s",
+    ]);
     assert!(!exists(&server, &["configmap", "owner"]));
     for child in ["child-a", "child-b"] {
         let cm = server.get_json(&["configmap", child]);
-        let refs = cm["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+        let refs = cm["metadata"]["ownerReferences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         assert!(refs.is_empty(), "{child} still has {refs:?}");
         assert!(cm["metadata"]["deletionTimestamp"].is_null());
     }
@@ -154,9 +212,32 @@ fn deleting_a_namespace_removes_its_contents_and_nothing_else() {
     };
     for ns in ["doomed", "kept"] {
         server.kubectl_ok(&["create", "namespace", ns]);
-        server.kubectl_ok(&["create", "configmap", "settings", "-n", ns, "--from-literal=a=b"]);
-        server.kubectl_ok(&["create", "secret", "generic", "token", "-n", ns, "--from-literal=t=x"]);
-        server.kubectl_ok(&["create", "service", "clusterip", "web", "-n", ns, "--tcp=80:8080"]);
+        server.kubectl_ok(&[
+            "create",
+            "configmap",
+            "settings",
+            "-n",
+            ns,
+            "--from-literal=a=b",
+        ]);
+        server.kubectl_ok(&[
+            "create",
+            "secret",
+            "generic",
+            "token",
+            "-n",
+            ns,
+            "--from-literal=t=x",
+        ]);
+        server.kubectl_ok(&[
+            "create",
+            "service",
+            "clusterip",
+            "web",
+            "-n",
+            ns,
+            "--tcp=80:8080",
+        ]);
         server.apply(&pod(ns));
     }
     let kept_cm = uid(&server, &["configmap", "settings", "-n", "kept"]);
@@ -166,12 +247,29 @@ fn deleting_a_namespace_removes_its_contents_and_nothing_else() {
     let out = server.kubectl(&["get", "namespace", "doomed"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
-    for kind in ["configmap/settings", "secret/token", "service/web", "pod/app"] {
-        assert!(!exists(&server, &[kind, "-n", "doomed"]), "{kind} survived in doomed");
-        assert!(exists(&server, &[kind, "-n", "kept"]), "{kind} went from kept");
+    for kind in [
+        "configmap/settings",
+        "secret/token",
+        "service/web",
+        "pod/app",
+    ] {
+        assert!(
+            !exists(&server, &[kind, "-n", "doomed"]),
+            "{kind} survived in doomed"
+        );
+        assert!(
+            exists(&server, &[kind, "-n", "kept"]),
+            "{kind} went from kept"
+        );
     }
-    assert_eq!(uid(&server, &["configmap", "settings", "-n", "kept"]), kept_cm);
-    assert_eq!(server.get_json(&["namespace", "kept"])["status"]["phase"], "Active");
+    assert_eq!(
+        uid(&server, &["configmap", "settings", "-n", "kept"]),
+        kept_cm
+    );
+    assert_eq!(
+        server.get_json(&["namespace", "kept"])["status"]["phase"],
+        "Active"
+    );
 
     // The name can be used again at once, empty.
     server.kubectl_ok(&["create", "namespace", "doomed"]);
@@ -192,14 +290,26 @@ fn a_terminating_namespace_reports_what_remains() {
     server.kubectl_ok(&["delete", "namespace", "slow", "--wait=false"]);
     let conditions = eventually(WAIT, "the ContentRemaining condition", || {
         let ns = server.get_json(&["namespace", "slow"]);
-        let conditions = ns["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let conditions = ns["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         conditions
             .iter()
             .any(|c| c["type"] == "NamespaceContentRemaining" && c["status"] == "True")
             .then_some(conditions)
     });
-    let find = |kind: &str| conditions.iter().find(|c| c["type"] == kind).cloned().unwrap();
-    assert_eq!(find("NamespaceContentRemaining")["reason"], "SomeResourcesRemain");
+    let find = |kind: &str| {
+        conditions
+            .iter()
+            .find(|c| c["type"] == kind)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        find("NamespaceContentRemaining")["reason"],
+        "SomeResourcesRemain"
+    );
     assert_eq!(
         find("NamespaceContentRemaining")["message"],
         "Some resources are remaining: configmaps. has 1 resource instances"
@@ -208,11 +318,23 @@ fn a_terminating_namespace_reports_what_remains() {
         find("NamespaceFinalizersRemaining")["message"],
         "Some finalizers are remaining: example.com/hold in 1 resource instances"
     );
-    assert_eq!(server.get_json(&["namespace", "slow"])["status"]["phase"], "Terminating");
+    assert_eq!(
+        server.get_json(&["namespace", "slow"])["status"]["phase"],
+        "Terminating"
+    );
     server.kubectl_ok(&[
-        "patch", "configmap", "held", "-n", "slow", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#,
+        "patch",
+        "configmap",
+        "held",
+        "-n",
+        "slow",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
     ]);
-    eventually(WAIT, "the namespace to go", || (!exists(&server, &["namespace", "slow"])).then_some(()));
+    eventually(WAIT, "the namespace to go", || {
+        (!exists(&server, &["namespace", "slow"])).then_some(())
+    });
 }
 
 /// Set a pod's IP and readiness through the status subresource, as a node would.
@@ -224,7 +346,13 @@ fn set_pod_status(server: &Server, name: &str, ip: &str, ready: bool) {
         "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]
     }});
     server.kubectl_ok(&[
-        "patch", "pod", name, "--subresource=status", "--type=merge", "-p", &status.to_string(),
+        "patch",
+        "pod",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
     ]);
 }
 
@@ -321,7 +449,10 @@ fn endpoints_follow_pod_readiness_and_named_ports() {
     let list = server.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
     let slice = &list["items"][0];
     assert_eq!(slice["addressType"], "IPv4");
-    assert_eq!(slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"], "endpointslice-controller.k8s.io");
+    assert_eq!(
+        slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslice-controller.k8s.io"
+    );
     assert_eq!(slice["metadata"]["ownerReferences"][0]["kind"], "Service");
     assert_eq!(slice["metadata"]["ownerReferences"][0]["name"], "web");
 
@@ -338,11 +469,17 @@ fn endpoints_follow_pod_readiness_and_named_ports() {
 
     // A deleted service takes its Endpoints and slices with it.
     server.kubectl_ok(&["delete", "service", "web"]);
-    eventually(WAIT, "the endpoints and slices of the deleted service to go", || {
-        let slices = server.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
-        (!exists(&server, &["endpoints", "web"]) && slices["items"].as_array().is_some_and(|i| i.is_empty()))
+    eventually(
+        WAIT,
+        "the endpoints and slices of the deleted service to go",
+        || {
+            let slices =
+                server.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
+            (!exists(&server, &["endpoints", "web"])
+                && slices["items"].as_array().is_some_and(|i| i.is_empty()))
             .then_some(())
-    });
+        },
+    );
 }
 
 #[test]
@@ -386,16 +523,24 @@ fn endpoints_of_sim_node_pods_update_on_scale() {
         (ips.len() == 5).then_some(ips)
     });
     eventually(WAIT, "endpoints of five pods", || {
-        let ready: Vec<String> = endpoint_addresses(&server).0.into_iter().map(|(ip, _)| ip).collect();
+        let ready: Vec<String> = endpoint_addresses(&server)
+            .0
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .collect();
         (ready == ips).then_some(())
     });
     server.kubectl_ok(&["delete", "pod", "web-0", "--wait=false"]);
-    eventually(Duration::from_secs(60), "the deleted pod to leave the endpoints", || {
-        let (ready, _) = endpoint_addresses(&server);
-        let all = slice_endpoints(&server);
-        let ready_slices = all.iter().filter(|(_, r)| *r).count();
-        (ready.len() == 4 && ready_slices == 4).then_some(())
-    });
+    eventually(
+        Duration::from_secs(60),
+        "the deleted pod to leave the endpoints",
+        || {
+            let (ready, _) = endpoint_addresses(&server);
+            let all = slice_endpoints(&server);
+            let ready_slices = all.iter().filter(|(_, r)| *r).count();
+            (ready.len() == 4 && ready_slices == 4).then_some(())
+        },
+    );
     let slice = server.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
     let endpoint = slice["items"][0]["endpoints"]
         .as_array()
@@ -404,7 +549,11 @@ fn endpoints_of_sim_node_pods_update_on_scale() {
         .find(|e| e["conditions"]["ready"] == true)
         .cloned()
         .unwrap();
-    assert!(endpoint["nodeName"].as_str().is_some_and(|n| n.starts_with("sim-")));
+    assert!(
+        endpoint["nodeName"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("sim-"))
+    );
     assert_eq!(endpoint["targetRef"]["kind"], "Pod");
 }
 
@@ -429,9 +578,10 @@ fn endpoints_of_a_deployment_follow_scale_and_its_deletion_cascades() {
             .flatten()
             .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
             .filter(|p| {
-                p["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                p["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
             })
             .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_string))
             .collect();
@@ -439,27 +589,44 @@ fn endpoints_of_a_deployment_follow_scale_and_its_deletion_cascades() {
         ips
     };
     for replicas in [3usize, 5, 2] {
-        server.kubectl_ok(&["scale", "deployment", "web", &format!("--replicas={replicas}")]);
-        eventually(Duration::from_secs(60), &format!("endpoints of {replicas} ready pods"), || {
-            let ips = ready_ips(&server);
-            let endpoints: Vec<String> = endpoint_addresses(&server).0.into_iter().map(|(ip, _)| ip).collect();
-            let slices: Vec<String> = slice_endpoints(&server)
-                .into_iter()
-                .filter(|(_, ready)| *ready)
-                .map(|(ip, _)| ip)
-                .collect();
-            (ips.len() == replicas && endpoints == ips && slices == ips).then_some(())
-        });
+        server.kubectl_ok(&[
+            "scale",
+            "deployment",
+            "web",
+            &format!("--replicas={replicas}"),
+        ]);
+        eventually(
+            Duration::from_secs(60),
+            &format!("endpoints of {replicas} ready pods"),
+            || {
+                let ips = ready_ips(&server);
+                let endpoints: Vec<String> = endpoint_addresses(&server)
+                    .0
+                    .into_iter()
+                    .map(|(ip, _)| ip)
+                    .collect();
+                let slices: Vec<String> = slice_endpoints(&server)
+                    .into_iter()
+                    .filter(|(_, ready)| *ready)
+                    .map(|(ip, _)| ip)
+                    .collect();
+                (ips.len() == replicas && endpoints == ips && slices == ips).then_some(())
+            },
+        );
     }
     // Background deletion: the ReplicaSet and its pods follow the Deployment.
     server.kubectl_ok(&["delete", "deployment", "web"]);
-    eventually(Duration::from_secs(60), "replicasets and pods of the deleted deployment to go", || {
-        let rs = server.get_json(&["replicasets", "-l", "app=web"]);
-        let pods = server.get_json(&["pods", "-l", "app=web"]);
-        (rs["items"].as_array().is_some_and(|i| i.is_empty())
-            && pods["items"].as_array().is_some_and(|i| i.is_empty()))
-        .then_some(())
-    });
+    eventually(
+        Duration::from_secs(60),
+        "replicasets and pods of the deleted deployment to go",
+        || {
+            let rs = server.get_json(&["replicasets", "-l", "app=web"]);
+            let pods = server.get_json(&["pods", "-l", "app=web"]);
+            (rs["items"].as_array().is_some_and(|i| i.is_empty())
+                && pods["items"].as_array().is_some_and(|i| i.is_empty()))
+            .then_some(())
+        },
+    );
     eventually(WAIT, "the endpoints to empty", || {
         let (ready, not_ready) = endpoint_addresses(&server);
         (ready.is_empty() && not_ready.is_empty()).then_some(())

@@ -267,3 +267,55 @@ fn disruption_budget_allows_disruptions_once_pods_are_ready() {
         "{status}"
     );
 }
+
+fn evict(server: &Server, pod: &str) -> (u16, String) {
+    let body = format!(
+        r#"{{"apiVersion":"policy/v1","kind":"Eviction","metadata":{{"name":"{pod}","namespace":"default"}}}}"#
+    );
+    server.raw(
+        "POST",
+        &format!("/api/v1/namespaces/default/pods/{pod}/eviction"),
+        Some(body.as_bytes()),
+        "application/json",
+        false,
+    )
+}
+
+#[test]
+fn eviction_respects_the_disruption_budget() {
+    let server = Server::start_with(&["--sim-nodes", "2"]);
+    eventually(WAIT, "simulated nodes to register", || {
+        let nodes = server.get_json(&["nodes"]);
+        (nodes["items"].as_array().map_or(0, Vec::len) >= 2).then_some(())
+    });
+    create_ok(
+        &server,
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: db\nspec:\n  minAvailable: 2\n  selector:\n    matchLabels: {app: db}\n",
+    );
+    for (name, node) in [("db-0", "sim-0"), ("db-1", "sim-1"), ("db-2", "sim-0")] {
+        create_ok(&server, &bound_pod(name, Some(node)));
+    }
+    eventually(WAIT, "one disruption allowed", || {
+        (pdb_status(&server, "db")["disruptionsAllowed"] == 1).then_some(())
+    });
+    let (code, body) = evict(&server, "db-0");
+    assert_eq!(code, 201, "{body}");
+    // The budget is spent until the controller sees the pod gone and recounts.
+    let (code, body) = evict(&server, "db-1");
+    assert_eq!(code, 429, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["reason"], "TooManyRequests", "{body}");
+    assert_eq!(
+        status["message"], "Cannot evict pod as it would violate the pod's disruption budget.",
+        "{body}"
+    );
+    assert_eq!(
+        status["details"]["causes"][0]["reason"], "DisruptionBudget",
+        "{body}"
+    );
+    let status = eventually(WAIT, "PDB recount after the eviction", || {
+        let s = pdb_status(&server, "db");
+        (s["currentHealthy"] == 2 && s["expectedPods"] == 2).then_some(s)
+    });
+    assert_eq!(status["disruptionsAllowed"], 0, "{status}");
+}

@@ -87,6 +87,10 @@ impl Cache {
         self.structure_changed = true;
     }
 
+    pub fn node(&self, name: &str) -> Option<&Arc<Node>> {
+        self.nodes.get(name).and_then(|n| n.node.as_ref())
+    }
+
     pub fn node_names(&self) -> Vec<String> {
         self.nodes
             .values()

@@ -3,7 +3,7 @@
 //! nowhere (unschedulable) until a cluster event that may help them, or a periodic flush.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -156,6 +156,8 @@ struct Entry {
 #[derive(Default)]
 pub struct SchedulingQueue {
     entries: HashMap<String, Entry>,
+    /// Keys of the pods in the unschedulable pool (so events do not scan the whole queue).
+    unschedulable: HashSet<String>,
     active: BinaryHeap<ActiveEntry>,
     backoff: BinaryHeap<BackoffEntry>,
     seq: u64,
@@ -177,6 +179,7 @@ impl SchedulingQueue {
 
     fn push_active(&mut self, key: &str, now: Instant) {
         let seq = self.next_seq();
+        self.unschedulable.remove(key);
         let Some(e) = self.entries.get_mut(key) else {
             return;
         };
@@ -194,6 +197,7 @@ impl SchedulingQueue {
 
     fn push_backoff(&mut self, key: &str, expiry: Instant) {
         let seq = self.next_seq();
+        self.unschedulable.remove(key);
         let Some(e) = self.entries.get_mut(key) else {
             return;
         };
@@ -257,6 +261,7 @@ impl SchedulingQueue {
     pub fn delete(&mut self, key: &str) {
         // Heap entries become stale and are skipped when they surface.
         self.entries.remove(key);
+        self.unschedulable.remove(key);
     }
 
     pub fn contains(&self, key: &str) -> bool {
@@ -295,6 +300,10 @@ impl SchedulingQueue {
     pub fn has_active(&self) -> bool {
         // Cheap check: stale entries may make this true spuriously; pop handles that.
         !self.active.is_empty()
+    }
+
+    pub fn unschedulable_len(&self) -> usize {
+        self.unschedulable.len()
     }
 
     pub fn len(&self) -> usize {
@@ -342,15 +351,16 @@ impl SchedulingQueue {
         } else {
             e.place = Where::Unschedulable;
             e.unschedulable_since = Some(now);
+            self.unschedulable.insert(key);
         }
     }
 
     /// A cluster event: move the unschedulable pods it may help.
     pub fn move_all_to_active_or_backoff(&mut self, event: ClusterEvent, now: Instant) {
         let keys: Vec<String> = self
-            .entries
+            .unschedulable
             .iter()
-            .filter(|(_, e)| e.place == Where::Unschedulable)
+            .filter_map(|k| self.entries.get_key_value(k))
             .filter(|(_, e)| {
                 e.info.unschedulable_plugins.is_empty()
                     || e.info
@@ -386,8 +396,9 @@ impl SchedulingQueue {
     /// Retry pods unschedulable for longer than [`MAX_IN_UNSCHEDULABLE`].
     pub fn flush_unschedulable_left_over(&mut self, now: Instant) {
         let keys: Vec<String> = self
-            .entries
+            .unschedulable
             .iter()
+            .filter_map(|k| self.entries.get_key_value(k))
             .filter(|(_, e)| {
                 e.place == Where::Unschedulable
                     && e.unschedulable_since

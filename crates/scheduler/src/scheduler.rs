@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{ContainerImage, Namespace, Node, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -124,6 +124,19 @@ pub enum Msg {
         cycle: u64,
     },
 }
+
+/// Whether a node update changes what scheduling reads: labels, spec (taints,
+/// unschedulable), allocatable or images.
+pub fn scheduling_relevant_change(old: &Node, new: &Node) -> bool {
+    fn status(n: &Node) -> Option<(&Option<Quantities>, &Option<Quantities>, &Option<Vec<ContainerImage>>)> {
+        n.status
+            .as_ref()
+            .map(|s| (&s.allocatable, &s.capacity, &s.images))
+    }
+    old.metadata.labels != new.metadata.labels || old.spec != new.spec || status(old) != status(new)
+}
+
+type Quantities = std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>;
 
 /// Picks among equal best scores at random, as upstream's `selectHost`.
 pub fn select_host(scores: &[i64]) -> Option<usize> {
@@ -471,13 +484,13 @@ impl Scheduler {
                 if let Some(seen) = self.relist_nodes.as_mut() {
                     seen.insert(name.clone());
                 }
-                let existed = self.snapshot.get(&name).is_some();
-                self.cache.add_or_update_node(Arc::new(node));
-                let event = if existed {
-                    ClusterEvent::NodeUpdate
-                } else {
-                    ClusterEvent::NodeAdd
+                let event = match self.cache.node(&name) {
+                    None => ClusterEvent::NodeAdd,
+                    // Heartbeats (conditions, times) change nothing the plugins read.
+                    Some(old) if !scheduling_relevant_change(old, &node) => return,
+                    Some(_) => ClusterEvent::NodeUpdate,
                 };
+                self.cache.add_or_update_node(Arc::new(node));
                 self.queue.move_all_to_active_or_backoff(event, now);
             }
             watcher::Event::Delete(node) => {

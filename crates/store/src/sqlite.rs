@@ -2,22 +2,33 @@
 //!
 //! Layout:
 //! - `kv` is the history log, one row per change. Its integer primary key is
-//!   `revision << SUB_BITS | op index`, so rows sort in revision order without a second index.
-//!   A delete is a tombstone row (`deleted = 1`, empty value). `prev_id` points at the live
-//!   version the row replaced (a delete event's value comes from it). Compaction at `C` removes
-//!   tombstones and superseded versions below `C`, which keeps the `prev_id` of every row above
-//!   `C`, so watches from `C` on replay complete events.
-//! - `current` maps every live key to its latest row: current reads never scan history.
-//! - `meta` holds the current and the compacted revision.
+//!   `revision << SUB_BITS | op index`, so rows sort in revision order without a second index,
+//!   and the current revision is that of the last row. A delete is a tombstone row
+//!   (`deleted = 1`, empty value). `prev_id` points at the live version the row replaced (a
+//!   delete event's value comes from it). Compaction at `C` removes tombstones and superseded
+//!   versions below `C`, which keeps the `prev_id` of every row above `C`, so watches from `C`
+//!   on replay complete events.
+//! - `current` maps every live key to its latest row: current reads never scan history. A read
+//!   at an older revision `R` takes `current` for keys unchanged since `R` and, for the others,
+//!   the `prev_id` of their first change after `R`. History has no key index: each write
+//!   touches only the end of `kv` and one entry of `current`.
+//! - `meta` holds the compacted revision.
 //!
 //! One writer thread owns the write connection and commits every pending transaction in one
-//! SQLite transaction (group commit: one fsync for many writers). Reads use a small pool of
-//! read connections on blocking threads; WAL lets them run beside the writer.
+//! SQLite transaction (group commit). With fsync on, SQLite runs with `synchronous=NORMAL` (a
+//! commit only writes the WAL) and a sync thread makes commits durable with one `fdatasync` of
+//! the WAL for every commit that finished before it started; only then does it acknowledge
+//! them and publish their events, while the writer already applies the next group. That is the
+//! guarantee of `synchronous=FULL` with disk and CPU working at once. Reads use a small pool of
+//! read connections on blocking threads; WAL lets them run beside the writer. A read that saw a
+//! commit not yet durable waits for its sync before answering.
 //!
-//! Architecture Invariant: the writer thread is the only code that writes the database, and it
-//! publishes each committed batch of events after the commit, in revision order.
+//! Architecture Invariant: the writer thread is the only code that writes the database; the
+//! sync thread is the only code that acknowledges writes and publishes events, each batch after
+//! it is durable, in revision order.
 
 use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -29,7 +40,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params, params_from_iter};
-use tokio::sync::{Semaphore, broadcast, oneshot};
+use tokio::sync::{Semaphore, broadcast, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
@@ -51,6 +62,8 @@ const REPLAY_PAGE: usize = 1000;
 const COMPACTION_STEP: i64 = 2000;
 /// Read connections kept open; also the most concurrent reads.
 const READERS: usize = 4;
+/// Statements each connection keeps prepared (the writer uses about a dozen).
+const STATEMENT_CACHE: usize = 32;
 
 fn row_id(revision: Revision, index: usize) -> i64 {
     (revision << SUB_BITS) | index as i64
@@ -63,7 +76,7 @@ fn revision_of(id: i64) -> Revision {
 /// Tuning of the embedded store.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
-    /// Sync every commit to disk (`synchronous=FULL`), so acknowledged writes survive power
+    /// Sync every commit to disk before acknowledging it, so acknowledged writes survive power
     /// loss. Without it they still survive a crash of the process.
     pub fsync: bool,
     /// How often history is compacted automatically; zero turns it off.
@@ -93,6 +106,7 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     requests: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
+    syncer: Option<JoinHandle<()>>,
     reads: Arc<ReadPool>,
     events: broadcast::Sender<Arc<Vec<Event>>>,
     revisions: Arc<Revisions>,
@@ -100,11 +114,35 @@ pub struct SqliteStore {
     _lock: File,
 }
 
-#[derive(Default)]
 struct Revisions {
+    /// The last durable (acknowledged) revision.
     current: AtomicI64,
     compacted: AtomicI64,
+    /// The durable revision, for reads to wait on; `Err` once a sync failed.
+    durable: watch::Sender<Result<Revision, String>>,
 }
+
+impl Revisions {
+    /// Waits until `revision` is durable, so a read never answers with a commit that a power
+    /// loss could still undo.
+    async fn durable(&self, revision: Revision) -> Result<()> {
+        if self.current.load(Ordering::SeqCst) >= revision {
+            return Ok(());
+        }
+        let mut durable = self.durable.subscribe();
+        let reached = durable
+            .wait_for(|d| d.as_ref().map_or(true, |d| *d >= revision))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        match &*reached {
+            Ok(_) => Ok(()),
+            Err(e) => Err(StoreError::Backend(e.clone())),
+        }
+    }
+}
+
+/// Makes the WAL durable; a test replaces it to watch the order of syncs and answers.
+type SyncWal = Box<dyn FnMut() -> io::Result<()> + Send>;
 
 enum Request {
     Txn {
@@ -120,8 +158,12 @@ enum Request {
 }
 
 impl SqliteStore {
-    /// Open (or create) the database at `path` and start its writer thread.
+    /// Open (or create) the database at `path` and start its writer and sync threads.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<Self> {
+        Self::open_with(path, options, None)
+    }
+
+    fn open_with(path: &Path, options: SqliteOptions, sync: Option<SyncWal>) -> Result<Self> {
         let name = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -151,7 +193,8 @@ impl SqliteStore {
                  prev_id INTEGER,
                  deleted INTEGER NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS kv_key ON kv (key, id);
+             -- Earlier versions indexed history by key; it doubled the pages of every write.
+             DROP INDEX IF EXISTS kv_key;
              CREATE TABLE IF NOT EXISTS current (
                  key BLOB PRIMARY KEY,
                  id INTEGER NOT NULL
@@ -173,9 +216,25 @@ impl SqliteStore {
                 .ctx(&name, "setting the quota")?;
         }
         let (current, compacted) = read_meta(&conn).ctx(&name, "reading revisions")?;
-        let revisions = Arc::new(Revisions::default());
-        revisions.current.store(current, Ordering::SeqCst);
-        revisions.compacted.store(compacted, Ordering::SeqCst);
+        let revisions = Arc::new(Revisions {
+            current: AtomicI64::new(current),
+            compacted: AtomicI64::new(compacted),
+            durable: watch::Sender::new(Ok(current)),
+        });
+        // The WAL exists once the connection has read the database in WAL mode. The sync
+        // thread keeps its own descriptor: checkpoints empty the file but never replace it
+        // while the writer's connection is open.
+        let sync = match (sync, options.fsync) {
+            (Some(sync), _) => Some(sync),
+            (None, false) => None,
+            (None, true) => {
+                let wal_path = format!("{name}-wal");
+                let wal = File::open(&wal_path).map_err(|e| {
+                    StoreError::Backend(format!("opening the write-ahead log {wal_path}: {e}"))
+                })?;
+                Some(Box::new(move || wal.sync_data()) as SyncWal)
+            }
+        };
 
         let reads = Arc::new(ReadPool {
             path: path.to_path_buf(),
@@ -190,14 +249,26 @@ impl SqliteStore {
 
         let (events, _) = broadcast::channel(EVENT_CHANNEL);
         let (requests, rx) = mpsc::channel();
+        let (committed, commits) = mpsc::channel();
         let auto = !options.compaction_interval.is_zero();
+        let syncer = Syncer {
+            name: name.clone(),
+            sync,
+            failed: None,
+            revisions: revisions.clone(),
+            events: events.clone(),
+        };
+        let syncer = std::thread::Builder::new()
+            .name("store-sync".into())
+            .spawn(move || syncer.run(commits))
+            .map_err(|e| StoreError::Backend(format!("starting the sync of {name}: {e}")))?;
         let writer = Writer {
             conn,
             name: name.clone(),
             current,
             compacted,
             revisions: revisions.clone(),
-            events: events.clone(),
+            committed,
             compaction: None,
             interval: options.compaction_interval,
             keep: options.compaction_keep.max(0),
@@ -211,6 +282,7 @@ impl SqliteStore {
         Ok(Self {
             requests: Some(requests),
             writer: Some(writer),
+            syncer: Some(syncer),
             reads,
             events,
             revisions,
@@ -229,12 +301,18 @@ impl SqliteStore {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        // Closing the channel makes the writer finish its group and exit.
+        // Closing the channel makes the writer finish its group and exit, and then the sync
+        // thread finish what the writer committed.
         self.requests.take();
         if let Some(writer) = self.writer.take()
             && writer.join().is_err()
         {
             tracing::error!("sqlite store writer thread panicked");
+        }
+        if let Some(syncer) = self.syncer.take()
+            && syncer.join().is_err()
+        {
+            tracing::error!("sqlite store sync thread panicked");
         }
     }
 }
@@ -248,7 +326,9 @@ fn configure(conn: &Connection, name: &str, options: &SqliteOptions) -> Result<(
             "database {name} cannot use WAL (journal mode stays {mode})"
         )));
     }
-    let sync = if options.fsync { "FULL" } else { "OFF" };
+    // With fsync on, the sync thread makes each commit durable (see the module docs); NORMAL
+    // still syncs around checkpoints, so the WAL never lands in the database unsynced.
+    let sync = if options.fsync { "NORMAL" } else { "OFF" };
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync};
          PRAGMA cache_size = -{};
@@ -258,17 +338,20 @@ fn configure(conn: &Connection, name: &str, options: &SqliteOptions) -> Result<(
         16 << 20
     ))
     .ctx(name, "configuring the connection")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(Duration::from_secs(5))
         .ctx(name, "setting the busy timeout")
 }
 
+/// The current revision (that of the last history row; compaction never removes it) and the
+/// compacted one. Databases of earlier versions also recorded the current revision in `meta`.
 fn read_meta(conn: &Connection) -> rusqlite::Result<(Revision, Revision)> {
-    conn.query_row(
-        "SELECT (SELECT value FROM meta WHERE name = 'revision'),
-                (SELECT value FROM meta WHERE name = 'compacted')",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
+    conn.prepare_cached(&format!(
+        "SELECT max(coalesce((SELECT max(id) FROM kv) >> {SUB_BITS}, 0),
+                    coalesce((SELECT value FROM meta WHERE name = 'revision'), 0)),
+                (SELECT value FROM meta WHERE name = 'compacted')"
+    ))?
+    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
 /// Maps SQLite errors to store errors: a full disk is `NoSpace`, everything else `Backend`.
@@ -313,6 +396,7 @@ impl ReadPool {
             self.cache_kib.max(64)
         ))
         .ctx(&self.name, "configuring a read connection")?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.busy_timeout(Duration::from_secs(5))
             .ctx(&self.name, "setting the busy timeout")?;
         Ok(conn)
@@ -438,19 +522,28 @@ fn range_at(
     let all = Bounds::new(&req.key, req.prefix);
     let page = Bounds::new(&req.key, req.prefix).after(req.start_after.as_deref());
 
-    // Latest versions come from `current`; older ones are the newest history row of each key
-    // at or below the revision, unless that row is a tombstone.
+    // Latest versions come from `current`. At an older revision, a key unchanged since has its
+    // current version (if any); a changed one the version its first later change replaced (if
+    // any: none means it did not exist then). That reads `current` and the history after the
+    // revision, never older history.
     let select = |bounds: &Bounds, params: &mut Vec<Value>| -> String {
         if latest {
             let cond = bounds.sql("c.key", params);
             format!("FROM current c JOIN kv k ON k.id = c.id WHERE {cond} ORDER BY c.key")
         } else {
-            let cond = bounds.sql("key", params);
             params.push(Value::Integer(row_id(revision + 1, 0)));
-            let below = params.len();
+            let after = params.len();
+            let unchanged = bounds.sql("c.key", params);
+            let changed = bounds.sql("key", params);
             format!(
-                "FROM kv k WHERE k.id IN (SELECT max(id) FROM kv WHERE {cond} AND id < ?{below} \
-                 GROUP BY key) AND k.deleted = 0 ORDER BY k.key"
+                "FROM (SELECT c.key AS key, c.id AS id FROM current c
+                       WHERE {unchanged} AND c.id < ?{after}
+                       UNION ALL
+                       SELECT t.key, p.prev_id FROM
+                           (SELECT key, min(id) AS first FROM kv WHERE id >= ?{after} AND {changed}
+                            GROUP BY key) t
+                       JOIN kv p ON p.id = t.first WHERE p.prev_id IS NOT NULL) v
+                 JOIN kv k ON k.id = v.id ORDER BY v.key"
             )
         }
     };
@@ -672,10 +765,11 @@ async fn watch_loop(
 struct Writer {
     conn: Connection,
     name: String,
+    /// The last committed revision (durable once the sync thread got to it).
     current: Revision,
     compacted: Revision,
     revisions: Arc<Revisions>,
-    events: broadcast::Sender<Arc<Vec<Event>>>,
+    committed: mpsc::Sender<Committed>,
     compaction: Option<Compaction>,
     interval: Duration,
     keep: i64,
@@ -690,9 +784,64 @@ struct Compaction {
     waiters: Vec<oneshot::Sender<Result<()>>>,
 }
 
-enum Answer {
+/// Commits on their way to the sync thread: answered once durable.
+struct Committed {
+    revision: Revision,
+    events: Vec<Event>,
+    replies: Vec<Reply>,
+}
+
+enum Reply {
     Txn(oneshot::Sender<Result<TxnResponse>>, Result<TxnResponse>),
-    Compact(Option<oneshot::Sender<Result<()>>>, Result<Revision>),
+    Compact(oneshot::Sender<Result<()>>, Result<()>),
+}
+
+impl Reply {
+    fn send(self) {
+        // A caller that went away no longer needs its answer.
+        match self {
+            Reply::Txn(reply, result) => {
+                let _ = reply.send(result);
+            }
+            Reply::Compact(reply, result) => {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn fail(self, err: StoreError) {
+        match self {
+            Reply::Txn(reply, _) => {
+                let _ = reply.send(Err(err));
+            }
+            Reply::Compact(reply, _) => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
+
+/// What one request of a group came to.
+enum Outcome {
+    Txn(Result<TxnResponse>),
+    Compact(Result<Revision>),
+}
+
+/// A group applied and committed.
+struct Applied {
+    revision: Revision,
+    compacted: Revision,
+    events: Vec<Event>,
+    /// One per request, in request order.
+    outcomes: Vec<Outcome>,
+}
+
+enum GroupError {
+    /// A transaction failed in a group run without savepoints; nothing was committed, run the
+    /// group again with them.
+    Retry,
+    /// Nothing of the group stands.
+    Failed(StoreError),
 }
 
 /// The live version of a key, as stored.
@@ -757,132 +906,66 @@ impl Writer {
         tracing::debug!(path = self.name, "sqlite store writer stopped");
     }
 
+    /// A statement without results, prepared once per connection.
+    fn exec(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(|_| ())
+    }
+
+    fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.exec("ROLLBACK");
+        }
+    }
+
+    /// Hands answers to the sync thread, which sends them once everything committed so far
+    /// is durable.
+    fn acknowledge(&self, committed: Committed) {
+        // The sync thread outlives the writer; if it is gone, the callers see `Closed`.
+        let _ = self.committed.send(committed);
+    }
+
     fn commit_group(&mut self, group: Vec<Request>) {
-        let mut answers = Vec::with_capacity(group.len());
-        let mut revision = self.current;
-        let mut compacted = self.compacted;
-        let mut events = Vec::new();
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-            let err = store_error(&e, &self.name, "starting a write");
+        let failed = self.revisions.durable.borrow().as_ref().err().cloned();
+        if let Some(msg) = failed {
+            // After a failed sync, committed data may be lost: take no more writes.
             for request in group {
-                reply_error(request, duplicate(&err));
+                reply_error(request, StoreError::Backend(msg.clone()));
             }
             return;
         }
-        let mut requests = group.into_iter();
-        // Set when SQLite rolled back the whole transaction (it does so on a full disk).
-        let mut aborted = None;
-        for request in requests.by_ref() {
-            match request {
-                Request::Txn {
-                    compares,
-                    ops,
-                    reply,
-                } => {
-                    let result = self.apply_savepoint(revision + 1, &compares, ops, &mut events);
-                    match &result {
-                        Ok(resp) => revision = resp.revision,
-                        Err(e) if self.conn.is_autocommit() => aborted = Some(duplicate(e)),
-                        Err(_) => {}
-                    }
-                    answers.push(Answer::Txn(reply, result));
+        // Transactions rarely fail, so a group first runs without a savepoint per
+        // transaction; if one fails, it runs again with them.
+        let applied = match self.apply_group(&group, false) {
+            Err(GroupError::Retry) => self.apply_group(&group, true),
+            other => other,
+        };
+        let applied = match applied {
+            Ok(applied) => applied,
+            Err(GroupError::Retry) => unreachable!("a group with savepoints is never retried"),
+            Err(GroupError::Failed(err)) => {
+                tracing::warn!(path = self.name, error = %err, "sqlite store write group failed");
+                for request in group {
+                    reply_error(request, duplicate(&err));
                 }
-                Request::Compact {
-                    revision: target,
-                    reply,
-                } => {
-                    let result = if target <= compacted {
-                        Err(StoreError::Compacted {
-                            requested: target,
-                            compacted,
-                        })
-                    } else if target > revision {
-                        Err(StoreError::FutureRevision {
-                            requested: target,
-                            current: revision,
-                        })
-                    } else {
-                        self.conn
-                            .execute(
-                                "UPDATE meta SET value = ?1 WHERE name = 'compacted'",
-                                params![target],
-                            )
-                            .ctx(&self.name, "recording the compacted revision")
-                            .map(|_| target)
-                    };
-                    match &result {
-                        Ok(target) => compacted = *target,
-                        Err(e) if self.conn.is_autocommit() => aborted = Some(duplicate(e)),
-                        Err(_) => {}
-                    }
-                    answers.push(Answer::Compact(reply, result));
-                }
-            }
-            if aborted.is_some() {
-                break;
-            }
-        }
-        let outcome = match aborted {
-            Some(err) => Err(err),
-            None => {
-                let mut commit = Ok(());
-                if revision != self.current {
-                    commit = self
-                        .conn
-                        .execute(
-                            "UPDATE meta SET value = ?1 WHERE name = 'revision'",
-                            params![revision],
-                        )
-                        .map(|_| ());
-                }
-                commit
-                    .and_then(|()| self.conn.execute_batch("COMMIT"))
-                    .map_err(|e| store_error(&e, &self.name, "committing writes"))
+                return;
             }
         };
-        if let Err(err) = outcome {
-            // Nothing of the group stands: SQLite rolled the whole transaction back.
-            if !self.conn.is_autocommit() {
-                let _ = self.conn.execute_batch("ROLLBACK");
-            }
-            tracing::warn!(path = self.name, error = %err, "sqlite store write group failed");
-            for answer in answers {
-                match answer {
-                    Answer::Txn(reply, _) => {
-                        let _ = reply.send(Err(duplicate(&err)));
-                    }
-                    Answer::Compact(reply, _) => {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Err(duplicate(&err)));
-                        }
-                    }
+        self.current = applied.revision;
+        self.compacted = applied.compacted;
+        self.revisions
+            .compacted
+            .store(applied.compacted, Ordering::SeqCst);
+        let mut replies = Vec::with_capacity(group.len());
+        for (request, outcome) in group.into_iter().zip(applied.outcomes) {
+            match (request, outcome) {
+                (Request::Txn { reply, .. }, Outcome::Txn(result)) => {
+                    replies.push(Reply::Txn(reply, result));
                 }
-            }
-            for request in requests {
-                reply_error(request, duplicate(&err));
-            }
-            return;
-        }
-        self.current = revision;
-        self.compacted = compacted;
-        self.revisions.current.store(revision, Ordering::SeqCst);
-        self.revisions.compacted.store(compacted, Ordering::SeqCst);
-        if !events.is_empty() {
-            // No receivers is fine: nobody watches.
-            let _ = self.events.send(Arc::new(events));
-        }
-        for answer in answers {
-            match answer {
-                Answer::Txn(reply, result) => {
-                    let _ = reply.send(result);
-                }
-                Answer::Compact(reply, Err(e)) => match reply {
-                    Some(reply) => {
-                        let _ = reply.send(Err(e));
-                    }
+                (Request::Compact { reply, .. }, Outcome::Compact(Err(e))) => match reply {
+                    Some(reply) => replies.push(Reply::Compact(reply, Err(e))),
                     None => tracing::warn!(path = self.name, error = %e, "automatic compaction"),
                 },
-                Answer::Compact(reply, Ok(target)) => {
+                (Request::Compact { reply, .. }, Outcome::Compact(Ok(target))) => {
                     // A newer target restarts the scan: rows below the cursor may now be
                     // superseded too.
                     let compaction = self.compaction.get_or_insert(Compaction {
@@ -897,8 +980,93 @@ impl Writer {
                     }
                     compaction.waiters.extend(reply);
                 }
+                _ => unreachable!("one outcome per request, in request order"),
             }
         }
+        self.acknowledge(Committed {
+            revision: applied.revision,
+            events: applied.events,
+            replies,
+        });
+    }
+
+    /// Applies a group in one SQLite transaction and commits it.
+    fn apply_group(&self, group: &[Request], savepoints: bool) -> Result<Applied, GroupError> {
+        self.exec("BEGIN IMMEDIATE")
+            .map_err(|e| GroupError::Failed(store_error(&e, &self.name, "starting a write")))?;
+        let mut revision = self.current;
+        let mut compacted = self.compacted;
+        let mut events = Vec::new();
+        let mut outcomes = Vec::with_capacity(group.len());
+        for request in group {
+            let outcome = match request {
+                Request::Txn { compares, ops, .. } => {
+                    let result = if savepoints {
+                        self.apply_savepoint(revision + 1, compares, ops, &mut events)
+                    } else {
+                        match self.apply(revision + 1, compares, ops, &mut events) {
+                            Ok(resp) => Ok(resp),
+                            Err(_) => {
+                                self.rollback();
+                                return Err(GroupError::Retry);
+                            }
+                        }
+                    };
+                    if let Ok(resp) = &result {
+                        revision = resp.revision;
+                    }
+                    Outcome::Txn(result)
+                }
+                Request::Compact {
+                    revision: target, ..
+                } => {
+                    let result = if *target <= compacted {
+                        Err(StoreError::Compacted {
+                            requested: *target,
+                            compacted,
+                        })
+                    } else if *target > revision {
+                        Err(StoreError::FutureRevision {
+                            requested: *target,
+                            current: revision,
+                        })
+                    } else {
+                        self.conn
+                            .prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'compacted'")
+                            .and_then(|mut s| s.execute(params![target]))
+                            .ctx(&self.name, "recording the compacted revision")
+                            .map(|_| *target)
+                    };
+                    if let Ok(target) = &result {
+                        compacted = *target;
+                    }
+                    Outcome::Compact(result)
+                }
+            };
+            // SQLite rolls the whole transaction back on some errors (a full disk).
+            if self.conn.is_autocommit() {
+                let err = match &outcome {
+                    Outcome::Txn(Err(e)) | Outcome::Compact(Err(e)) => duplicate(e),
+                    _ => StoreError::Backend(format!("write transaction of {} ended", self.name)),
+                };
+                return Err(GroupError::Failed(err));
+            }
+            outcomes.push(outcome);
+        }
+        if let Err(e) = self.exec("COMMIT") {
+            self.rollback();
+            return Err(GroupError::Failed(store_error(
+                &e,
+                &self.name,
+                "committing writes",
+            )));
+        }
+        Ok(Applied {
+            revision,
+            compacted,
+            events,
+            outcomes,
+        })
     }
 
     /// Apply one transaction inside a savepoint, so a failure undoes only this one.
@@ -906,30 +1074,25 @@ impl Writer {
         &self,
         next: Revision,
         compares: &[Compare],
-        ops: Vec<Op>,
+        ops: &[Op],
         events: &mut Vec<Event>,
     ) -> Result<TxnResponse> {
-        if ops.len() >= 1 << SUB_BITS {
-            return Err(StoreError::Backend(format!(
-                "transaction of {} operations is larger than the limit of {}",
-                ops.len(),
-                1 << SUB_BITS
-            )));
-        }
-        self.conn
-            .execute_batch("SAVEPOINT txn")
+        self.exec("SAVEPOINT txn")
             .ctx(&self.name, "starting a transaction")?;
         let mark = events.len();
         match self.apply(next, compares, ops, events) {
             Ok(resp) => {
-                self.conn
-                    .execute_batch("RELEASE txn")
+                self.exec("RELEASE txn")
                     .ctx(&self.name, "finishing a transaction")?;
                 Ok(resp)
             }
             Err(e) => {
                 events.truncate(mark);
-                let _ = self.conn.execute_batch("ROLLBACK TO txn; RELEASE txn");
+                if !self.conn.is_autocommit() {
+                    let _ = self
+                        .exec("ROLLBACK TO txn")
+                        .and_then(|()| self.exec("RELEASE txn"));
+                }
                 Err(store_error(&e, &self.name, "applying a transaction"))
             }
         }
@@ -947,7 +1110,7 @@ impl Writer {
                     id,
                     kv: KeyValue {
                         key: key.to_string(),
-                        value: Bytes::from(r.get::<_, Vec<u8>>(1)?),
+                        value: Bytes::copy_from_slice(r.get_ref(1)?.as_blob()?),
                         create_revision: r.get(2)?,
                         mod_revision: revision_of(id),
                     },
@@ -956,35 +1119,67 @@ impl Writer {
             .optional()
     }
 
+    /// The index in `known` of the version of `key` this transaction sees, looked up once.
+    fn lookup<'k>(
+        &self,
+        known: &mut Vec<(&'k str, Option<Live>)>,
+        key: &'k str,
+    ) -> rusqlite::Result<usize> {
+        if let Some(i) = known.iter().position(|(k, _)| *k == key) {
+            return Ok(i);
+        }
+        known.push((key, self.live(key)?));
+        Ok(known.len() - 1)
+    }
+
     fn apply(
         &self,
         next: Revision,
         compares: &[Compare],
-        ops: Vec<Op>,
+        ops: &[Op],
         events: &mut Vec<Event>,
     ) -> rusqlite::Result<TxnResponse> {
-        let mut current = Vec::with_capacity(compares.len());
+        if ops.len() >= 1 << SUB_BITS {
+            // Not an SQLite error: the savepoint run answers it.
+            return Err(rusqlite::Error::ToSqlConversionFailure(
+                format!(
+                    "transaction of {} operations is larger than the limit of {}",
+                    ops.len(),
+                    1 << SUB_BITS
+                )
+                .into(),
+            ));
+        }
+        let mut known = Vec::with_capacity(compares.len().max(ops.len()));
         let mut holds = true;
+        let mut compared = Vec::with_capacity(compares.len());
         for compare in compares {
-            let live = self.live(&compare.key)?;
-            holds &= live.as_ref().map_or(0, |l| l.kv.mod_revision) == compare.mod_revision;
-            current.push(live.map(|l| l.kv));
+            let i = self.lookup(&mut known, &compare.key)?;
+            let live = known[i].1.as_ref();
+            holds &= live.map_or(0, |l| l.kv.mod_revision) == compare.mod_revision;
+            compared.push(i);
         }
         if !holds {
             return Ok(TxnResponse {
                 succeeded: false,
                 revision: next - 1,
-                prev: current,
+                prev: compared
+                    .into_iter()
+                    .map(|i| known[i].1.as_ref().map(|l| l.kv.clone()))
+                    .collect(),
             });
         }
         let mut prev = Vec::with_capacity(ops.len());
         let mut changed = false;
-        for (index, op) in ops.into_iter().enumerate() {
+        for (index, op) in ops.iter().enumerate() {
             let id = row_id(next, index);
+            // Only a later op of this transaction on the same key needs to see this one.
+            let more = index + 1 < ops.len();
             match op {
                 Op::Put { key, value } => {
-                    let live = self.live(&key)?;
-                    let create_revision = live.as_ref().map_or(next, |l| l.kv.create_revision);
+                    let i = self.lookup(&mut known, key)?;
+                    let before = known[i].1.take();
+                    let create_revision = before.as_ref().map_or(next, |l| l.kv.create_revision);
                     self.conn
                         .prepare_cached(
                             "INSERT INTO kv (id, key, value, create_revision, prev_id, deleted)
@@ -995,27 +1190,36 @@ impl Writer {
                             key.as_bytes(),
                             value.as_ref(),
                             create_revision,
-                            live.as_ref().map(|l| l.id)
+                            before.as_ref().map(|l| l.id)
                         ])?;
+                    let current = if before.is_some() {
+                        "UPDATE current SET id = ?2 WHERE key = ?1"
+                    } else {
+                        "INSERT INTO current (key, id) VALUES (?1, ?2)"
+                    };
                     self.conn
-                        .prepare_cached("INSERT OR REPLACE INTO current (key, id) VALUES (?1, ?2)")?
+                        .prepare_cached(current)?
                         .execute(params![key.as_bytes(), id])?;
-                    let before = live.map(|l| l.kv);
+                    let kv = KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        create_revision,
+                        mod_revision: next,
+                    };
+                    if more {
+                        known[i].1 = Some(Live { id, kv: kv.clone() });
+                    }
                     events.push(Event {
                         kind: EventKind::Put,
-                        kv: KeyValue {
-                            key,
-                            value,
-                            create_revision,
-                            mod_revision: next,
-                        },
-                        prev: before.clone(),
+                        kv,
+                        prev: before.as_ref().map(|l| l.kv.clone()),
                     });
-                    prev.push(before);
+                    prev.push(before.map(|l| l.kv));
                     changed = true;
                 }
                 Op::Delete { key } => {
-                    let Some(live) = self.live(&key)? else {
+                    let i = self.lookup(&mut known, key)?;
+                    let Some(before) = known[i].1.take() else {
                         prev.push(None);
                         continue;
                     };
@@ -1029,8 +1233,8 @@ impl Writer {
                             id,
                             key.as_bytes(),
                             &[] as &[u8],
-                            live.kv.create_revision,
-                            live.id
+                            before.kv.create_revision,
+                            before.id
                         ])?;
                     self.conn
                         .prepare_cached("DELETE FROM current WHERE key = ?1")?
@@ -1038,14 +1242,14 @@ impl Writer {
                     events.push(Event {
                         kind: EventKind::Delete,
                         kv: KeyValue {
-                            key,
-                            value: live.kv.value.clone(),
-                            create_revision: live.kv.create_revision,
+                            key: key.clone(),
+                            value: before.kv.value.clone(),
+                            create_revision: before.kv.create_revision,
                             mod_revision: next,
                         },
-                        prev: Some(live.kv.clone()),
+                        prev: Some(before.kv.clone()),
                     });
-                    prev.push(Some(live.kv));
+                    prev.push(Some(before.kv));
                     changed = true;
                 }
             }
@@ -1058,38 +1262,43 @@ impl Writer {
     }
 
     /// Remove one window of history rows below the compaction revision: every tombstone, and
-    /// every version superseded by a newer one at or below the revision.
+    /// every version superseded by a change at or below the revision. The window walks the
+    /// changes; each one names the version it superseded (`prev_id`).
     fn compaction_step(&mut self) {
-        let Some(compaction) = self.compaction.as_mut() else {
+        let Some((revision, cursor)) = self.compaction.as_ref().map(|c| (c.revision, c.cursor))
+        else {
             return;
         };
-        let below = row_id(compaction.revision, 0);
-        let upto = row_id(compaction.revision + 1, 0);
-        let cursor = compaction.cursor;
+        let below = row_id(revision, 0);
+        let upto = row_id(revision + 1, 0);
         let step = || -> rusqlite::Result<Option<(i64, usize)>> {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
-            let window: Option<i64> = self.conn.query_row(
-                "SELECT max(id) FROM (SELECT id FROM kv WHERE id >= ?1 AND id < ?2
-                 ORDER BY id LIMIT ?3)",
-                params![cursor, below, COMPACTION_STEP],
-                |r| r.get(0),
-            )?;
+            self.exec("BEGIN IMMEDIATE")?;
+            let window: Option<i64> = self
+                .conn
+                .prepare_cached(
+                    "SELECT max(id) FROM (SELECT id FROM kv WHERE id >= ?1 AND id < ?2
+                     ORDER BY id LIMIT ?3)",
+                )?
+                .query_row(params![cursor, upto, COMPACTION_STEP], |r| r.get(0))?;
             let Some(end) = window else {
-                self.conn.execute_batch("COMMIT")?;
+                self.exec("COMMIT")?;
                 return Ok(None);
             };
             let removed = self
                 .conn
                 .prepare_cached(
-                    "DELETE FROM kv WHERE id >= ?1 AND id <= ?2 AND (deleted = 1 OR EXISTS (
-                         SELECT 1 FROM kv n WHERE n.key = kv.key AND n.id > kv.id AND n.id < ?3))",
+                    "DELETE FROM kv WHERE id IN (
+                         SELECT prev_id FROM kv WHERE id >= ?1 AND id <= ?2 AND prev_id < ?3
+                         UNION ALL
+                         SELECT id FROM kv WHERE id >= ?1 AND id <= ?2 AND id < ?3 AND deleted = 1)",
                 )?
-                .execute(params![cursor, end, upto])?;
-            self.conn.execute_batch("COMMIT")?;
+                .execute(params![cursor, end, below])?;
+            self.exec("COMMIT")?;
             Ok(Some((end + 1, removed)))
         };
         match step() {
             Ok(Some((next, removed))) => {
+                let compaction = self.compaction.as_mut().expect("compaction in progress");
                 compaction.cursor = next;
                 compaction.removed += removed as u64;
             }
@@ -1116,18 +1325,92 @@ impl Writer {
                     removed = done.removed,
                     "compacted sqlite store"
                 );
-                for waiter in done.waiters {
-                    let _ = waiter.send(Ok(()));
-                }
+                self.acknowledge(Committed {
+                    revision: self.current,
+                    events: Vec::new(),
+                    replies: done
+                        .waiters
+                        .into_iter()
+                        .map(|w| Reply::Compact(w, Ok(())))
+                        .collect(),
+                });
             }
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                self.rollback();
                 let done = self.compaction.take().expect("compaction in progress");
                 tracing::warn!(path = self.name, error = %e, "compaction step failed");
                 for waiter in done.waiters {
                     let _ = waiter.send(Err(store_error(&e, &self.name, "compacting")));
                 }
             }
+        }
+    }
+}
+
+/// Makes commits durable, then acknowledges them and publishes their events.
+struct Syncer {
+    name: String,
+    /// None when fsync is off: commits are acknowledged as they come.
+    sync: Option<SyncWal>,
+    /// Set after a failed sync: the page cache may have dropped committed data, so nothing
+    /// committed from then on is acknowledged.
+    failed: Option<String>,
+    revisions: Arc<Revisions>,
+    events: broadcast::Sender<Arc<Vec<Event>>>,
+}
+
+impl Syncer {
+    fn run(mut self, commits: mpsc::Receiver<Committed>) {
+        while let Ok(first) = commits.recv() {
+            // Every commit already handed over finished writing the WAL, so one sync started
+            // now makes all of them durable.
+            let mut batch = vec![first];
+            batch.extend(commits.try_iter());
+            if self.failed.is_none()
+                && let Some(sync) = self.sync.as_mut()
+                && let Err(e) = sync()
+            {
+                let msg = format!("syncing the write-ahead log of {}: {e}", self.name);
+                tracing::error!(path = self.name, error = %e, "sqlite store sync failed; refusing writes");
+                // Returns the old value, not an error.
+                let _ = self.revisions.durable.send_replace(Err(msg.clone()));
+                self.failed = Some(msg);
+            }
+            match &self.failed {
+                Some(msg) => {
+                    for reply in batch.into_iter().flat_map(|c| c.replies) {
+                        reply.fail(StoreError::Backend(msg.clone()));
+                    }
+                }
+                None => self.publish(batch),
+            }
+        }
+        tracing::debug!(path = self.name, "sqlite store sync stopped");
+    }
+
+    fn publish(&self, batch: Vec<Committed>) {
+        let revision = batch.iter().map(|c| c.revision).max().unwrap_or(0);
+        // The revision first: a watch that subscribes after it replays up to it from the
+        // database, one that subscribed before gets the events below.
+        if self.revisions.current.fetch_max(revision, Ordering::SeqCst) < revision {
+            let _ = self.revisions.durable.send_replace(Ok(revision));
+        }
+        let mut events = Vec::new();
+        let mut replies = Vec::new();
+        for committed in batch {
+            if events.is_empty() {
+                events = committed.events;
+            } else {
+                events.extend(committed.events);
+            }
+            replies.extend(committed.replies);
+        }
+        if !events.is_empty() {
+            // No receivers is fine: nobody watches.
+            let _ = self.events.send(Arc::new(events));
+        }
+        for reply in replies {
+            reply.send();
         }
     }
 }
@@ -1168,9 +1451,12 @@ fn reply_error(request: Request, err: StoreError) {
 #[async_trait]
 impl Store for SqliteStore {
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
-        self.reads
+        let resp = self
+            .reads
             .read(move |tx, name| range_at(tx, name, &req))
-            .await
+            .await?;
+        self.revisions.durable(resp.revision).await?;
+        Ok(resp)
     }
 
     async fn txn(&self, compares: Vec<Compare>, success: Vec<Op>) -> Result<TxnResponse> {
@@ -1264,5 +1550,67 @@ mod tests {
         // The empty prefix has no end.
         let (cond, _) = sql(&Bounds::new("", true));
         assert_eq!(cond, "key >= ?1");
+    }
+}
+
+/// Write throughput like `rkube bench store` (closed loop, 256 B values, fsync), for profiling:
+/// `cargo test --release -p store --lib -- --ignored --nocapture write_throughput`.
+#[cfg(test)]
+mod throughput {
+    use super::*;
+    use crate::StoreExt;
+
+    #[test]
+    #[ignore = "a measurement, not a test"]
+    fn write_throughput() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let secs: f64 = std::env::var("SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let options = SqliteOptions {
+                fsync: std::env::var("FSYNC").map_or(true, |v| v != "0"),
+                ..Default::default()
+            };
+            let store = SqliteStore::open(&dir.path().join("state.db"), options).unwrap();
+            let value = Bytes::from(vec![b'v'; 256]);
+            // Bytes written and CPU time (ticks of 10 ms) of this process.
+            let usage = || {
+                let io = std::fs::read_to_string("/proc/self/io").unwrap();
+                let wchar: f64 = io.lines().find_map(|l| l.strip_prefix("wchar: ")).unwrap().parse().unwrap();
+                let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+                let f: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+                let cpu: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+                (wchar, cpu * 10_000.0)
+            };
+            for writers in [1usize, 16] {
+                let (w0, c0) = usage();
+                let start = Instant::now();
+                let budget = Duration::from_secs_f64(secs);
+                let runs = (0..writers).map(|w| {
+                    let (store, value) = (&store, value.clone());
+                    async move {
+                        let mut n = 0;
+                        while start.elapsed() < budget {
+                            let key = format!("/bench/writes-{writers}/{w}/{n}");
+                            assert!(store.create(&key, value.clone()).await.unwrap().succeeded);
+                            n += 1;
+                        }
+                        n
+                    }
+                });
+                let total: usize = futures::future::join_all(runs).await.into_iter().sum();
+                let rate = total as f64 / start.elapsed().as_secs_f64();
+                let (w1, c1) = usage();
+                let n = total as f64;
+                println!(
+                    "{writers} writer(s): {rate:.0} writes/s, {:.0} B written/write, {:.1} us cpu/write",
+                    (w1 - w0) / n,
+                    (c1 - c0) / n
+                );
+            }
+        });
     }
 }

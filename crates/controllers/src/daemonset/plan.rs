@@ -73,7 +73,9 @@ pub fn pin_to_node(affinity: Option<Affinity>, node_name: &str) -> Affinity {
         match_expressions: None,
     }];
     let mut affinity = affinity.unwrap_or_default();
-    let node_affinity = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+    let node_affinity = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
     node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
         node_selector_terms: terms,
     });
@@ -117,7 +119,11 @@ fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bo
             ) else {
                 return false;
             };
-            if req.operator == "Gt" { v > bound } else { v < bound }
+            if req.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
@@ -132,11 +138,12 @@ fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
         return false;
     }
     let labels = node.metadata.labels.as_ref();
-    expressions.iter().all(|r| {
-        requirement_matches(r, labels.and_then(|l| l.get(&r.key)).map(String::as_str))
-    }) && fields.iter().all(|r| {
-        r.key == NODE_NAME_FIELD && requirement_matches(r, node.metadata.name.as_deref())
-    })
+    expressions
+        .iter()
+        .all(|r| requirement_matches(r, labels.and_then(|l| l.get(&r.key)).map(String::as_str)))
+        && fields.iter().all(|r| {
+            r.key == NODE_NAME_FIELD && requirement_matches(r, node.metadata.name.as_deref())
+        })
 }
 
 /// The pod's nodeSelector and required node affinity both match the node.
@@ -151,7 +158,10 @@ pub fn fits_node_affinity(spec: &PodSpec, node: &Node) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .is_none_or(|s| s.node_selector_terms.iter().any(|t| term_matches(t, node)));
     selector_ok && affinity_ok
 }
@@ -273,15 +283,21 @@ fn phase(pod: &Pod) -> &str {
 }
 
 fn min_ready_seconds(ds: &DaemonSet) -> i32 {
-    ds.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0)
 }
 
 /// Whether the pod is at the revision `hash` (or the template generation, for pods made
 /// before revisions).
 pub fn is_updated(ds: &DaemonSet, pod: &Pod, hash: &str) -> bool {
     let labels = pod.metadata.labels.as_ref();
-    let hash_matches =
-        !hash.is_empty() && labels.and_then(|l| l.get(CONTROLLER_REVISION_HASH_LABEL)).map(String::as_str) == Some(hash);
+    let hash_matches = !hash.is_empty()
+        && labels
+            .and_then(|l| l.get(CONTROLLER_REVISION_HASH_LABEL))
+            .map(String::as_str)
+            == Some(hash);
     let generation = ds
         .metadata
         .annotations
@@ -311,7 +327,10 @@ pub fn pods_by_node(pods: &[Arc<Pod>]) -> HashMap<String, Vec<Arc<Pod>>> {
     let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
     for pod in pods {
         if let Some(node) = target_node(pod) {
-            by_node.entry(node.to_string()).or_default().push(pod.clone());
+            by_node
+                .entry(node.to_string())
+                .or_default()
+                .push(pod.clone());
         }
     }
     by_node
@@ -345,10 +364,7 @@ pub fn manage(
     now: Timestamp,
 ) -> Changes {
     let spec = daemon_pod_spec(ds);
-    let desired = nodes
-        .iter()
-        .filter(|n| node_should_run(&spec, n).0)
-        .count() as i32;
+    let desired = nodes.iter().filter(|n| node_should_run(&spec, n).0).count() as i32;
     let surge = allows_surge(ds, desired);
     let mut changes = Changes::default();
     for node in nodes {
@@ -365,7 +381,9 @@ pub fn manage(
                         continue;
                     }
                     if matches!(phase(pod), "Failed" | "Succeeded") {
-                        changes.delete.push(pod.metadata.name.clone().unwrap_or_default());
+                        changes
+                            .delete
+                            .push(pod.metadata.name.clone().unwrap_or_default());
                     } else {
                         running.push(pod.clone());
                     }
@@ -377,7 +395,9 @@ pub fn manage(
                         continue;
                     }
                     for extra in running.iter().skip(1) {
-                        changes.delete.push(extra.metadata.name.clone().unwrap_or_default());
+                        changes
+                            .delete
+                            .push(extra.metadata.name.clone().unwrap_or_default());
                     }
                     continue;
                 }
@@ -400,20 +420,26 @@ pub fn manage(
                     if slot.is_none() {
                         *slot = Some(pod);
                     } else {
-                        changes.delete.push(pod.metadata.name.clone().unwrap_or_default());
+                        changes
+                            .delete
+                            .push(pod.metadata.name.clone().unwrap_or_default());
                     }
                 }
                 if let (Some(new), Some(old)) = (oldest_new, oldest_old)
                     && (!util::is_pod_ready(old)
                         || util::is_pod_available(new, min_ready_seconds(ds), now))
                 {
-                    changes.delete.push(old.metadata.name.clone().unwrap_or_default());
+                    changes
+                        .delete
+                        .push(old.metadata.name.clone().unwrap_or_default());
                 }
             }
             Some(pods) => {
                 for pod in pods {
                     if pod.metadata.deletion_timestamp.is_none() {
-                        changes.delete.push(pod.metadata.name.clone().unwrap_or_default());
+                        changes
+                            .delete
+                            .push(pod.metadata.name.clone().unwrap_or_default());
                     }
                 }
             }
@@ -436,7 +462,9 @@ pub fn manage(
                 .and_then(|s| s.node_name.as_deref())
                 .is_some_and(|n| !n.is_empty());
             if !scheduled && pod.metadata.deletion_timestamp.is_none() {
-                changes.delete.push(pod.metadata.name.clone().unwrap_or_default());
+                changes
+                    .delete
+                    .push(pod.metadata.name.clone().unwrap_or_default());
             }
         }
     }
@@ -520,10 +548,7 @@ pub fn rolling_update(
     now: Timestamp,
 ) -> Changes {
     let spec = daemon_pod_spec(ds);
-    let desired = nodes
-        .iter()
-        .filter(|n| node_should_run(&spec, n).0)
-        .count() as i32;
+    let desired = nodes.iter().filter(|n| node_should_run(&spec, n).0).count() as i32;
     let (max_surge, max_unavailable) = max_surge_and_unavailable(ds, desired);
     let min_ready = min_ready_seconds(ds);
     let available = |p: &Pod| util::is_pod_available(p, min_ready, now);
@@ -578,7 +603,9 @@ pub fn rolling_update(
                     if should_run {
                         replace_now.push(node.clone());
                     } else {
-                        changes.delete.push(old.metadata.name.clone().unwrap_or_default());
+                        changes
+                            .delete
+                            .push(old.metadata.name.clone().unwrap_or_default());
                     }
                 } else if surging < max_surge {
                     candidates.push(node.clone());
@@ -586,7 +613,9 @@ pub fn rolling_update(
             }
             (Some(new), Some(old)) => {
                 if available(new) {
-                    changes.delete.push(old.metadata.name.clone().unwrap_or_default());
+                    changes
+                        .delete
+                        .push(old.metadata.name.clone().unwrap_or_default());
                 } else {
                     surging += 1;
                 }

@@ -154,7 +154,10 @@ fn daemon_pods_get_default_tolerations_and_pinned_affinity() {
     }]);
     let p = plan::new_pod(&d, "n1", "abc");
     assert_eq!(p.metadata.generate_name.as_deref(), Some("agent-"));
-    assert_eq!(p.metadata.labels.as_ref().unwrap()["controller-revision-hash"], "abc");
+    assert_eq!(
+        p.metadata.labels.as_ref().unwrap()["controller-revision-hash"],
+        "abc"
+    );
     let spec = p.spec.as_ref().unwrap();
     let keys: Vec<(&str, &str)> = spec
         .tolerations
@@ -174,7 +177,10 @@ fn daemon_pods_get_default_tolerations_and_pinned_affinity() {
         ]
     );
     // The user's toleration is replaced in place, not duplicated.
-    assert_eq!(spec.tolerations.as_ref().unwrap()[0].toleration_seconds, None);
+    assert_eq!(
+        spec.tolerations.as_ref().unwrap()[0].toleration_seconds,
+        None
+    );
     assert_eq!(plan::target_node(&p), Some("n1"));
     let required = spec
         .affinity
@@ -186,24 +192,40 @@ fn daemon_pods_get_default_tolerations_and_pinned_affinity() {
         .required_during_scheduling_ignored_during_execution
         .as_ref()
         .unwrap();
-    let field = &required.node_selector_terms[0].match_fields.as_ref().unwrap()[0];
+    let field = &required.node_selector_terms[0]
+        .match_fields
+        .as_ref()
+        .unwrap()[0];
     assert_eq!(
-        (field.key.as_str(), field.operator.as_str(), field.values.as_ref().unwrap()[0].as_str()),
+        (
+            field.key.as_str(),
+            field.operator.as_str(),
+            field.values.as_ref().unwrap()[0].as_str()
+        ),
         ("metadata.name", "In", "n1")
     );
 
     let mut host = ds();
     pod_spec(&mut host).host_network = Some(true);
     let p = plan::new_pod(&host, "n1", "abc");
-    assert!(p.spec.unwrap().tolerations.unwrap().iter().any(|t| t.key.as_deref()
-        == Some("node.kubernetes.io/network-unavailable")));
+    assert!(
+        p.spec
+            .unwrap()
+            .tolerations
+            .unwrap()
+            .iter()
+            .any(|t| t.key.as_deref() == Some("node.kubernetes.io/network-unavailable"))
+    );
 }
 
 #[test]
 fn which_nodes_should_run_a_daemon_pod() {
     let d = ds();
     let spec = plan::daemon_pod_spec(&d);
-    assert_eq!(plan::node_should_run(&spec, &node("a", &[], &[])), (true, true));
+    assert_eq!(
+        plan::node_should_run(&spec, &node("a", &[], &[])),
+        (true, true)
+    );
     // Cordoned and not-ready nodes are tolerated by default.
     let tolerated = node(
         "b",
@@ -226,8 +248,14 @@ fn which_nodes_should_run_a_daemon_pod() {
     let mut selective = ds();
     pod_spec(&mut selective).node_selector = Some([("disk".to_string(), "ssd".to_string())].into());
     let spec = plan::daemon_pod_spec(&selective);
-    assert_eq!(plan::node_should_run(&spec, &node("f", &[("disk", "ssd")], &[])), (true, true));
-    assert_eq!(plan::node_should_run(&spec, &node("g", &[("disk", "hdd")], &[])), (false, false));
+    assert_eq!(
+        plan::node_should_run(&spec, &node("f", &[("disk", "ssd")], &[])),
+        (true, true)
+    );
+    assert_eq!(
+        plan::node_should_run(&spec, &node("g", &[("disk", "hdd")], &[])),
+        (false, false)
+    );
 
     // Required node affinity.
     let mut affine = ds();
@@ -285,7 +313,9 @@ fn manage_creates_missing_and_removes_misplaced_pods() {
     let ns = nodes(1);
     let mut older = (*pod(&d, "old", "n0", "h1", true)).clone();
     older.metadata.creation_timestamp = Some(Time(
-        Timestamp::now().checked_sub(SignedDuration::from_secs(10)).unwrap(),
+        Timestamp::now()
+            .checked_sub(SignedDuration::from_secs(10))
+            .unwrap(),
     ));
     let two = vec![pod(&d, "young", "n0", "h1", true), Arc::new(older)];
     assert_eq!(
@@ -296,14 +326,26 @@ fn manage_creates_missing_and_removes_misplaced_pods() {
     let mut failed = (*pod(&d, "f", "n0", "h1", false)).clone();
     failed.status.as_mut().unwrap().phase = Some("Failed".into());
     assert_eq!(
-        plan::manage(&d, &ns, &by_node(&[Arc::new(failed)]), "h1", Timestamp::now()),
+        plan::manage(
+            &d,
+            &ns,
+            &by_node(&[Arc::new(failed)]),
+            "h1",
+            Timestamp::now()
+        ),
         changes(&[], &["f"])
     );
     // Unscheduled pods for a node that is gone are removed.
     let mut orphan = (*pod(&d, "o", "gone", "h1", false)).clone();
     orphan.spec.as_mut().unwrap().node_name = None;
     assert_eq!(
-        plan::manage(&d, &ns, &by_node(&[Arc::new(orphan)]), "h1", Timestamp::now()),
+        plan::manage(
+            &d,
+            &ns,
+            &by_node(&[Arc::new(orphan)]),
+            "h1",
+            Timestamp::now()
+        ),
         changes(&["n0"], &["o"])
     );
 }
@@ -320,18 +362,30 @@ fn rolling_update_respects_max_unavailable() {
         changes(&[], &["p0"])
     );
     // A new pod not yet ready uses the one unavailable slot.
-    let mid = vec![pod(&d, "q0", "n0", "h2", false), old[1].clone(), old[2].clone()];
+    let mid = vec![
+        pod(&d, "q0", "n0", "h2", false),
+        old[1].clone(),
+        old[2].clone(),
+    ];
     assert_eq!(
         plan::rolling_update(&d, &ns, &by_node(&mid), "h2", Timestamp::now()),
         Changes::default()
     );
-    let next = vec![pod(&d, "q0", "n0", "h2", true), old[1].clone(), old[2].clone()];
+    let next = vec![
+        pod(&d, "q0", "n0", "h2", true),
+        old[1].clone(),
+        old[2].clone(),
+    ];
     assert_eq!(
         plan::rolling_update(&d, &ns, &by_node(&next), "h2", Timestamp::now()),
         changes(&[], &["p1"])
     );
     // An old pod that is not available is replaced at once, on top of the budget.
-    let broken = vec![pod(&d, "p0", "n0", "h1", false), old[1].clone(), old[2].clone()];
+    let broken = vec![
+        pod(&d, "p0", "n0", "h1", false),
+        old[1].clone(),
+        old[2].clone(),
+    ];
     assert_eq!(
         plan::rolling_update(&d, &ns, &by_node(&broken), "h2", Timestamp::now()),
         changes(&[], &["p0", "p1"])
@@ -339,7 +393,9 @@ fn rolling_update_respects_max_unavailable() {
     // 50% of 3 rounds up to 2.
     let half = with_rolling(ds(), IntOrString::Int(0), IntOrString::String("50%".into()));
     assert_eq!(
-        plan::rolling_update(&half, &ns, &by_node(&old), "h2", Timestamp::now()).delete.len(),
+        plan::rolling_update(&half, &ns, &by_node(&old), "h2", Timestamp::now())
+            .delete
+            .len(),
         2
     );
 }
@@ -356,13 +412,21 @@ fn rolling_update_with_surge_starts_new_pods_first() {
         changes(&["n0"], &[])
     );
     // While the surge pod is not available, nothing else happens.
-    let surging = vec![old[0].clone(), pod(&d, "q0", "n0", "h2", false), old[1].clone()];
+    let surging = vec![
+        old[0].clone(),
+        pod(&d, "q0", "n0", "h2", false),
+        old[1].clone(),
+    ];
     assert_eq!(
         plan::rolling_update(&d, &ns, &by_node(&surging), "h2", Timestamp::now()),
         Changes::default()
     );
     // Once it is, the old pod goes and the next node surges.
-    let ready = vec![old[0].clone(), pod(&d, "q0", "n0", "h2", true), old[1].clone()];
+    let ready = vec![
+        old[0].clone(),
+        pod(&d, "q0", "n0", "h2", true),
+        old[1].clone(),
+    ];
     assert_eq!(
         plan::rolling_update(&d, &ns, &by_node(&ready), "h2", Timestamp::now()),
         changes(&["n1"], &["p0"])
@@ -403,8 +467,14 @@ fn status_counts_nodes() {
 #[test]
 fn scaled_values() {
     assert_eq!(plan::scaled_value(Some(&IntOrString::Int(2)), 10, true), 2);
-    assert_eq!(plan::scaled_value(Some(&IntOrString::String("25%".into())), 10, true), 3);
-    assert_eq!(plan::scaled_value(Some(&IntOrString::String("25%".into())), 10, false), 2);
+    assert_eq!(
+        plan::scaled_value(Some(&IntOrString::String("25%".into())), 10, true),
+        3
+    );
+    assert_eq!(
+        plan::scaled_value(Some(&IntOrString::String("25%".into())), 10, false),
+        2
+    );
     assert_eq!(plan::scaled_value(None, 10, true), 0);
     let d = with_rolling(ds(), IntOrString::Int(0), IntOrString::Int(0));
     assert_eq!(plan::max_surge_and_unavailable(&d, 5), (0, 1));

@@ -78,13 +78,19 @@ pub fn scaled_value(value: &IntOrString, total: i32, round_up: bool) -> Result<i
         IntOrString::Int(v) => Ok(*v),
         IntOrString::String(s) => {
             let Some(number) = s.strip_suffix('%') else {
-                return Err(format!("invalid value for IntOrString: invalid type: string is not a percentage: {s:?}"));
+                return Err(format!(
+                    "invalid value for IntOrString: invalid type: string is not a percentage: {s:?}"
+                ));
             };
             let percent: i64 = number
                 .parse()
                 .map_err(|e| format!("invalid value for IntOrString: invalid value {s:?}: {e}"))?;
             let scaled = percent * i64::from(total);
-            let value = if round_up { scaled.div_euclid(100) + i64::from(scaled.rem_euclid(100) != 0) } else { scaled.div_euclid(100) };
+            let value = if round_up {
+                scaled.div_euclid(100) + i64::from(scaled.rem_euclid(100) != 0)
+            } else {
+                scaled.div_euclid(100)
+            };
             Ok(value as i32)
         }
     }
@@ -92,7 +98,11 @@ pub fn scaled_value(value: &IntOrString, total: i32, round_up: bool) -> Result<i
 
 /// (maxSurge, maxUnavailable) for `desired` replicas; both zero would stall a rollout, so
 /// maxUnavailable becomes 1 then (upstream's `ResolveFenceposts`).
-pub fn resolve_fenceposts(surge: Option<&IntOrString>, unavailable: Option<&IntOrString>, desired: i32) -> Result<(i32, i32), String> {
+pub fn resolve_fenceposts(
+    surge: Option<&IntOrString>,
+    unavailable: Option<&IntOrString>,
+    desired: i32,
+) -> Result<(i32, i32), String> {
     let zero = IntOrString::Int(0);
     let surge = scaled_value(surge.unwrap_or(&zero), desired, true)?;
     let unavailable = scaled_value(unavailable.unwrap_or(&zero), desired, false)?;
@@ -168,7 +178,10 @@ fn prune(value: &mut Value) -> bool {
 
 fn template_without_hash(template: &PodTemplateSpec) -> Value {
     let mut value = serde_json::to_value(template).unwrap_or_default();
-    if let Some(labels) = value.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+    if let Some(labels) = value
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
         labels.remove(POD_TEMPLATE_HASH_LABEL);
     }
     prune(&mut value);
@@ -200,22 +213,30 @@ fn creation(rs: &ReplicaSet) -> Option<Timestamp> {
 
 /// Oldest first, ties by name (upstream's `ReplicaSetsByCreationTimestamp`).
 pub fn by_creation(a: &ReplicaSet, b: &ReplicaSet) -> Ordering {
-    creation(a).cmp(&creation(b)).then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    creation(a)
+        .cmp(&creation(b))
+        .then_with(|| a.metadata.name.cmp(&b.metadata.name))
 }
 
 /// Lowest revision first, ties by creation (upstream's `ReplicaSetsByRevision`).
 pub fn by_revision(a: &ReplicaSet, b: &ReplicaSet) -> Ordering {
-    revision(a).cmp(&revision(b)).then_with(|| by_creation(a, b))
+    revision(a)
+        .cmp(&revision(b))
+        .then_with(|| by_creation(a, b))
 }
 
 /// Larger first; among equals newer first (`ReplicaSetsBySizeNewer`), for scaling up.
 fn by_size_newer(a: &ReplicaSet, b: &ReplicaSet) -> Ordering {
-    rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| by_creation(b, a))
+    rs_replicas(b)
+        .cmp(&rs_replicas(a))
+        .then_with(|| by_creation(b, a))
 }
 
 /// Larger first; among equals older first (`ReplicaSetsBySizeOlder`), for scaling down.
 fn by_size_older(a: &ReplicaSet, b: &ReplicaSet) -> Ordering {
-    rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| by_creation(a, b))
+    rs_replicas(b)
+        .cmp(&rs_replicas(a))
+        .then_with(|| by_creation(a, b))
 }
 
 /// The index of the ReplicaSet whose template is the Deployment's: the oldest such.
@@ -250,7 +271,10 @@ fn skip_copy(key: &str) -> bool {
 pub fn set_replicas_annotations(rs: &mut ReplicaSet, desired: i32, max: i32) -> bool {
     let annotations = rs.metadata.annotations.get_or_insert_with(BTreeMap::new);
     let mut changed = false;
-    for (key, value) in [(DESIRED_REPLICAS_ANNOTATION, desired), (MAX_REPLICAS_ANNOTATION, max)] {
+    for (key, value) in [
+        (DESIRED_REPLICAS_ANNOTATION, desired),
+        (MAX_REPLICAS_ANNOTATION, max),
+    ] {
         let value = value.to_string();
         if annotations.get(key) != Some(&value) {
             annotations.insert(key.into(), value);
@@ -264,7 +288,12 @@ pub fn set_replicas_annotations(rs: &mut ReplicaSet, desired: i32, max: i32) -> 
 /// `kubernetes.io/change-cause`), move the revision forward (keeping the revisions this
 /// ReplicaSet had before in revision-history: a rollback reuses an old ReplicaSet), and on a
 /// ReplicaSet about to be created, the replica annotations. Returns whether anything changed.
-pub fn set_new_rs_annotations(d: &Deployment, rs: &mut ReplicaSet, new_revision: i64, exists: bool) -> bool {
+pub fn set_new_rs_annotations(
+    d: &Deployment,
+    rs: &mut ReplicaSet,
+    new_revision: i64,
+    exists: bool,
+) -> bool {
     let mut changed = false;
     let annotations = rs.metadata.annotations.get_or_insert_with(BTreeMap::new);
     for (key, value) in d.metadata.annotations.iter().flatten() {
@@ -286,7 +315,10 @@ pub fn set_new_rs_annotations(d: &Deployment, rs: &mut ReplicaSet, new_revision:
         annotations.insert(REVISION_ANNOTATION.into(), new_revision.to_string());
         changed = true;
         if let Some(old) = old.filter(|o| !o.is_empty()) {
-            let history = annotations.get(REVISION_HISTORY_ANNOTATION).cloned().unwrap_or_default();
+            let history = annotations
+                .get(REVISION_HISTORY_ANNOTATION)
+                .cloned()
+                .unwrap_or_default();
             let mut revisions: Vec<&str> = history.split(',').filter(|r| !r.is_empty()).collect();
             revisions.push(&old);
             // Forget the oldest revisions past the length limit.
@@ -349,19 +381,29 @@ pub fn new_rs_new_replicas(d: &Deployment, all: &[&ReplicaSet], new: &ReplicaSet
 pub fn is_saturated(d: &Deployment, new: Option<&ReplicaSet>) -> bool {
     let Some(rs) = new else { return false };
     let desired = spec_replicas(d);
-    rs_replicas(rs) == desired && desired_replicas_annotation(rs) == Some(desired) && rs_status(rs).2 == desired
+    rs_replicas(rs) == desired
+        && desired_replicas_annotation(rs) == Some(desired)
+        && rs_status(rs).2 == desired
 }
 
 /// With at most one active ReplicaSet, the one a scale applies to (upstream's
 /// `FindActiveOrLatest`): the active one, else the new one, else the newest old one. `None`
 /// when several are active (proportional scaling then).
-pub fn find_active_or_latest<'a>(new: Option<&'a ReplicaSet>, old: &[&'a ReplicaSet]) -> Option<&'a ReplicaSet> {
+pub fn find_active_or_latest<'a>(
+    new: Option<&'a ReplicaSet>,
+    old: &[&'a ReplicaSet],
+) -> Option<&'a ReplicaSet> {
     if new.is_none() && old.is_empty() {
         return None;
     }
     let mut old: Vec<&ReplicaSet> = old.to_vec();
     old.sort_by(|a, b| by_creation(b, a));
-    let active: Vec<&ReplicaSet> = old.iter().copied().chain(new).filter(|rs| is_active(rs)).collect();
+    let active: Vec<&ReplicaSet> = old
+        .iter()
+        .copied()
+        .chain(new)
+        .filter(|rs| is_active(rs))
+        .collect();
     match active.len() {
         0 => new.or_else(|| old.first().copied()),
         1 => Some(active[0]),
@@ -389,15 +431,26 @@ fn proportion(rs: &ReplicaSet, d: &Deployment, to_add: i32, added: i32) -> i32 {
     }
     let fraction = replica_set_fraction(rs, d);
     let allowed = to_add - added;
-    if to_add > 0 { fraction.min(allowed) } else { fraction.max(allowed) }
+    if to_add > 0 {
+        fraction.min(allowed)
+    } else {
+        fraction.max(allowed)
+    }
 }
 
 /// A scale of a Deployment in the middle of a rolling update, spread over its active
 /// ReplicaSets in proportion to their sizes, the rounding leftover to the largest (upstream's
 /// `scale`). Returns (name, new size) for every active ReplicaSet, and "up"/"down".
-pub fn proportional_scale(d: &Deployment, active: &[&ReplicaSet]) -> (Vec<(String, i32)>, &'static str) {
+pub fn proportional_scale(
+    d: &Deployment,
+    active: &[&ReplicaSet],
+) -> (Vec<(String, i32)>, &'static str) {
     let desired = spec_replicas(d);
-    let allowed = if desired > 0 { desired + max_surge(d) } else { 0 };
+    let allowed = if desired > 0 {
+        desired + max_surge(d)
+    } else {
+        0
+    };
     let to_add = allowed - replica_count(active.iter().copied());
     let mut sorted: Vec<&ReplicaSet> = active.to_vec();
     let operation = match to_add.cmp(&0) {
@@ -458,7 +511,10 @@ pub fn cleanup_unhealthy(old: &[&ReplicaSet], max: i32) -> Vec<(String, i32)> {
         if down <= 0 {
             continue;
         }
-        plan.push((rs.metadata.name.clone().unwrap_or_default(), replicas - down));
+        plan.push((
+            rs.metadata.name.clone().unwrap_or_default(),
+            replicas - down,
+        ));
         total += down;
     }
     plan
@@ -466,7 +522,11 @@ pub fn cleanup_unhealthy(old: &[&ReplicaSet], max: i32) -> Vec<(String, i32)> {
 
 /// Scale-downs of old ReplicaSets, oldest first, by as many available pods as exceed the
 /// minimum available (upstream's `scaleDownOldReplicaSetsForRollingUpdate`).
-pub fn scale_down_old(d: &Deployment, all: &[&ReplicaSet], old: &[&ReplicaSet]) -> Vec<(String, i32)> {
+pub fn scale_down_old(
+    d: &Deployment,
+    all: &[&ReplicaSet],
+    old: &[&ReplicaSet],
+) -> Vec<(String, i32)> {
     let min_available = spec_replicas(d) - max_unavailable(d);
     let available = available_replica_count(all.iter().copied());
     if available <= min_available {
@@ -486,7 +546,10 @@ pub fn scale_down_old(d: &Deployment, all: &[&ReplicaSet], old: &[&ReplicaSet]) 
             continue;
         }
         let down = replicas.min(to_scale - total);
-        plan.push((rs.metadata.name.clone().unwrap_or_default(), replicas - down));
+        plan.push((
+            rs.metadata.name.clone().unwrap_or_default(),
+            replicas - down,
+        ));
         total += down;
     }
     plan
@@ -495,7 +558,11 @@ pub fn scale_down_old(d: &Deployment, all: &[&ReplicaSet], old: &[&ReplicaSet]) 
 /// Old ReplicaSets past revisionHistoryLimit that may be deleted: lowest revisions first, only
 /// those scaled to zero with no pods left and a status that has caught up.
 pub fn cleanup_candidates(old: &[&ReplicaSet], limit: i32) -> Vec<String> {
-    let mut alive: Vec<&ReplicaSet> = old.iter().copied().filter(|rs| rs.metadata.deletion_timestamp.is_none()).collect();
+    let mut alive: Vec<&ReplicaSet> = old
+        .iter()
+        .copied()
+        .filter(|rs| rs.metadata.deletion_timestamp.is_none())
+        .collect();
     let diff = alive.len() as i64 - i64::from(limit.max(0));
     if diff <= 0 {
         return Vec::new();
@@ -505,18 +572,37 @@ pub fn cleanup_candidates(old: &[&ReplicaSet], limit: i32) -> Vec<String> {
         .into_iter()
         .take(diff as usize)
         .filter(|rs| {
-            let observed = rs.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0);
-            rs_status(rs).0 == 0 && rs_replicas(rs) == 0 && rs.metadata.generation.unwrap_or(0) <= observed
+            let observed = rs
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                .unwrap_or(0);
+            rs_status(rs).0 == 0
+                && rs_replicas(rs) == 0
+                && rs.metadata.generation.unwrap_or(0) <= observed
         })
         .filter_map(|rs| rs.metadata.name.clone())
         .collect()
 }
 
-pub fn get_condition<'a>(status: &'a DeploymentStatus, type_: &str) -> Option<&'a DeploymentCondition> {
-    status.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+pub fn get_condition<'a>(
+    status: &'a DeploymentStatus,
+    type_: &str,
+) -> Option<&'a DeploymentCondition> {
+    status
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
-pub fn new_condition(type_: &str, status: &str, reason: &str, message: String, now: Timestamp) -> DeploymentCondition {
+pub fn new_condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) -> DeploymentCondition {
     DeploymentCondition {
         type_: type_.into(),
         status: status.into(),
@@ -559,7 +645,12 @@ pub fn progress_deadline(d: &Deployment) -> Option<i32> {
 
 /// The status the ReplicaSets add up to (upstream's `calculateStatus`), with the Available
 /// condition.
-pub fn calculate_status(d: &Deployment, all: &[&ReplicaSet], new: Option<&ReplicaSet>, now: Timestamp) -> DeploymentStatus {
+pub fn calculate_status(
+    d: &Deployment,
+    all: &[&ReplicaSet],
+    new: Option<&ReplicaSet>,
+    now: Timestamp,
+) -> DeploymentStatus {
     let current = d.status.clone().unwrap_or_default();
     let available = available_replica_count(all.iter().copied());
     let total = replica_count(all.iter().copied());
@@ -575,10 +666,22 @@ pub fn calculate_status(d: &Deployment, all: &[&ReplicaSet], new: Option<&Replic
         terminating_replicas: current.terminating_replicas,
     };
     if available >= spec_replicas(d) - max_unavailable(d) {
-        let c = new_condition(AVAILABLE, "True", MINIMUM_REPLICAS_AVAILABLE, "Deployment has minimum availability.".into(), now);
+        let c = new_condition(
+            AVAILABLE,
+            "True",
+            MINIMUM_REPLICAS_AVAILABLE,
+            "Deployment has minimum availability.".into(),
+            now,
+        );
         set_condition(&mut status, c);
     } else {
-        let c = new_condition(AVAILABLE, "False", MINIMUM_REPLICAS_UNAVAILABLE, "Deployment does not have minimum availability.".into(), now);
+        let c = new_condition(
+            AVAILABLE,
+            "False",
+            MINIMUM_REPLICAS_UNAVAILABLE,
+            "Deployment does not have minimum availability.".into(),
+            now,
+        );
         set_condition(&mut status, c);
     }
     status
@@ -606,14 +709,20 @@ pub fn deployment_progressing(d: &Deployment, new: &DeploymentStatus) -> bool {
 
 /// Whether the rollout has made no progress for progressDeadlineSeconds.
 pub fn deployment_timed_out(d: &Deployment, status: &DeploymentStatus, now: Timestamp) -> bool {
-    let Some(deadline) = progress_deadline(d) else { return false };
-    let Some(condition) = get_condition(status, PROGRESSING) else { return false };
+    let Some(deadline) = progress_deadline(d) else {
+        return false;
+    };
+    let Some(condition) = get_condition(status, PROGRESSING) else {
+        return false;
+    };
     match condition.reason.as_deref() {
         Some(NEW_RS_AVAILABLE_REASON) => return false,
         Some(TIMED_OUT_REASON) => return true,
         _ => {}
     }
-    let Some(from) = condition.last_update_time.as_ref() else { return false };
+    let Some(from) = condition.last_update_time.as_ref() else {
+        return false;
+    };
     from.0
         .checked_add(SignedDuration::from_secs(i64::from(deadline)))
         .is_ok_and(|at| at < now)
@@ -621,13 +730,22 @@ pub fn deployment_timed_out(d: &Deployment, status: &DeploymentStatus, now: Time
 
 /// The Progressing condition after this sync (upstream's `syncRolloutStatus`), on a status from
 /// [`calculate_status`]; `new_rs` is the new ReplicaSet's name.
-pub fn rollout_conditions(d: &Deployment, status: &mut DeploymentStatus, new_rs: Option<&str>, now: Timestamp) {
+pub fn rollout_conditions(
+    d: &Deployment,
+    status: &mut DeploymentStatus,
+    new_rs: Option<&str>,
+    now: Timestamp,
+) {
     if progress_deadline(d).is_none() {
         remove_condition(status, PROGRESSING);
         return;
     }
     let name = d.metadata.name.as_deref().unwrap_or_default();
-    let current = d.status.as_ref().and_then(|s| get_condition(s, PROGRESSING)).cloned();
+    let current = d
+        .status
+        .as_ref()
+        .and_then(|s| get_condition(s, PROGRESSING))
+        .cloned();
     let complete_before = status.replicas == status.updated_replicas
         && current.as_ref().and_then(|c| c.reason.as_deref()) == Some(NEW_RS_AVAILABLE_REASON);
     if complete_before {
@@ -638,7 +756,10 @@ pub fn rollout_conditions(d: &Deployment, status: &mut DeploymentStatus, new_rs:
             Some(rs) => format!("ReplicaSet \"{rs}\" has successfully progressed."),
             None => format!("Deployment \"{name}\" has successfully progressed."),
         };
-        set_condition(status, new_condition(PROGRESSING, "True", NEW_RS_AVAILABLE_REASON, message, now));
+        set_condition(
+            status,
+            new_condition(PROGRESSING, "True", NEW_RS_AVAILABLE_REASON, message, now),
+        );
     } else if deployment_progressing(d, status) {
         let message = match new_rs {
             Some(rs) => format!("ReplicaSet \"{rs}\" is progressing."),
@@ -646,7 +767,13 @@ pub fn rollout_conditions(d: &Deployment, status: &mut DeploymentStatus, new_rs:
         };
         // Progress refreshes lastUpdateTime even with the same reason, which restarts the
         // deadline; the transition time stays while the status stays True.
-        let mut condition = new_condition(PROGRESSING, "True", REPLICA_SET_UPDATED_REASON, message, now);
+        let mut condition = new_condition(
+            PROGRESSING,
+            "True",
+            REPLICA_SET_UPDATED_REASON,
+            message,
+            now,
+        );
         if let Some(current) = &current {
             if current.status == "True" {
                 condition.last_transition_time = current.last_transition_time.clone();
@@ -659,20 +786,29 @@ pub fn rollout_conditions(d: &Deployment, status: &mut DeploymentStatus, new_rs:
             Some(rs) => format!("ReplicaSet \"{rs}\" has timed out progressing."),
             None => format!("Deployment \"{name}\" has timed out progressing."),
         };
-        set_condition(status, new_condition(PROGRESSING, "False", TIMED_OUT_REASON, message, now));
+        set_condition(
+            status,
+            new_condition(PROGRESSING, "False", TIMED_OUT_REASON, message, now),
+        );
     }
 }
 
 /// When to look again so that a stalled rollout is marked timed out on time (upstream's
 /// `requeueStuckDeployment`); `None` when nothing is pending.
-pub fn requeue_stuck_after(d: &Deployment, status: &DeploymentStatus, now: Timestamp) -> Option<std::time::Duration> {
+pub fn requeue_stuck_after(
+    d: &Deployment,
+    status: &DeploymentStatus,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
     let deadline = progress_deadline(d)?;
     let condition = get_condition(status, PROGRESSING)?;
     if deployment_complete(d, status) || condition.reason.as_deref() == Some(TIMED_OUT_REASON) {
         return None;
     }
     let from = condition.last_update_time.as_ref()?.0;
-    let at = from.checked_add(SignedDuration::from_secs(i64::from(deadline))).ok()?;
+    let at = from
+        .checked_add(SignedDuration::from_secs(i64::from(deadline)))
+        .ok()?;
     let wait = at.duration_since(now);
     if wait < SignedDuration::from_secs(1) {
         return Some(std::time::Duration::from_millis(200));

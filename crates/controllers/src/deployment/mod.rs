@@ -16,19 +16,21 @@ use std::time::Duration;
 
 use api::selector::LabelSelector;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
+};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use self::logic::*;
-use crate::replicaset::api_message;
-use crate::util::{controller_of, controller_ref, record_event, Outcome, WorkQueue};
 use crate::Context;
+use crate::replicaset::api_message;
+use crate::util::{Outcome, WorkQueue, controller_of, controller_ref, record_event};
 
 /// Upstream's `--concurrent-deployment-syncs` default.
 const WORKERS: usize = 5;
@@ -42,7 +44,9 @@ pub enum Error {
         key: String,
         source: kube::Error,
     },
-    #[error("deployment {key}: replica set name {name} is taken by another template; collision count raised")]
+    #[error(
+        "deployment {key}: replica set name {name} is taken by another template; collision count raised"
+    )]
     Collision { key: String, name: String },
 }
 
@@ -84,7 +88,12 @@ impl Work {
 
     fn old(&self) -> Vec<&ReplicaSet> {
         let new = self.new_index();
-        self.rss.iter().enumerate().filter(|(i, _)| Some(*i) != new).map(|(_, rs)| rs).collect()
+        self.rss
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != new)
+            .map(|(_, rs)| rs)
+            .collect()
     }
 
     fn all(&self) -> Vec<&ReplicaSet> {
@@ -92,11 +101,17 @@ impl Work {
     }
 
     fn get(&self, name: &str) -> Option<&ReplicaSet> {
-        self.rss.iter().find(|rs| rs.metadata.name.as_deref() == Some(name))
+        self.rss
+            .iter()
+            .find(|rs| rs.metadata.name.as_deref() == Some(name))
     }
 
     fn replace(&mut self, rs: ReplicaSet) {
-        match self.rss.iter_mut().find(|r| r.metadata.name == rs.metadata.name) {
+        match self
+            .rss
+            .iter_mut()
+            .find(|r| r.metadata.name == rs.metadata.name)
+        {
             Some(slot) => *slot = rs,
             None => self.rss.push(rs),
         }
@@ -104,7 +119,10 @@ impl Work {
 }
 
 impl Controller {
-    fn request_error(key: &str, action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error + '_ {
+    fn request_error(
+        key: &str,
+        action: impl Into<String>,
+    ) -> impl FnOnce(kube::Error) -> Error + '_ {
         let action = action.into();
         move |source| Error::Request {
             action,
@@ -114,7 +132,8 @@ impl Controller {
     }
 
     fn enqueue_deployment(&self, d: &Deployment) {
-        self.queue.add(key_of(&d.namespace().unwrap_or_default(), &d.name_any()));
+        self.queue
+            .add(key_of(&d.namespace().unwrap_or_default(), &d.name_any()));
     }
 
     /// Queue the Deployment that owns `rs`, or for an orphan every Deployment that selects it.
@@ -130,7 +149,10 @@ impl Controller {
                     if d.metadata.namespace.as_deref() != Some(namespace.as_str()) {
                         continue;
                     }
-                    let selector = d.spec.as_ref().and_then(|s| LabelSelector::from_label_selector(&s.selector).ok());
+                    let selector = d
+                        .spec
+                        .as_ref()
+                        .and_then(|s| LabelSelector::from_label_selector(&s.selector).ok());
                     if selector.is_some_and(|s| !s.is_empty() && s.matches(labels)) {
                         self.enqueue_deployment(&d);
                     }
@@ -139,28 +161,40 @@ impl Controller {
         }
     }
 
-    async fn watch_deployments(self: Arc<Self>, writer: reflector::store::Writer<Deployment>) -> anyhow::Result<()> {
+    async fn watch_deployments(
+        self: Arc<Self>,
+        writer: reflector::store::Writer<Deployment>,
+    ) -> anyhow::Result<()> {
         let api: Api<Deployment> = Api::all(self.client.clone());
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().reflect(writer).boxed();
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .boxed();
         while let Some(event) = events.try_next().await? {
             match event {
-                watcher::Event::Apply(d) | watcher::Event::InitApply(d) | watcher::Event::Delete(d) => {
-                    self.enqueue_deployment(&d)
-                }
+                watcher::Event::Apply(d)
+                | watcher::Event::InitApply(d)
+                | watcher::Event::Delete(d) => self.enqueue_deployment(&d),
                 watcher::Event::Init | watcher::Event::InitDone => {}
             }
         }
         Ok(())
     }
 
-    async fn watch_replica_sets(self: Arc<Self>, writer: reflector::store::Writer<ReplicaSet>) -> anyhow::Result<()> {
+    async fn watch_replica_sets(
+        self: Arc<Self>,
+        writer: reflector::store::Writer<ReplicaSet>,
+    ) -> anyhow::Result<()> {
         let api: Api<ReplicaSet> = Api::all(self.client.clone());
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().reflect(writer).boxed();
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .boxed();
         while let Some(event) = events.try_next().await? {
             match event {
-                watcher::Event::Apply(rs) | watcher::Event::InitApply(rs) | watcher::Event::Delete(rs) => {
-                    self.enqueue_for_replica_set(&rs)
-                }
+                watcher::Event::Apply(rs)
+                | watcher::Event::InitApply(rs)
+                | watcher::Event::Delete(rs) => self.enqueue_for_replica_set(&rs),
                 watcher::Event::Init | watcher::Event::InitDone => {}
             }
         }
@@ -198,11 +232,16 @@ impl Controller {
         let Some((namespace, name)) = key.split_once('/') else {
             return Ok(None);
         };
-        let Some(d) = self.deployments.get(&ObjectRef::new(name).within(namespace)) else {
+        let Some(d) = self
+            .deployments
+            .get(&ObjectRef::new(name).within(namespace))
+        else {
             return Ok(None);
         };
         let d = (*d).clone();
-        let Some(spec) = d.spec.as_ref() else { return Ok(None) };
+        let Some(spec) = d.spec.as_ref() else {
+            return Ok(None);
+        };
         let selector = match LabelSelector::from_label_selector(&spec.selector) {
             Ok(s) => s,
             Err(error) => {
@@ -252,7 +291,11 @@ impl Controller {
 
     /// The ReplicaSets this Deployment controls, adopting matching orphans and releasing
     /// those it controls that no longer match (upstream's `getReplicaSetsForDeployment`).
-    async fn claim_replica_sets(&self, d: &Deployment, selector: &LabelSelector) -> Result<Vec<ReplicaSet>, Error> {
+    async fn claim_replica_sets(
+        &self,
+        d: &Deployment,
+        selector: &LabelSelector,
+    ) -> Result<Vec<ReplicaSet>, Error> {
         let namespace = d.namespace().unwrap_or_default();
         let uid = d.metadata.uid.clone().unwrap_or_default();
         let deleting = d.metadata.deletion_timestamp.is_some();
@@ -275,7 +318,9 @@ impl Controller {
                     }
                 }
                 Some(_) => {}
-                None if matches && !deleting && rs.metadata.deletion_timestamp.is_none() => adopt.push(rs),
+                None if matches && !deleting && rs.metadata.deletion_timestamp.is_none() => {
+                    adopt.push(rs)
+                }
                 None => {}
             }
         }
@@ -293,16 +338,29 @@ impl Controller {
     }
 
     async fn can_adopt(&self, d: &Deployment, key: &str) -> Result<bool, Error> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &d.namespace().unwrap_or_default());
+        let api: Api<Deployment> =
+            Api::namespaced(self.client.clone(), &d.namespace().unwrap_or_default());
         match api.get(&d.name_any()).await {
-            Ok(fresh) => Ok(fresh.metadata.uid == d.metadata.uid && fresh.metadata.deletion_timestamp.is_none()),
+            Ok(fresh) => {
+                Ok(fresh.metadata.uid == d.metadata.uid
+                    && fresh.metadata.deletion_timestamp.is_none())
+            }
             Err(error) if is_status(&error, 404) => Ok(false),
-            Err(source) => Err(Self::request_error(key, "reading the deployment before adoption")(source)),
+            Err(source) => Err(Self::request_error(
+                key,
+                "reading the deployment before adoption",
+            )(source)),
         }
     }
 
     /// Adopt or release `rs`; returns the adopted ReplicaSet.
-    async fn set_controller(&self, d: &Deployment, rs: &ReplicaSet, adopt: bool, key: &str) -> Result<Option<ReplicaSet>, Error> {
+    async fn set_controller(
+        &self,
+        d: &Deployment,
+        rs: &ReplicaSet,
+        adopt: bool,
+        key: &str,
+    ) -> Result<Option<ReplicaSet>, Error> {
         let uid = d.metadata.uid.clone().unwrap_or_default();
         let mut references: Vec<OwnerReference> = rs
             .metadata
@@ -322,9 +380,13 @@ impl Controller {
                 "resourceVersion": rs.metadata.resource_version,
             }
         });
-        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &rs.namespace().unwrap_or_default());
+        let api: Api<ReplicaSet> =
+            Api::namespaced(self.client.clone(), &rs.namespace().unwrap_or_default());
         let name = rs.name_any();
-        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(updated) => {
                 let verb = if adopt { "adopted" } else { "released" };
                 tracing::info!(controller = REPORTER, %key, replicaset = %name, "{verb} replica set");
@@ -334,33 +396,55 @@ impl Controller {
                 self.queue.add(key.to_string());
                 Ok(None)
             }
-            Err(source) => Err(Self::request_error(key, format!("claiming replica set {name}"))(source)),
+            Err(source) => Err(Self::request_error(
+                key,
+                format!("claiming replica set {name}"),
+            )(source)),
         }
     }
 
     /// Write `status` (and the revision annotation, which upstream also sets through /status).
-    async fn write_status(&self, work: &mut Work, status: DeploymentStatus, revision: Option<String>) -> Result<(), Error> {
+    async fn write_status(
+        &self,
+        work: &mut Work,
+        status: DeploymentStatus,
+        revision: Option<String>,
+    ) -> Result<(), Error> {
         let mut value = serde_json::to_value(&status).unwrap_or_default();
         if status.conditions.is_none() {
             value["conditions"] = serde_json::Value::Null;
         }
         let mut patch = serde_json::json!({ "status": value });
         if let Some(revision) = revision {
-            patch["metadata"] = serde_json::json!({ "annotations": { REVISION_ANNOTATION: revision } });
+            patch["metadata"] =
+                serde_json::json!({ "annotations": { REVISION_ANNOTATION: revision } });
         }
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &work.namespace());
-        match api.patch_status(&work.d.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(
+                &work.d.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
             Ok(updated) => {
                 work.d = updated;
                 Ok(())
             }
-            Err(source) => Err(Self::request_error(&work.key, "updating the status")(source)),
+            Err(source) => Err(Self::request_error(&work.key, "updating the status")(
+                source,
+            )),
         }
     }
 
     /// The revision annotation the Deployment should carry, if it does not yet.
     fn revision_update(d: &Deployment, revision: &str) -> Option<String> {
-        let current = d.metadata.annotations.as_ref().and_then(|a| a.get(REVISION_ANNOTATION));
+        let current = d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION_ANNOTATION));
         (current.map(String::as_str) != Some(revision)).then(|| revision.to_string())
     }
 
@@ -372,12 +456,13 @@ impl Controller {
         let deadline = progress_deadline(&work.d).is_some();
         if let Some(index) = work.new_index() {
             let mut copy = work.rss[index].clone();
-            let annotations_updated = set_new_rs_annotations(&work.d, &mut copy, new_revision, true);
+            let annotations_updated =
+                set_new_rs_annotations(&work.d, &mut copy, new_revision, true);
             let spec = copy.spec.get_or_insert_with(ReplicaSetSpec::default);
             let min_ready_changed = spec.min_ready_seconds.unwrap_or(0) != d_replicas.unwrap_or(0);
             if annotations_updated || min_ready_changed {
                 spec.min_ready_seconds = d_replicas;
-                let updated = self.replace_replica_set(work, &copy).await?;
+                let updated = self.update_replica_set(work, &copy).await?;
                 work.replace(updated);
                 return Ok(());
             }
@@ -393,7 +478,10 @@ impl Controller {
             let mut needs_update = revision_update.is_some();
             if deadline && get_condition(&status, PROGRESSING).is_none() {
                 let message = format!("Found new replica set \"{}\"", copy.name_any());
-                set_condition(&mut status, new_condition(PROGRESSING, "True", FOUND_NEW_RS_REASON, message, now()));
+                set_condition(
+                    &mut status,
+                    new_condition(PROGRESSING, "True", FOUND_NEW_RS_REASON, message, now()),
+                );
                 needs_update = true;
             }
             if needs_update {
@@ -451,11 +539,12 @@ impl Controller {
             Ok(created) => (created, false),
             Err(kube::Error::Api(status)) if status.reason == "AlreadyExists" => {
                 // Ours from an earlier sync the cache has not seen yet, or a hash collision.
-                let existing = api
-                    .get(&name)
-                    .await
-                    .map_err(Self::request_error(&work.key, format!("reading replica set {name}")))?;
-                let ours = controller_of(&existing.metadata).is_some_and(|r| Some(&r.uid) == work.d.metadata.uid.as_ref());
+                let existing = api.get(&name).await.map_err(Self::request_error(
+                    &work.key,
+                    format!("reading replica set {name}"),
+                ))?;
+                let ours = controller_of(&existing.metadata)
+                    .is_some_and(|r| Some(&r.uid) == work.d.metadata.uid.as_ref());
                 let same = existing
                     .spec
                     .as_ref()
@@ -475,14 +564,35 @@ impl Controller {
                 }
             }
             Err(error) => {
-                let message = format!("Failed to create new replica set \"{name}\": {}", api_message(&error));
+                let message = format!(
+                    "Failed to create new replica set \"{name}\": {}",
+                    api_message(&error)
+                );
                 if deadline {
                     let mut status = work.d.status.clone().unwrap_or_default();
-                    set_condition(&mut status, new_condition(PROGRESSING, "False", FAILED_RS_CREATE_REASON, message.clone(), now()));
+                    set_condition(
+                        &mut status,
+                        new_condition(
+                            PROGRESSING,
+                            "False",
+                            FAILED_RS_CREATE_REASON,
+                            message.clone(),
+                            now(),
+                        ),
+                    );
                     self.write_status(work, status, None).await?;
                 }
-                self.event(&work.d, EventType::Warning, FAILED_RS_CREATE_REASON, "Create", message);
-                return Err(Self::request_error(&work.key, format!("creating replica set {name}"))(error));
+                self.event(
+                    &work.d,
+                    EventType::Warning,
+                    FAILED_RS_CREATE_REASON,
+                    "Create",
+                    message,
+                );
+                return Err(Self::request_error(
+                    &work.key,
+                    format!("creating replica set {name}"),
+                )(error));
             }
         };
         if !already_existed {
@@ -503,7 +613,10 @@ impl Controller {
         let mut needs_update = revision_update.is_some();
         if !already_existed && deadline {
             let message = format!("Created new replica set \"{name}\"");
-            set_condition(&mut status, new_condition(PROGRESSING, "True", NEW_REPLICA_SET_REASON, message, now()));
+            set_condition(
+                &mut status,
+                new_condition(PROGRESSING, "True", NEW_REPLICA_SET_REASON, message, now()),
+            );
             needs_update = true;
         }
         if needs_update {
@@ -512,28 +625,50 @@ impl Controller {
         Ok(())
     }
 
-    async fn replace_replica_set(&self, work: &Work, rs: &ReplicaSet) -> Result<ReplicaSet, Error> {
+    /// Write what this controller owns of a ReplicaSet (its size, minReadySeconds and
+    /// annotations) as a merge patch: the ReplicaSet controller writes its status all the time,
+    /// and a full update from the cache would keep losing that race.
+    async fn update_replica_set(&self, work: &Work, rs: &ReplicaSet) -> Result<ReplicaSet, Error> {
         let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &work.namespace());
         let name = rs.name_any();
-        api.replace(&name, &PostParams::default(), rs)
+        let spec = rs.spec.clone().unwrap_or_default();
+        let patch = serde_json::json!({
+            "metadata": { "annotations": rs.metadata.annotations },
+            "spec": { "replicas": spec.replicas, "minReadySeconds": spec.min_ready_seconds },
+        });
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(Self::request_error(&work.key, format!("updating replica set {name}")))
+            .map_err(Self::request_error(
+                &work.key,
+                format!("updating replica set {name}"),
+            ))
     }
 
     /// Set a ReplicaSet's size and replica annotations (upstream's `scaleReplicaSet`); an event
     /// when the size changes. Returns whether it did.
-    async fn scale_replica_set(&self, work: &mut Work, name: &str, size: i32, operation: &str) -> Result<bool, Error> {
-        let Some(rs) = work.get(name) else { return Ok(false) };
+    async fn scale_replica_set(
+        &self,
+        work: &mut Work,
+        name: &str,
+        size: i32,
+        operation: &str,
+    ) -> Result<bool, Error> {
+        let Some(rs) = work.get(name) else {
+            return Ok(false);
+        };
         let before = rs_replicas(rs);
         let mut copy = rs.clone();
         let desired = spec_replicas(&work.d);
         let size_changed = before != size;
-        let annotations_changed = set_replicas_annotations(&mut copy, desired, desired + max_surge(&work.d));
+        let annotations_changed =
+            set_replicas_annotations(&mut copy, desired, desired + max_surge(&work.d));
         if !size_changed && !annotations_changed {
             return Ok(false);
         }
-        copy.spec.get_or_insert_with(ReplicaSetSpec::default).replicas = Some(size);
-        let updated = self.replace_replica_set(work, &copy).await?;
+        copy.spec
+            .get_or_insert_with(ReplicaSetSpec::default)
+            .replicas = Some(size);
+        let updated = self.update_replica_set(work, &copy).await?;
         work.replace(updated);
         if size_changed {
             tracing::info!(controller = REPORTER, key = %work.key, replicaset = %name, from = before, to = size, "scaled replica set");
@@ -549,8 +684,15 @@ impl Controller {
     }
 
     /// Scale to `size` if that is a change (upstream's `scaleReplicaSetAndRecordEvent`).
-    async fn scale_and_record(&self, work: &mut Work, name: &str, size: i32) -> Result<bool, Error> {
-        let Some(rs) = work.get(name) else { return Ok(false) };
+    async fn scale_and_record(
+        &self,
+        work: &mut Work,
+        name: &str,
+        size: i32,
+    ) -> Result<bool, Error> {
+        let Some(rs) = work.get(name) else {
+            return Ok(false);
+        };
         let before = rs_replicas(rs);
         if before == size {
             return Ok(false);
@@ -572,9 +714,21 @@ impl Controller {
         let paused = work.d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
         let paused_condition = reason.as_deref() == Some(PAUSED_DEPLOY_REASON);
         let condition = if paused && !paused_condition {
-            new_condition(PROGRESSING, "Unknown", PAUSED_DEPLOY_REASON, "Deployment is paused".into(), now())
+            new_condition(
+                PROGRESSING,
+                "Unknown",
+                PAUSED_DEPLOY_REASON,
+                "Deployment is paused".into(),
+                now(),
+            )
         } else if !paused && paused_condition {
-            new_condition(PROGRESSING, "Unknown", RESUMED_DEPLOY_REASON, "Deployment is resumed".into(), now())
+            new_condition(
+                PROGRESSING,
+                "Unknown",
+                RESUMED_DEPLOY_REASON,
+                "Deployment is resumed".into(),
+                now(),
+            )
         } else {
             return Ok(());
         };
@@ -618,7 +772,12 @@ impl Controller {
             return Ok(());
         }
         if is_saturated(&work.d, work.new_rs()) {
-            let old: Vec<String> = work.old().into_iter().filter(|rs| is_active(rs)).map(|rs| rs.name_any()).collect();
+            let old: Vec<String> = work
+                .old()
+                .into_iter()
+                .filter(|rs| is_active(rs))
+                .map(|rs| rs.name_any())
+                .collect();
             for name in old {
                 self.scale_and_record(work, &name, 0).await?;
             }
@@ -647,11 +806,15 @@ impl Controller {
             match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {
                     tracing::info!(controller = REPORTER, key = %work.key, replicaset = %name, "deleted old replica set beyond the history limit");
-                    work.rss.retain(|rs| rs.metadata.name.as_deref() != Some(name.as_str()));
+                    work.rss
+                        .retain(|rs| rs.metadata.name.as_deref() != Some(name.as_str()));
                 }
                 Err(error) if is_status(&error, 404) => {}
                 Err(source) => {
-                    return Err(Self::request_error(&work.key, format!("deleting old replica set {name}"))(source));
+                    return Err(Self::request_error(
+                        &work.key,
+                        format!("deleting old replica set {name}"),
+                    )(source));
                 }
             }
         }
@@ -703,21 +866,30 @@ impl Controller {
 
     async fn reconcile_new_replica_set(&self, work: &mut Work) -> Result<bool, Error> {
         let desired = spec_replicas(&work.d);
-        let Some(new) = work.new_rs() else { return Ok(false) };
+        let Some(new) = work.new_rs() else {
+            return Ok(false);
+        };
         let name = new.name_any();
         let size = rs_replicas(new);
         if size == desired {
             return Ok(false);
         }
-        let target = if size > desired { desired } else { new_rs_new_replicas(&work.d, &work.all(), new) };
+        let target = if size > desired {
+            desired
+        } else {
+            new_rs_new_replicas(&work.d, &work.all(), new)
+        };
         self.scale_and_record(work, &name, target).await
     }
 
     async fn reconcile_old_replica_sets(&self, work: &mut Work) -> Result<bool, Error> {
-        let Some(new) = work.new_rs() else { return Ok(false) };
+        let Some(new) = work.new_rs() else {
+            return Ok(false);
+        };
         let new_name = new.name_any();
         let old_active = |work: &Work| -> Vec<String> {
-            let mut old: Vec<&ReplicaSet> = work.old().into_iter().filter(|rs| is_active(rs)).collect();
+            let mut old: Vec<&ReplicaSet> =
+                work.old().into_iter().filter(|rs| is_active(rs)).collect();
             old.sort_by(|a, b| by_creation(a, b));
             old.into_iter().map(|rs| rs.name_any()).collect()
         };
@@ -725,7 +897,9 @@ impl Controller {
             return Ok(false);
         }
         let max_down = {
-            let new = work.get(&new_name).expect("the new replica set is in the work set");
+            let new = work
+                .get(&new_name)
+                .expect("the new replica set is in the work set");
             max_scaled_down(&work.d, &work.all(), new)
         };
         if max_down <= 0 {
@@ -733,7 +907,10 @@ impl Controller {
         }
         let mut scaled = false;
         let plan = {
-            let old: Vec<&ReplicaSet> = old_active(work).iter().filter_map(|n| work.get(n)).collect();
+            let old: Vec<&ReplicaSet> = old_active(work)
+                .iter()
+                .filter_map(|n| work.get(n))
+                .collect();
             cleanup_unhealthy(&old, max_down)
         };
         for (name, size) in plan {
@@ -755,7 +932,12 @@ impl Controller {
     /// Upstream's `rolloutRecreate`: all old pods gone before any new one starts.
     async fn rollout_recreate(&self, work: &mut Work) -> Result<Option<Duration>, Error> {
         self.get_all_and_sync_revision(work, false).await?;
-        let old: Vec<String> = work.old().into_iter().filter(|rs| is_active(rs)).map(|rs| rs.name_any()).collect();
+        let old: Vec<String> = work
+            .old()
+            .into_iter()
+            .filter(|rs| is_active(rs))
+            .map(|rs| rs.name_any())
+            .collect();
         let mut scaled_down = false;
         for name in old {
             scaled_down |= self.scale_and_record(work, &name, 0).await?;
@@ -766,7 +948,11 @@ impl Controller {
         if self.old_pods_running(work).await? {
             // Pods going away queue nothing here: look again shortly.
             let requeue = self.sync_rollout_status(work).await?;
-            return Ok(Some(requeue.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1))));
+            return Ok(Some(
+                requeue
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(Duration::from_secs(1)),
+            ));
         }
         if work.new_rs().is_none() {
             self.get_all_and_sync_revision(work, true).await?;
@@ -789,7 +975,10 @@ impl Controller {
         if actual_replica_count(old.iter().copied()) > 0 {
             return Ok(true);
         }
-        let old_uids: Vec<&str> = old.iter().filter_map(|rs| rs.metadata.uid.as_deref()).collect();
+        let old_uids: Vec<&str> = old
+            .iter()
+            .filter_map(|rs| rs.metadata.uid.as_deref())
+            .collect();
         if old_uids.is_empty() {
             return Ok(false);
         }
@@ -806,7 +995,11 @@ impl Controller {
             .await
             .map_err(Self::request_error(&work.key, "listing pods"))?;
         Ok(pods.items.iter().any(|pod| {
-            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+            let phase = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .unwrap_or("");
             controller_of(&pod.metadata).is_some_and(|r| old_uids.contains(&r.uid.as_str()))
                 && phase != "Failed"
                 && phase != "Succeeded"
@@ -832,7 +1025,8 @@ fn replica_failure(new: Option<&ReplicaSet>, all: &[&ReplicaSet]) -> Option<Depl
                 last_transition_time: c.last_transition_time.clone(),
             })
     };
-    new.and_then(failure).or_else(|| all.iter().find_map(|rs| failure(rs)))
+    new.and_then(failure)
+        .or_else(|| all.iter().find_map(|rs| failure(rs)))
 }
 
 /// Run the Deployment controller until one of its watches fails.

@@ -58,8 +58,14 @@ pub fn changes<K: Send + 'static>(
 /// (our API server's revisions), so a late watch event cannot undo a write we cached.
 pub fn is_newer(newer: &ObjectMeta, older: &ObjectMeta) -> bool {
     match (
-        newer.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok()),
-        older.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok()),
+        newer
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok()),
+        older
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok()),
     ) {
         (Some(n), Some(o)) => n >= o,
         _ => true,
@@ -157,7 +163,12 @@ impl Cache {
         let mut pods: Vec<Arc<Pod>> = self
             .pods
             .get(ns)
-            .map(|m| m.values().filter(|p| selects(selector, p)).cloned().collect())
+            .map(|m| {
+                m.values()
+                    .filter(|p| selects(selector, p))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         pods
@@ -185,11 +196,7 @@ impl Cache {
     /// Apply a pod change; returns the services to sync.
     fn pod_changed(&mut self, pod: Option<Pod>, removed: Option<&Pod>) -> Vec<ServiceKey> {
         let mut keys = Vec::new();
-        let Some(key) = pod
-            .as_ref()
-            .or(removed)
-            .and_then(|p| key_of(&p.metadata))
-        else {
+        let Some(key) = pod.as_ref().or(removed).and_then(|p| key_of(&p.metadata)) else {
             return keys;
         };
         let mut names = self.pod_services.remove(&key).unwrap_or_default();
@@ -201,7 +208,9 @@ impl Cache {
                 }
                 names.extend(now);
                 let pods = self.pods.entry(key.0.clone()).or_default();
-                let newer = pods.get(&key.1).is_none_or(|old| is_newer(&pod.metadata, &old.metadata));
+                let newer = pods
+                    .get(&key.1)
+                    .is_none_or(|old| is_newer(&pod.metadata, &old.metadata));
                 if newer {
                     pods.insert(key.1.clone(), Arc::new(pod));
                 }
@@ -230,12 +239,15 @@ pub async fn run_sources(
 ) {
     enum Source {
         Service(Change<Service>),
-        Pod(Change<Pod>),
+        Pod(Box<Change<Pod>>),
         Node(Change<Node>),
     }
     let services = changes(
-        watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
-            .default_backoff(),
+        watcher::watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     )
     .map(Source::Service)
     .boxed();
@@ -244,7 +256,7 @@ pub async fn run_sources(
             .default_backoff()
             .map_ok(|e| e.modify(|p| *p = strip_pod(std::mem::take(p)))),
     )
-    .map(Source::Pod)
+    .map(|c| Source::Pod(Box::new(c)))
     .boxed();
     let mut streams = vec![services, pods];
     if zones {
@@ -273,12 +285,12 @@ pub async fn run_sources(
                     service_changed(&mut c, change, &mut keys);
                 }
                 Source::Pod(change) => {
-                    if let Change::Replace(_) = change
+                    if let Change::Replace(_) = *change
                         && !std::mem::replace(&mut listed[1], true)
                     {
                         pending_lists -= 1;
                     }
-                    match change {
+                    match *change {
                         Change::Upsert(pod) => keys.extend(c.pod_changed(Some(pod), None)),
                         Change::Remove(pod) => keys.extend(c.pod_changed(None, Some(&pod))),
                         Change::Replace(all) => {
@@ -421,7 +433,12 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("default".into()),
-                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
                 ..Default::default()
             },
             ..Default::default()
@@ -436,7 +453,12 @@ mod tests {
                 ..Default::default()
             },
             spec: Some(ServiceSpec {
-                selector: Some(selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                selector: Some(
+                    selector
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
                 ..Default::default()
             }),
             ..Default::default()
@@ -447,13 +469,26 @@ mod tests {
     fn a_pod_that_stops_matching_still_syncs_its_old_service() {
         let mut c = Cache::default();
         let mut keys = Vec::new();
-        service_changed(&mut c, Change::Upsert(service("web", &[("app", "web")])), &mut keys);
+        service_changed(
+            &mut c,
+            Change::Upsert(service("web", &[("app", "web")])),
+            &mut keys,
+        );
         let key = ("default".to_string(), "web".to_string());
-        assert_eq!(c.pod_changed(Some(pod("p", &[("app", "web")])), None), vec![key.clone()]);
+        assert_eq!(
+            c.pod_changed(Some(pod("p", &[("app", "web")])), None),
+            vec![key.clone()]
+        );
         assert_eq!(c.selected_pods(&c.service(&key).unwrap()).len(), 1);
         // Relabelled: the old service is synced once more, then no longer.
-        assert_eq!(c.pod_changed(Some(pod("p", &[("app", "db")])), None), vec![key.clone()]);
-        assert!(c.pod_changed(Some(pod("p", &[("app", "db")])), None).is_empty());
+        assert_eq!(
+            c.pod_changed(Some(pod("p", &[("app", "db")])), None),
+            vec![key.clone()]
+        );
+        assert!(
+            c.pod_changed(Some(pod("p", &[("app", "db")])), None)
+                .is_empty()
+        );
         assert!(c.selected_pods(&c.service(&key).unwrap()).is_empty());
         // A removed pod syncs the services it belonged to.
         c.pod_changed(Some(pod("q", &[("app", "web")])), None);

@@ -280,16 +280,17 @@ pub fn plan(
         }
         // Merge: a slice rewritten anyway whose endpoints fit in the others' room is folded
         // into them and deleted, so slices do not stay fragmented as pods go.
-        loop {
-            let Some(i) = (0..updates.len()).min_by_key(|i| updates[*i].endpoints.len()) else {
-                break;
-            };
+        while let Some(i) = (0..updates.len()).min_by_key(|i| updates[*i].endpoints.len()) {
             let room: usize = updates
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
                 .map(|(_, s)| max.saturating_sub(s.endpoints.len()))
-                .chain(unchanged.iter().map(|s| max.saturating_sub(s.endpoints.len())))
+                .chain(
+                    unchanged
+                        .iter()
+                        .map(|s| max.saturating_sub(s.endpoints.len())),
+                )
                 .sum();
             if room < updates[i].endpoints.len() {
                 break;
@@ -321,15 +322,15 @@ pub fn plan(
     if total == 0 && plan.create.is_empty() && plan.update.is_empty() {
         let kept = existing.len() - plan.delete.len();
         if kept == 0 {
-            match plan
-                .delete
-                .iter()
-                .position(|s| is_placeholder(s) && s.address_type == ADDRESS_TYPE && metadata_current(s, service))
-            {
+            match plan.delete.iter().position(|s| {
+                is_placeholder(s) && s.address_type == ADDRESS_TYPE && metadata_current(s, service)
+            }) {
                 Some(i) => {
                     plan.delete.remove(i);
                 }
-                None => plan.create.push(new_slice(service, &Vec::new(), Vec::new())),
+                None => plan
+                    .create
+                    .push(new_slice(service, &Vec::new(), Vec::new())),
             }
         }
     }
@@ -410,7 +411,11 @@ mod tests {
 
     /// Carry a plan out on an in-memory set of slices, naming created ones.
     fn apply(existing: Vec<EndpointSlice>, plan: Plan, counter: &mut usize) -> Vec<EndpointSlice> {
-        let deleted: Vec<Option<String>> = plan.delete.iter().map(|s| s.metadata.name.clone()).collect();
+        let deleted: Vec<Option<String>> = plan
+            .delete
+            .iter()
+            .map(|s| s.metadata.name.clone())
+            .collect();
         let updated: BTreeMap<Option<String>, EndpointSlice> = plan
             .update
             .into_iter()
@@ -438,18 +443,46 @@ mod tests {
         let svc = service();
         let mut terminating = (*pod(2, true)).clone();
         terminating.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
-        let desired = desired_endpoints(&svc, &[pod(0, true), pod(1, false), Arc::new(terminating)], zone);
+        let desired = desired_endpoints(
+            &svc,
+            &[pod(0, true), pod(1, false), Arc::new(terminating)],
+            zone,
+        );
         let key: PortsKey = vec![("http".into(), 8080, "TCP".into())];
         let endpoints: Vec<&Endpoint> = desired[&key].values().collect();
         assert_eq!(endpoints.len(), 3);
         let conditions = |i: usize| endpoints[i].conditions.clone().unwrap();
-        assert_eq!(conditions(0), EndpointConditions { ready: Some(true), serving: Some(true), terminating: Some(false) });
-        assert_eq!(conditions(1), EndpointConditions { ready: Some(false), serving: Some(false), terminating: Some(false) });
-        assert_eq!(conditions(2), EndpointConditions { ready: Some(false), serving: Some(true), terminating: Some(true) });
+        assert_eq!(
+            conditions(0),
+            EndpointConditions {
+                ready: Some(true),
+                serving: Some(true),
+                terminating: Some(false)
+            }
+        );
+        assert_eq!(
+            conditions(1),
+            EndpointConditions {
+                ready: Some(false),
+                serving: Some(false),
+                terminating: Some(false)
+            }
+        );
+        assert_eq!(
+            conditions(2),
+            EndpointConditions {
+                ready: Some(false),
+                serving: Some(true),
+                terminating: Some(true)
+            }
+        );
         assert_eq!(endpoints[0].zone.as_deref(), Some("zone-a"));
         assert_eq!(endpoints[1].zone, None);
         assert_eq!(endpoints[1].node_name.as_deref(), Some("sim-1"));
-        assert_eq!(endpoints[0].target_ref.as_ref().unwrap().name.as_deref(), Some("p0000"));
+        assert_eq!(
+            endpoints[0].target_ref.as_ref().unwrap().name.as_deref(),
+            Some("p0000")
+        );
         // publishNotReadyAddresses makes every endpoint ready.
         let mut publish = svc.clone();
         publish.spec.as_mut().unwrap().publish_not_ready_addresses = Some(true);
@@ -471,10 +504,16 @@ mod tests {
         let labels = slice.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[SERVICE_NAME_LABEL], "web");
         assert_eq!(labels[MANAGED_BY_LABEL], CONTROLLER_NAME);
-        assert_eq!(slice.metadata.owner_references.as_ref().unwrap()[0].uid, "svc-uid");
+        assert_eq!(
+            slice.metadata.owner_references.as_ref().unwrap()[0].uid,
+            "svc-uid"
+        );
         assert_eq!(slice.metadata.generate_name.as_deref(), Some("web-"));
         assert_eq!(slice.address_type, "IPv4");
-        assert_eq!(slice.ports.as_ref().unwrap()[0].name.as_deref(), Some("http"));
+        assert_eq!(
+            slice.ports.as_ref().unwrap()[0].name.as_deref(),
+            Some("http")
+        );
         let slices = apply(Vec::new(), p, &mut n);
         assert_eq!(total(&slices), 250);
 
@@ -544,7 +583,8 @@ mod tests {
         let desired = desired_endpoints(&svc, &pods(0..5), zone);
         let slices = apply(Vec::new(), plan(&svc, &[], &desired, 100), &mut n);
         let mut moved = svc.clone();
-        moved.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].target_port = Some(IntOrString::Int(9090));
+        moved.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].target_port =
+            Some(IntOrString::Int(9090));
         let desired = desired_endpoints(&moved, &pods(0..5), zone);
         let p = plan(&moved, &slices, &desired, 100);
         assert_eq!((p.create.len(), p.update.len(), p.delete.len()), (1, 0, 1));
@@ -561,6 +601,9 @@ mod tests {
         labelled.metadata.labels = Some([("tier".to_string(), "front".to_string())].into());
         let p = plan(&labelled, &slices, &desired, 100);
         assert_eq!(p.update.len(), 1);
-        assert_eq!(p.update[0].metadata.labels.as_ref().unwrap()["tier"], "front");
+        assert_eq!(
+            p.update[0].metadata.labels.as_ref().unwrap()["tier"],
+            "front"
+        );
     }
 }

@@ -22,8 +22,16 @@ pub struct Identity {
 impl std::fmt::Display for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.namespace {
-            Some(ns) => write!(f, "{}/{}, {}/{} (uid {})", self.api_version, self.kind, ns, self.name, self.uid),
-            None => write!(f, "{}/{}, {} (uid {})", self.api_version, self.kind, self.name, self.uid),
+            Some(ns) => write!(
+                f,
+                "{}/{}, {}/{} (uid {})",
+                self.api_version, self.kind, ns, self.name, self.uid
+            ),
+            None => write!(
+                f,
+                "{}/{}, {} (uid {})",
+                self.api_version, self.kind, self.name, self.uid
+            ),
         }
     }
 }
@@ -392,7 +400,10 @@ mod tests {
     #[test]
     fn an_unseen_owner_becomes_a_virtual_node_to_verify() {
         let mut g = Graph::new();
-        let work = g.observe(observed("child", "c", vec![owner("parent", "p", false)]), same_ns);
+        let work = g.observe(
+            observed("child", "c", vec![owner("parent", "p", false)]),
+            same_ns,
+        );
         assert_eq!(work, vec![Work::AttemptToDelete("p".into())]);
         let p = g.get("p").unwrap();
         assert!(p.is_virtual);
@@ -409,12 +420,21 @@ mod tests {
     fn removing_an_owner_queues_its_dependents() {
         let mut g = Graph::new();
         g.observe(observed("parent", "p", vec![]), same_ns);
-        g.observe(observed("a", "a", vec![owner("parent", "p", false)]), same_ns);
-        g.observe(observed("b", "b", vec![owner("parent", "p", true)]), same_ns);
+        g.observe(
+            observed("a", "a", vec![owner("parent", "p", false)]),
+            same_ns,
+        );
+        g.observe(
+            observed("b", "b", vec![owner("parent", "p", true)]),
+            same_ns,
+        );
         let work = g.remove("p");
         assert_eq!(
             work,
-            vec![Work::AttemptToDelete("a".into()), Work::AttemptToDelete("b".into())]
+            vec![
+                Work::AttemptToDelete("a".into()),
+                Work::AttemptToDelete("b".into())
+            ]
         );
         assert!(g.get("p").is_none());
     }
@@ -423,8 +443,14 @@ mod tests {
     fn foreground_deletion_queues_dependents_and_blocking_ones_hold_it() {
         let mut g = Graph::new();
         g.observe(observed("parent", "p", vec![]), same_ns);
-        g.observe(observed("a", "a", vec![owner("parent", "p", true)]), same_ns);
-        g.observe(observed("b", "b", vec![owner("parent", "p", false)]), same_ns);
+        g.observe(
+            observed("a", "a", vec![owner("parent", "p", true)]),
+            same_ns,
+        );
+        g.observe(
+            observed("b", "b", vec![owner("parent", "p", false)]),
+            same_ns,
+        );
         let mut deleting = observed("parent", "p", vec![]);
         deleting.being_deleted = true;
         deleting.finalizers = vec![FOREGROUND_FINALIZER.into()];
@@ -453,7 +479,10 @@ mod tests {
         let mut parent = observed("parent", "p", vec![]);
         parent.being_deleted = true;
         parent.finalizers = vec![FOREGROUND_FINALIZER.into()];
-        g.observe(observed("a", "a", vec![owner("parent", "p", true)]), same_ns);
+        g.observe(
+            observed("a", "a", vec![owner("parent", "p", true)]),
+            same_ns,
+        );
         g.observe(parent, same_ns);
         let work = g.observe(observed("a", "a", vec![]), same_ns);
         assert_eq!(work, vec![Work::AttemptToDelete("p".into())]);
@@ -482,14 +511,20 @@ mod tests {
         parent.being_deleted = true;
         parent.finalizers = vec!["example.com/hold".into()];
         g.observe(parent, same_ns);
-        let work = g.observe(observed("a", "a", vec![owner("parent", "p", false)]), same_ns);
+        let work = g.observe(
+            observed("a", "a", vec![owner("parent", "p", false)]),
+            same_ns,
+        );
         assert_eq!(work, vec![Work::AttemptToDelete("a".into())]);
     }
 
     #[test]
     fn removing_the_last_dependent_forgets_a_virtual_owner() {
         let mut g = Graph::new();
-        g.observe(observed("a", "a", vec![owner("ghost", "g", false)]), same_ns);
+        g.observe(
+            observed("a", "a", vec![owner("ghost", "g", false)]),
+            same_ns,
+        );
         assert!(g.get("g").is_some());
         g.remove("a");
         assert!(g.get("g").is_none());
@@ -507,9 +542,21 @@ mod tests {
     fn decisions_follow_upstream() {
         use OwnerState::*;
         assert_eq!(decide(&[], false, false, &[]), Decision::Keep);
-        assert_eq!(decide(&refs(&[("a", Solid)]), false, false, &[]), Decision::Keep);
         assert_eq!(
-            decide(&refs(&[("a", Solid), ("b", Absent), ("c", WaitingForDependentsDeletion)]), false, false, &[]),
+            decide(&refs(&[("a", Solid)]), false, false, &[]),
+            Decision::Keep
+        );
+        assert_eq!(
+            decide(
+                &refs(&[
+                    ("a", Solid),
+                    ("b", Absent),
+                    ("c", WaitingForDependentsDeletion)
+                ]),
+                false,
+                false,
+                &[]
+            ),
             Decision::RemoveReferences(vec!["b".into(), "c".into()])
         );
         assert_eq!(
@@ -517,24 +564,49 @@ mod tests {
             Decision::Delete(Propagation::Background)
         );
         assert_eq!(
-            decide(&refs(&[("a", WaitingForDependentsDeletion)]), true, false, &[]),
+            decide(
+                &refs(&[("a", WaitingForDependentsDeletion)]),
+                true,
+                false,
+                &[]
+            ),
             Decision::Delete(Propagation::Foreground)
         );
         assert_eq!(
-            decide(&refs(&[("a", WaitingForDependentsDeletion)]), true, true, &[]),
+            decide(
+                &refs(&[("a", WaitingForDependentsDeletion)]),
+                true,
+                true,
+                &[]
+            ),
             Decision::UnblockThenDelete(vec!["a".into()])
         );
         // Without dependents of its own, a waited-for object goes in the background.
         assert_eq!(
-            decide(&refs(&[("a", WaitingForDependentsDeletion)]), false, false, &[]),
+            decide(
+                &refs(&[("a", WaitingForDependentsDeletion)]),
+                false,
+                false,
+                &[]
+            ),
             Decision::Delete(Propagation::Background)
         );
         assert_eq!(
-            decide(&refs(&[("a", Absent)]), false, false, &[ORPHAN_FINALIZER.into()]),
+            decide(
+                &refs(&[("a", Absent)]),
+                false,
+                false,
+                &[ORPHAN_FINALIZER.into()]
+            ),
             Decision::Delete(Propagation::Orphan)
         );
         assert_eq!(
-            decide(&refs(&[("a", Absent)]), false, false, &[FOREGROUND_FINALIZER.into()]),
+            decide(
+                &refs(&[("a", Absent)]),
+                false,
+                false,
+                &[FOREGROUND_FINALIZER.into()]
+            ),
             Decision::Delete(Propagation::Foreground)
         );
     }

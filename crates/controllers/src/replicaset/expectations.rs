@@ -38,7 +38,8 @@ impl Expectations {
         match self.lock().get(key) {
             None => true,
             Some(e) => {
-                (e.adds <= 0 && e.deletes.is_empty()) || now.duration_since(e.since) > EXPECTATIONS_TIMEOUT
+                (e.adds <= 0 && e.deletes.is_empty())
+                    || now.duration_since(e.since) > EXPECTATIONS_TIMEOUT
             }
         }
     }

@@ -41,7 +41,11 @@ pub fn slow_start_batches(count: usize, initial: usize) -> Vec<usize> {
 /// stop after the first batch with a failure, so that a systematic error (a quota, an admission
 /// rejection) costs a handful of requests rather than hundreds. Returns the successes and the
 /// first error.
-pub async fn slow_start_batch<T, E, F, Fut>(count: usize, initial: usize, mut f: F) -> (Vec<T>, Option<E>)
+pub async fn slow_start_batch<T, E, F, Fut>(
+    count: usize,
+    initial: usize,
+    mut f: F,
+) -> (Vec<T>, Option<E>)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -179,12 +183,22 @@ fn after_or_zero(a: Option<Timestamp>, b: Option<Timestamp>) -> Ordering {
 /// power of two count as equal, so that scale-down does not always pick the very newest pods.
 fn log_rank(t: Timestamp, now: Timestamp) -> i64 {
     let age = now.as_nanosecond() - t.as_nanosecond();
-    if age > 0 { (age as f64).log2() as i64 } else { -1 }
+    if age > 0 {
+        (age as f64).log2() as i64
+    } else {
+        -1
+    }
 }
 
 /// Compare two times for deletion order: the newer first, by logarithmic age bucket; ties broken
 /// by UID so that the order is stable.
-fn compare_times(a: Option<Timestamp>, b: Option<Timestamp>, now: Timestamp, pa: &Pod, pb: &Pod) -> Ordering {
+fn compare_times(
+    a: Option<Timestamp>,
+    b: Option<Timestamp>,
+    now: Timestamp,
+    pa: &Pod,
+    pb: &Pod,
+) -> Ordering {
     if a == b {
         return Ordering::Equal;
     }
@@ -200,11 +214,20 @@ fn compare_times(a: Option<Timestamp>, b: Option<Timestamp>, now: Timestamp, pa:
 /// Upstream's `ActivePodsWithRanks.Less`: `Less` means "delete first". `rank_*` is how many of
 /// the related pods share the pod's node (doubled-up pods go first).
 pub fn deletion_order(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize, now: Timestamp) -> Ordering {
-    let node = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+    let node = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default()
+    };
     let (node_a, node_b) = (node(a), node(b));
     // 1. Unassigned before assigned.
     if node_a != node_b && (node_a.is_empty() || node_b.is_empty()) {
-        return if node_a.is_empty() { Ordering::Less } else { Ordering::Greater };
+        return if node_a.is_empty() {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        };
     }
     // 2. Pending before Unknown before Running.
     let order = phase_ordinal(a).cmp(&phase_ordinal(b));
@@ -214,7 +237,11 @@ pub fn deletion_order(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize, now: Times
     // 3. Not ready before ready.
     let (ready_a, ready_b) = (is_pod_ready(a), is_pod_ready(b));
     if ready_a != ready_b {
-        return if ready_a { Ordering::Greater } else { Ordering::Less };
+        return if ready_a {
+            Ordering::Greater
+        } else {
+            Ordering::Less
+        };
     }
     // 4. Lower deletion cost first.
     let order = deletion_cost(a).cmp(&deletion_cost(b));
@@ -245,7 +272,12 @@ pub fn deletion_order(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize, now: Times
 
 /// The `diff` pods to delete first, as upstream's `getPodsToDelete`: ranked by how many
 /// `related` pods (those of the sibling ReplicaSets of the same Deployment) share their node.
-pub fn pods_to_delete<'a>(pods: &[&'a Pod], related: &[&Pod], diff: usize, now: Timestamp) -> Vec<&'a Pod> {
+pub fn pods_to_delete<'a>(
+    pods: &[&'a Pod],
+    related: &[&Pod],
+    diff: usize,
+    now: Timestamp,
+) -> Vec<&'a Pod> {
     if diff >= pods.len() {
         return pods.to_vec();
     }
@@ -266,24 +298,38 @@ pub fn pods_to_delete<'a>(pods: &[&'a Pod], related: &[&Pod], diff: usize, now: 
     ranked.into_iter().take(diff).map(|(p, _)| p).collect()
 }
 
+/// What of a ReplicaSet's metadata and spec its status depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusInputs<'a> {
+    pub generation: Option<i64>,
+    pub replicas: i32,
+    pub template_labels: &'a BTreeMap<String, String>,
+    pub min_ready_seconds: i32,
+}
+
 /// The status a ReplicaSet should report, as upstream's `calculateStatus`: counts over the
 /// claimed active pods, and the ReplicaFailure condition while creating or deleting fails.
 pub fn calculate_status(
     current: &ReplicaSetStatus,
-    generation: Option<i64>,
-    spec_replicas: i32,
-    template_labels: &BTreeMap<String, String>,
-    min_ready_seconds: i32,
+    inputs: &StatusInputs<'_>,
     pods: &[&Pod],
     manage_error: Option<&str>,
     now: Timestamp,
 ) -> ReplicaSetStatus {
+    let StatusInputs {
+        generation,
+        replicas: spec_replicas,
+        template_labels,
+        min_ready_seconds,
+    } = *inputs;
     let empty = BTreeMap::new();
     let fully_labeled = pods
         .iter()
         .filter(|p| {
             let labels = p.metadata.labels.as_ref().unwrap_or(&empty);
-            template_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            template_labels
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
         })
         .count();
     let ready = pods.iter().filter(|p| is_pod_ready(p)).count();
@@ -393,7 +439,8 @@ mod tests {
             self
         }
         fn cost(mut self, cost: &str) -> P {
-            self.0.metadata.annotations = Some([(POD_DELETION_COST.to_string(), cost.to_string())].into());
+            self.0.metadata.annotations =
+                Some([(POD_DELETION_COST.to_string(), cost.to_string())].into());
             self
         }
         fn restarts(mut self, n: i32) -> P {
@@ -416,13 +463,20 @@ mod tests {
             self
         }
         fn labels(mut self, labels: &[(&str, &str)]) -> P {
-            self.0.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+            self.0.metadata.labels = Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
             self
         }
     }
 
     fn names(pods: &[&Pod]) -> Vec<String> {
-        pods.iter().map(|p| p.metadata.name.clone().unwrap()).collect()
+        pods.iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect()
     }
 
     #[test]
@@ -443,7 +497,13 @@ mod tests {
         let (ok, err) = slow_start_batch(20, 1, || {
             calls += 1;
             let n = calls;
-            async move { if n <= 4 { Ok(n) } else { Err(format!("quota exceeded at {n}")) } }
+            async move {
+                if n <= 4 {
+                    Ok(n)
+                } else {
+                    Err(format!("quota exceeded at {n}"))
+                }
+            }
         })
         .await;
         assert_eq!(calls, 7);
@@ -459,7 +519,10 @@ mod tests {
     fn claim_adopts_orphans_releases_mismatches_ignores_others() {
         let selector = LabelSelector::parse("app=web").unwrap();
         let mine = P::new("mine").owner("me").0;
-        let relabeled = P::new("relabeled").owner("me").labels(&[("app", "other")]).0;
+        let relabeled = P::new("relabeled")
+            .owner("me")
+            .labels(&[("app", "other")])
+            .0;
         let orphan = P::new("orphan").0;
         let orphan_other = P::new("orphan-other").labels(&[("app", "db")]).0;
         let foreign = P::new("foreign").owner("someone-else").0;
@@ -480,10 +543,17 @@ mod tests {
         let pending = P::new("pending").node("n1").0;
         let unknown = P::new("unknown").node("n1").phase("Unknown").0;
         let running = P::new("running").node("n1").phase("Running").0;
-        let ready = P::new("ready").node("n1").phase("Running").ready_since(100).0;
+        let ready = P::new("ready")
+            .node("n1")
+            .phase("Running")
+            .ready_since(100)
+            .0;
         let pods = [&ready, &running, &unknown, &pending, &unscheduled];
         let order = pods_to_delete(&pods, &[], 4, now());
-        assert_eq!(names(&order), ["unscheduled", "pending", "unknown", "running"]);
+        assert_eq!(
+            names(&order),
+            ["unscheduled", "pending", "unknown", "running"]
+        );
     }
 
     #[test]
@@ -491,7 +561,11 @@ mod tests {
         let cheap = P::new("cheap").node("n1").phase("Running").cost("-10").0;
         let plain = P::new("plain").node("n2").phase("Running").0;
         let doubled = P::new("doubled").node("n1").phase("Running").0;
-        let restarted = P::new("restarted").node("n2").phase("Running").restarts(5).0;
+        let restarted = P::new("restarted")
+            .node("n2")
+            .phase("Running")
+            .restarts(5)
+            .0;
         let related_a = P::new("a").node("n1").0;
         let related_b = P::new("b").node("n1").0;
         let pods = [&plain, &doubled, &cheap, &restarted];
@@ -504,13 +578,27 @@ mod tests {
 
     #[test]
     fn deletion_prefers_recently_ready_and_newer_pods() {
-        let long_ready = P::new("long").node("n1").phase("Running").ready_since(10_000).0;
-        let short_ready = P::new("short").node("n1").phase("Running").ready_since(10).0;
-        assert_eq!(names(&pods_to_delete(&[&long_ready, &short_ready], &[], 1, now())), ["short"]);
+        let long_ready = P::new("long")
+            .node("n1")
+            .phase("Running")
+            .ready_since(10_000)
+            .0;
+        let short_ready = P::new("short")
+            .node("n1")
+            .phase("Running")
+            .ready_since(10)
+            .0;
+        assert_eq!(
+            names(&pods_to_delete(&[&long_ready, &short_ready], &[], 1, now())),
+            ["short"]
+        );
 
         let old = P::new("old").node("n1").created(100_000).0;
         let new = P::new("new").node("n1").created(5).0;
-        assert_eq!(names(&pods_to_delete(&[&old, &new], &[], 1, now())), ["new"]);
+        assert_eq!(
+            names(&pods_to_delete(&[&old, &new], &[], 1, now())),
+            ["new"]
+        );
 
         // Within the same power-of-two age bucket the order is by UID, not by exact age.
         let a = P::new("a").node("n1").created(1000).0;
@@ -527,13 +615,25 @@ mod tests {
 
     #[test]
     fn status_counts_labels_readiness_and_availability() {
-        let template: BTreeMap<String, String> =
-            [("app".into(), "web".into()), ("tier".into(), "front".into())].into();
-        let full = P::new("full").labels(&[("app", "web"), ("tier", "front")]).ready_since(100).0;
+        let template: BTreeMap<String, String> = [
+            ("app".into(), "web".into()),
+            ("tier".into(), "front".into()),
+        ]
+        .into();
+        let full = P::new("full")
+            .labels(&[("app", "web"), ("tier", "front")])
+            .ready_since(100)
+            .0;
         let partial = P::new("partial").ready_since(5).0;
         let unready = P::new("unready").0;
         let pods = [&full, &partial, &unready];
-        let status = calculate_status(&ReplicaSetStatus::default(), Some(4), 3, &template, 10, &pods, None, now());
+        let inputs = StatusInputs {
+            generation: Some(4),
+            replicas: 3,
+            template_labels: &template,
+            min_ready_seconds: 10,
+        };
+        let status = calculate_status(&ReplicaSetStatus::default(), &inputs, &pods, None, now());
         assert_eq!(status.replicas, 3);
         assert_eq!(status.fully_labeled_replicas, Some(1));
         assert_eq!(status.ready_replicas, Some(2));
@@ -546,12 +646,15 @@ mod tests {
     fn replica_failure_condition_is_set_once_and_cleared() {
         let template = BTreeMap::new();
         let pod = P::new("p").0;
+        let inputs = StatusInputs {
+            generation: Some(1),
+            replicas: 3,
+            template_labels: &template,
+            min_ready_seconds: 0,
+        };
         let failed = calculate_status(
             &ReplicaSetStatus::default(),
-            Some(1),
-            3,
-            &template,
-            0,
+            &inputs,
             &[&pod],
             Some("pods \"web-x\" is forbidden: exceeded quota"),
             now(),
@@ -563,14 +666,27 @@ mod tests {
 
         // A second failure keeps the first condition (and its time).
         let later = now() + SignedDuration::from_secs(60);
-        let again = calculate_status(&failed, Some(1), 3, &template, 0, &[&pod], Some("other"), later);
+        let again = calculate_status(&failed, &inputs, &[&pod], Some("other"), later);
         assert_eq!(again.conditions, failed.conditions);
 
-        let cleared = calculate_status(&failed, Some(1), 3, &template, 0, &[&pod], None, later);
+        let cleared = calculate_status(&failed, &inputs, &[&pod], None, later);
         assert!(cleared.conditions.is_none());
 
-        let deleting = calculate_status(&ReplicaSetStatus::default(), Some(1), 0, &template, 0, &[&pod], Some("x"), now());
-        assert_eq!(deleting.conditions.unwrap()[0].reason.as_deref(), Some("FailedDelete"));
+        let scaled_to_zero = StatusInputs {
+            replicas: 0,
+            ..inputs
+        };
+        let deleting = calculate_status(
+            &ReplicaSetStatus::default(),
+            &scaled_to_zero,
+            &[&pod],
+            Some("x"),
+            now(),
+        );
+        assert_eq!(
+            deleting.conditions.unwrap()[0].reason.as_deref(),
+            Some("FailedDelete")
+        );
     }
 
     #[test]

@@ -20,24 +20,26 @@ use std::time::Duration;
 
 use api::selector::LabelSelector;
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector as MetaLabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector as MetaLabelSelector, ObjectMeta, OwnerReference,
+};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use self::expectations::{Expectations, EXPECTATIONS_TIMEOUT};
+use self::expectations::{EXPECTATIONS_TIMEOUT, Expectations};
 use self::logic::{BURST_REPLICAS, SLOW_START_INITIAL_BATCH_SIZE};
 use self::pods::{Change, PodCache};
-use crate::util::{controller_of, controller_ref, is_pod_active, record_event, Outcome, WorkQueue};
 use crate::Context;
+use crate::util::{Outcome, WorkQueue, controller_of, controller_ref, is_pod_active, record_event};
 
 /// Upstream's `--concurrent-replicaset-syncs` default.
 const WORKERS: usize = 5;
@@ -97,13 +99,17 @@ impl ReplicaOwner for ReplicaSet {
         self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
     }
     fn label_selector(&self) -> LabelSelector {
-        LabelSelector::from_optional(self.spec.as_ref().map(|s| &s.selector)).unwrap_or_else(|_| LabelSelector::nothing())
+        LabelSelector::from_optional(self.spec.as_ref().map(|s| &s.selector))
+            .unwrap_or_else(|_| LabelSelector::nothing())
     }
     fn template(&self) -> Option<&PodTemplateSpec> {
         self.spec.as_ref()?.template.as_ref()
     }
     fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
     }
     fn replica_status(&self) -> ReplicaSetStatus {
         self.status.clone().unwrap_or_default()
@@ -121,11 +127,13 @@ impl ReplicaOwner for ReplicationController {
     fn label_selector(&self) -> LabelSelector {
         match self.spec.as_ref().and_then(|s| s.selector.clone()) {
             // Validation insists on a selector; an empty one must not select everything.
-            Some(labels) if !labels.is_empty() => LabelSelector::from_label_selector(&MetaLabelSelector {
-                match_labels: Some(labels),
-                match_expressions: None,
-            })
-            .unwrap_or_else(|_| LabelSelector::nothing()),
+            Some(labels) if !labels.is_empty() => {
+                LabelSelector::from_label_selector(&MetaLabelSelector {
+                    match_labels: Some(labels),
+                    match_expressions: None,
+                })
+                .unwrap_or_else(|_| LabelSelector::nothing())
+            }
             _ => LabelSelector::nothing(),
         }
     }
@@ -133,7 +141,10 @@ impl ReplicaOwner for ReplicationController {
         self.spec.as_ref()?.template.as_ref()
     }
     fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
     }
     fn replica_status(&self) -> ReplicaSetStatus {
         self.status
@@ -148,7 +159,12 @@ impl ReplicaOwner for ReplicationController {
 }
 
 /// A pod as the template says, owned by `owner` (upstream's `GetPodFromTemplate`).
-pub fn pod_from_template(template: &PodTemplateSpec, owner_name: &str, namespace: &str, owner: OwnerReference) -> Pod {
+pub fn pod_from_template(
+    template: &PodTemplateSpec,
+    owner_name: &str,
+    namespace: &str,
+    owner: OwnerReference,
+) -> Pod {
     let meta = template.metadata.clone().unwrap_or_default();
     Pod {
         metadata: ObjectMeta {
@@ -181,13 +197,23 @@ impl<K: ReplicaOwner> Controller<K> {
     }
 
     fn kind() -> &'static str {
-        if K::CONTROLLER == ReplicaSet::CONTROLLER { "ReplicaSet" } else { "ReplicationController" }
+        if K::CONTROLLER == ReplicaSet::CONTROLLER {
+            "ReplicaSet"
+        } else {
+            "ReplicationController"
+        }
     }
 
     /// Keep the reflector of `K` current and queue every object that changes.
-    async fn watch_owners(self: Arc<Self>, writer: reflector::store::Writer<K>) -> anyhow::Result<()> {
+    async fn watch_owners(
+        self: Arc<Self>,
+        writer: reflector::store::Writer<K>,
+    ) -> anyhow::Result<()> {
         let api: Api<K> = Api::all(self.client.clone());
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().reflect(writer).boxed();
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .boxed();
         while let Some(event) = events.try_next().await? {
             match event {
                 watcher::Event::Apply(o) | watcher::Event::InitApply(o) => self.enqueue(&o),
@@ -203,12 +229,18 @@ impl<K: ReplicaOwner> Controller<K> {
     }
 
     fn enqueue(&self, o: &K) {
-        self.queue.add(Self::key_of(&o.namespace().unwrap_or_default(), &o.name_any()));
+        self.queue.add(Self::key_of(
+            &o.namespace().unwrap_or_default(),
+            &o.name_any(),
+        ));
     }
 
     fn controller_key(pod: &Pod) -> Option<String> {
         let reference = controller_of(&pod.metadata).filter(|r| K::is_kind_of(r))?;
-        Some(Self::key_of(pod.metadata.namespace.as_deref().unwrap_or_default(), &reference.name))
+        Some(Self::key_of(
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            &reference.name,
+        ))
     }
 
     /// Queue every controller of `K` whose selector matches the orphan `pod`.
@@ -217,7 +249,9 @@ impl<K: ReplicaOwner> Controller<K> {
         let empty = BTreeMap::new();
         let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
         for owner in self.store.state() {
-            if owner.meta().namespace.as_deref() == Some(namespace) && owner.label_selector().matches(labels) {
+            if owner.meta().namespace.as_deref() == Some(namespace)
+                && owner.label_selector().matches(labels)
+            {
                 self.enqueue(&owner);
             }
         }
@@ -274,12 +308,18 @@ impl<K: ReplicaOwner> Controller<K> {
         }
     }
 
-    async fn run_workers(self: Arc<Self>, mut pods_synced: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+    async fn run_workers(
+        self: Arc<Self>,
+        mut pods_synced: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
         // Never count pods on a cache that has not listed them all: that would create duplicates
         // after every restart.
         self.store.wait_until_ready().await?;
         pods_synced.wait_for(|synced| *synced).await?;
-        tracing::info!(controller = K::CONTROLLER, "caches synced; starting workers");
+        tracing::info!(
+            controller = K::CONTROLLER,
+            "caches synced; starting workers"
+        );
         let this = self.clone();
         crate::util::run_workers(self.queue.clone(), WORKERS, move |key: String| {
             let this = this.clone();
@@ -320,7 +360,10 @@ impl<K: ReplicaOwner> Controller<K> {
         };
         let deleting = owner.meta().deletion_timestamp.is_some();
         let claim = logic::claim(
-            candidates.iter().map(|p| p.as_ref()).filter(|p| is_pod_active(p)),
+            candidates
+                .iter()
+                .map(|p| p.as_ref())
+                .filter(|p| is_pod_active(p)),
             &uid,
             &selector,
             deleting,
@@ -351,12 +394,15 @@ impl<K: ReplicaOwner> Controller<K> {
             .unwrap_or_default();
         let min_ready = owner.min_ready_seconds();
         let current = owner.replica_status();
+        let inputs = logic::StatusInputs {
+            generation: owner.meta().generation,
+            replicas: owner.spec_replicas(),
+            template_labels: &template_labels,
+            min_ready_seconds: min_ready,
+        };
         let status = logic::calculate_status(
             &current,
-            owner.meta().generation,
-            owner.spec_replicas(),
-            &template_labels,
-            min_ready,
+            &inputs,
             &owned,
             manage_error.as_ref().map(|e| e.to_string()).as_deref(),
             now,
@@ -374,11 +420,21 @@ impl<K: ReplicaOwner> Controller<K> {
         // A ready pod becomes available minReadySeconds later, with no event to say so.
         let next_available = owned
             .iter()
-            .filter(|p| crate::util::is_pod_ready(p) && !crate::util::is_pod_available(p, min_ready, now))
+            .filter(|p| {
+                crate::util::is_pod_ready(p) && !crate::util::is_pod_available(p, min_ready, now)
+            })
             .filter_map(|p| {
-                let ready = p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+                let ready = p
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .as_ref()?
+                    .iter()
+                    .find(|c| c.type_ == "Ready")?;
                 let since = ready.last_transition_time.as_ref()?.0;
-                let at = since.checked_add(SignedDuration::from_secs(i64::from(min_ready))).ok()?;
+                let at = since
+                    .checked_add(SignedDuration::from_secs(i64::from(min_ready)))
+                    .ok()?;
                 Some(at.duration_since(now).unsigned_abs())
             })
             .min();
@@ -402,12 +458,13 @@ impl<K: ReplicaOwner> Controller<K> {
             };
             let pod = pod_from_template(template, &name, &namespace, reference);
             self.expectations.expect_creations(key, count);
-            let (created, error) = logic::slow_start_batch(count, SLOW_START_INITIAL_BATCH_SIZE, || {
-                let pods = pods.clone();
-                let pod = pod.clone();
-                async move { pods.create(&PostParams::default(), &pod).await }
-            })
-            .await;
+            let (created, error) =
+                logic::slow_start_batch(count, SLOW_START_INITIAL_BATCH_SIZE, || {
+                    let pods = pods.clone();
+                    let pod = pod.clone();
+                    async move { pods.create(&PostParams::default(), &pod).await }
+                })
+                .await;
             for pod in &created {
                 let pod_name = pod.name_any();
                 tracing::info!(controller = K::CONTROLLER, %key, pod = %pod_name, "created pod");
@@ -423,7 +480,8 @@ impl<K: ReplicaOwner> Controller<K> {
             }
             if created.len() < count {
                 // Failed or never attempted: the cache will not see these.
-                self.expectations.creations_observed(key, count - created.len());
+                self.expectations
+                    .creations_observed(key, count - created.len());
             }
             if let Some(error) = error {
                 let message = api_message(&error);
@@ -470,7 +528,9 @@ impl<K: ReplicaOwner> Controller<K> {
                             format!("Deleted pod: {pod_name}"),
                         );
                     }
-                    Err(error) if is_status(&error, 404) => self.expectations.deletion_observed(key, &pod_name),
+                    Err(error) if is_status(&error, 404) => {
+                        self.expectations.deletion_observed(key, &pod_name)
+                    }
                     Err(error) => {
                         self.expectations.deletion_observed(key, &pod_name);
                         let message = api_message(&error);
@@ -514,9 +574,13 @@ impl<K: ReplicaOwner> Controller<K> {
     /// Upstream's `canAdopt` check: read the owner fresh, so that a controller deleted (or
     /// replaced by one of the same name) since the cache saw it adopts nothing.
     async fn can_adopt(&self, owner: &K) -> Result<bool, Error> {
-        let api: Api<K> = Api::namespaced(self.client.clone(), &owner.namespace().unwrap_or_default());
+        let api: Api<K> =
+            Api::namespaced(self.client.clone(), &owner.namespace().unwrap_or_default());
         match api.get(&owner.name_any()).await {
-            Ok(fresh) => Ok(fresh.meta().uid == owner.meta().uid && fresh.meta().deletion_timestamp.is_none()),
+            Ok(fresh) => {
+                Ok(fresh.meta().uid == owner.meta().uid
+                    && fresh.meta().deletion_timestamp.is_none())
+            }
             Err(error) if is_status(&error, 404) => Ok(false),
             Err(source) => Err(Error::Request {
                 kind: Self::kind(),
@@ -553,7 +617,10 @@ impl<K: ReplicaOwner> Controller<K> {
         let pod_name = pod.name_any();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         let key = Self::key_of(&namespace, &owner.name_any());
-        match api.patch(&pod_name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch(&pod_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {
                 let verb = if adopt { "adopted" } else { "released" };
                 tracing::info!(controller = K::CONTROLLER, %key, pod = %pod_name, "{verb} pod");
@@ -580,7 +647,14 @@ impl<K: ReplicaOwner> Controller<K> {
         let namespace = owner.namespace().unwrap_or_default();
         let api: Api<K> = Api::namespaced(self.client.clone(), &namespace);
         let patch = serde_json::json!({ "status": value });
-        match api.patch_status(&owner.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(
+                &owner.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(error) if is_status(&error, 404) => Ok(()),
             Err(source) => Err(Error::Request {
@@ -592,7 +666,10 @@ impl<K: ReplicaOwner> Controller<K> {
     }
 }
 
-fn controller<K: ReplicaOwner>(client: &Client, pods: &Arc<RwLock<PodCache>>) -> (Arc<Controller<K>>, reflector::store::Writer<K>) {
+fn controller<K: ReplicaOwner>(
+    client: &Client,
+    pods: &Arc<RwLock<PodCache>>,
+) -> (Arc<Controller<K>>, reflector::store::Writer<K>) {
     let (store, writer) = reflector::store();
     let controller = Arc::new(Controller {
         client: client.clone(),
@@ -619,7 +696,9 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         let replication_controllers = replication_controllers.clone();
         let api: Api<Pod> = Api::all(client.clone());
         async move {
-            let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+            let mut events = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .boxed();
             while let Some(event) = events.try_next().await? {
                 let (changes, synced) = {
                     let mut cache = pods.write().unwrap_or_else(|e| e.into_inner());

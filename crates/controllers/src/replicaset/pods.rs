@@ -42,7 +42,11 @@ impl Index {
         let key = pod_key(&pod);
         let old = self.remove(&key);
         match controller_of(&pod.metadata) {
-            Some(r) => self.by_controller.entry(r.uid.clone()).or_default().insert(key.clone()),
+            Some(r) => self
+                .by_controller
+                .entry(r.uid.clone())
+                .or_default()
+                .insert(key.clone()),
             None => self
                 .orphans
                 .entry(pod.metadata.namespace.clone().unwrap_or_default())
@@ -57,7 +61,10 @@ impl Index {
         let old = self.pods.remove(key)?;
         let (map, slot) = match controller_of(&old.metadata) {
             Some(r) => (&mut self.by_controller, r.uid.clone()),
-            None => (&mut self.orphans, old.metadata.namespace.clone().unwrap_or_default()),
+            None => (
+                &mut self.orphans,
+                old.metadata.namespace.clone().unwrap_or_default(),
+            ),
         };
         if let Some(set) = map.get_mut(&slot) {
             set.remove(key);
@@ -84,10 +91,16 @@ impl PodCache {
             watcher::Event::Apply(pod) => {
                 let new = Arc::new(pod);
                 let old = self.index.insert(new.clone());
-                vec![Change { old, new: Some(new) }]
+                vec![Change {
+                    old,
+                    new: Some(new),
+                }]
             }
             watcher::Event::Delete(pod) => {
-                let old = self.index.remove(&pod_key(&pod)).or_else(|| Some(Arc::new(pod)));
+                let old = self
+                    .index
+                    .remove(&pod_key(&pod))
+                    .or_else(|| Some(Arc::new(pod)));
                 vec![Change { old, new: None }]
             }
             watcher::Event::Init => {
@@ -95,7 +108,9 @@ impl PodCache {
                 Vec::new()
             }
             watcher::Event::InitApply(pod) => {
-                self.relist.get_or_insert_with(Index::default).insert(Arc::new(pod));
+                self.relist
+                    .get_or_insert_with(Index::default)
+                    .insert(Arc::new(pod));
                 Vec::new()
             }
             watcher::Event::InitDone => {
@@ -189,7 +204,10 @@ mod tests {
     }
 
     fn names(pods: Vec<Arc<Pod>>) -> Vec<String> {
-        let mut names: Vec<String> = pods.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+        let mut names: Vec<String> = pods
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
         names.sort();
         names
     }
@@ -210,7 +228,15 @@ mod tests {
         // b is adopted, a released.
         cache.apply(watcher::Event::Apply(pod("b", Some("u1"), "3")));
         let changes = cache.apply(watcher::Event::Apply(pod("a", None, "4")));
-        assert!(changes[0].old.as_ref().unwrap().metadata.owner_references.is_some());
+        assert!(
+            changes[0]
+                .old
+                .as_ref()
+                .unwrap()
+                .metadata
+                .owner_references
+                .is_some()
+        );
         assert_eq!(names(cache.controlled_by("u1")), ["b"]);
         assert_eq!(names(cache.orphans("ns")), ["a"]);
 

@@ -110,11 +110,21 @@ mod tests {
     fn hash_is_stable_and_depends_on_data_and_collisions() {
         let a = template_patch(&template("nginx:1"));
         let b = template_patch(&template("nginx:2"));
-        assert_eq!(hash_revision_data(&a, None), hash_revision_data(&a.clone(), None));
+        assert_eq!(
+            hash_revision_data(&a, None),
+            hash_revision_data(&a.clone(), None)
+        );
         assert_ne!(hash_revision_data(&a, None), hash_revision_data(&b, None));
-        assert_ne!(hash_revision_data(&a, None), hash_revision_data(&a, Some(1)));
+        assert_ne!(
+            hash_revision_data(&a, None),
+            hash_revision_data(&a, Some(1))
+        );
         let hash = hash_revision_data(&a, None);
-        assert!(hash.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)), "{hash}");
+        assert!(
+            hash.chars()
+                .all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)),
+            "{hash}"
+        );
     }
 
     #[test]
@@ -137,7 +147,10 @@ mod tests {
         assert_eq!(revision_name(&"x".repeat(300), "h").len(), 225);
         let revs: Vec<ControllerRevision> = [3, 1]
             .into_iter()
-            .map(|revision| ControllerRevision { revision, ..Default::default() })
+            .map(|revision| ControllerRevision {
+                revision,
+                ..Default::default()
+            })
             .collect();
         assert_eq!(next_revision(&revs), 4);
         assert_eq!(next_revision(&[] as &[ControllerRevision]), 1);

@@ -38,7 +38,10 @@ pub fn ordinal_of(pod: &Pod) -> Option<i32> {
 }
 
 pub fn pod_name(set: &StatefulSet, ordinal: i32) -> String {
-    format!("{}-{ordinal}", set.metadata.name.as_deref().unwrap_or_default())
+    format!(
+        "{}-{ordinal}",
+        set.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// `<template>-<set>-<ordinal>`.
@@ -59,7 +62,11 @@ pub fn start_ordinal(set: &StatefulSet) -> i32 {
 }
 
 pub fn replicas(set: &StatefulSet) -> i32 {
-    set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0)
+    set.spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1)
+        .max(0)
 }
 
 fn min_ready_seconds(set: &StatefulSet) -> i32 {
@@ -70,7 +77,10 @@ fn min_ready_seconds(set: &StatefulSet) -> i32 {
 }
 
 fn is_parallel(set: &StatefulSet) -> bool {
-    set.spec.as_ref().and_then(|s| s.pod_management_policy.as_deref()) == Some("Parallel")
+    set.spec
+        .as_ref()
+        .and_then(|s| s.pod_management_policy.as_deref())
+        == Some("Parallel")
 }
 
 fn strategy_type(set: &StatefulSet) -> &str {
@@ -444,7 +454,8 @@ pub fn plan(set: &StatefulSet, revisions: &Revisions, pods: &[Arc<Pod>], now: Ti
         if is_terminating(&pod) {
             continue;
         }
-        if !identity_matches(revisions.update_set, &pod) || !storage_matches(revisions.update_set, &pod)
+        if !identity_matches(revisions.update_set, &pod)
+            || !storage_matches(revisions.update_set, &pod)
         {
             let mut fixed = (*pod).clone();
             update_identity(revisions.update_set, &mut fixed, ordinal);

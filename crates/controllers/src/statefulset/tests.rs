@@ -9,7 +9,9 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Container, PersistentVolumeClaim, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, ObjectMeta, OwnerReference, Time,
+};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::plan::{self, DeleteReason, Revisions, Step};
@@ -179,11 +181,18 @@ fn new_pod_has_stable_identity_and_claims() {
     let volumes = spec.volumes.as_ref().unwrap();
     assert_eq!(volumes[0].name, "www");
     assert_eq!(
-        volumes[0].persistent_volume_claim.as_ref().unwrap().claim_name,
+        volumes[0]
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap()
+            .claim_name,
         "www-web-1"
     );
     let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.controller), ("StatefulSet", Some(true)));
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("StatefulSet", Some(true))
+    );
     assert!(plan::identity_matches(&s, &p));
     assert!(plan::storage_matches(&s, &p));
 
@@ -206,7 +215,10 @@ fn ordered_ready_creates_one_at_a_time_in_order() {
     ];
     assert_eq!(steps(&run(&s, &ready01)), ["create web-2"]);
     // A missing low ordinal is recreated before anything else.
-    let gap = [pod(&s, 1, "web-new", State::Ready), pod(&s, 2, "web-new", State::Ready)];
+    let gap = [
+        pod(&s, 1, "web-new", State::Ready),
+        pod(&s, 2, "web-new", State::Ready),
+    ];
     assert_eq!(steps(&run(&s, &gap)), ["create web-0"]);
 }
 
@@ -218,7 +230,9 @@ fn parallel_creates_and_deletes_all_at_once() {
         ["create web-0", "create web-1", "create web-2"]
     );
     let s1 = with_policy(set(1), "Parallel");
-    let pods: Vec<_> = (0..4).map(|o| pod(&s1, o, "web-new", State::Pending)).collect();
+    let pods: Vec<_> = (0..4)
+        .map(|o| pod(&s1, o, "web-new", State::Pending))
+        .collect();
     assert_eq!(
         steps(&run(&s1, &pods)),
         [
@@ -233,7 +247,9 @@ fn parallel_creates_and_deletes_all_at_once() {
 #[test]
 fn ordered_scale_down_is_reverse_and_waits_for_termination() {
     let s = set(1);
-    let pods: Vec<_> = (0..3).map(|o| pod(&s, o, "web-new", State::Ready)).collect();
+    let pods: Vec<_> = (0..3)
+        .map(|o| pod(&s, o, "web-new", State::Ready))
+        .collect();
     assert_eq!(steps(&run(&s, &pods)), ["delete web-2 (ScaleDown)"]);
     let terminating = vec![
         pods[0].clone(),
@@ -257,7 +273,9 @@ fn ordered_scale_down_is_reverse_and_waits_for_termination() {
 #[test]
 fn rolling_update_replaces_from_the_top_down_to_the_partition() {
     let s = with_partition(set(3), 2);
-    let old: Vec<_> = (0..3).map(|o| pod(&s, o, "web-old", State::Ready)).collect();
+    let old: Vec<_> = (0..3)
+        .map(|o| pod(&s, o, "web-old", State::Ready))
+        .collect();
     assert_eq!(steps(&run(&s, &old)), ["delete web-2 (Update)"]);
     // The replacement of web-2 is made at the update revision; lower ordinals at the current one.
     let r = run(&s, &old[..2]);
@@ -273,19 +291,29 @@ fn rolling_update_replaces_from_the_top_down_to_the_partition() {
     };
     assert_eq!(plan::revision_of(&r.new_pod(1)), "web-old");
     // Once web-2 is updated and ready, the partition stops the rollout.
-    let updated = vec![old[0].clone(), old[1].clone(), pod(&s, 2, "web-new", State::Ready)];
+    let updated = vec![
+        old[0].clone(),
+        old[1].clone(),
+        pod(&s, 2, "web-new", State::Ready),
+    ];
     assert!(steps(&run(&s, &updated)).is_empty());
     // Without a partition, web-1 is next, but only once web-2 is ready.
     let s0 = with_partition(set(3), 0);
     assert_eq!(steps(&run(&s0, &updated)), ["delete web-1 (Update)"]);
-    let unready = vec![old[0].clone(), old[1].clone(), pod(&s, 2, "web-new", State::Pending)];
+    let unready = vec![
+        old[0].clone(),
+        old[1].clone(),
+        pod(&s, 2, "web-new", State::Pending),
+    ];
     assert_eq!(steps(&run(&s0, &unready)), ["claims 2"]);
 }
 
 #[test]
 fn on_delete_never_replaces_pods_itself() {
     let s = on_delete(set(2));
-    let old: Vec<_> = (0..2).map(|o| pod(&s, o, "web-old", State::Ready)).collect();
+    let old: Vec<_> = (0..2)
+        .map(|o| pod(&s, o, "web-old", State::Ready))
+        .collect();
     assert!(steps(&run(&s, &old)).is_empty());
     // A deleted pod comes back at the update revision.
     let r = run(&s, &old[..1]);
@@ -303,7 +331,10 @@ fn failed_pods_are_recreated() {
         steps(&run(&s, &failed)),
         ["delete web-0 (Terminated)", "create web-0"]
     );
-    assert!(matches!(run(&s, &failed).steps[0], Step::Delete(_, DeleteReason::Terminated)));
+    assert!(matches!(
+        run(&s, &failed).steps[0],
+        Step::Delete(_, DeleteReason::Terminated)
+    ));
 }
 
 #[test]
@@ -324,7 +355,9 @@ fn status_counts_revisions_and_completes_the_rollout() {
     assert_eq!(status.update_revision.as_deref(), Some("web-new"));
     assert_eq!(status.observed_generation, Some(2));
 
-    let done: Vec<_> = (0..3).map(|o| pod(&s, o, "web-new", State::Ready)).collect();
+    let done: Vec<_> = (0..3)
+        .map(|o| pod(&s, o, "web-new", State::Ready))
+        .collect();
     let status = run(&s, &done).status;
     assert_eq!(status.current_revision.as_deref(), Some("web-new"));
     assert_eq!(status.current_replicas, Some(3));
@@ -363,7 +396,10 @@ fn claim_owners_follow_the_retention_policy() {
     };
     let policy = |deleted: &str, scaled: &str| {
         let mut s = set(1);
-        s.spec.as_mut().unwrap().persistent_volume_claim_retention_policy =
+        s.spec
+            .as_mut()
+            .unwrap()
+            .persistent_volume_claim_retention_policy =
             Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
                 when_deleted: Some(deleted.into()),
                 when_scaled: Some(scaled.into()),
@@ -377,20 +413,50 @@ fn claim_owners_follow_the_retention_policy() {
     };
     // Retain/Retain: nothing to change, and stray references are removed.
     let s = policy("Retain", "Retain");
-    assert_eq!(uids(plan::claim_owner_refs(&[], &s, &in_range, &set_ref, &pod_ref)), None);
     assert_eq!(
-        uids(plan::claim_owner_refs(std::slice::from_ref(&set_ref), &s, &in_range, &set_ref, &pod_ref)),
+        uids(plan::claim_owner_refs(
+            &[],
+            &s,
+            &in_range,
+            &set_ref,
+            &pod_ref
+        )),
+        None
+    );
+    assert_eq!(
+        uids(plan::claim_owner_refs(
+            std::slice::from_ref(&set_ref),
+            &s,
+            &in_range,
+            &set_ref,
+            &pod_ref
+        )),
         Some(vec![])
     );
     // whenDeleted=Delete: the set owns the claim.
     let s = policy("Delete", "Retain");
     assert_eq!(
-        uids(plan::claim_owner_refs(&[], &s, &in_range, &set_ref, &pod_ref)),
+        uids(plan::claim_owner_refs(
+            &[],
+            &s,
+            &in_range,
+            &set_ref,
+            &pod_ref
+        )),
         Some(vec!["set-uid".to_string()])
     );
     // whenScaled=Delete: a scaled-down pod owns its claim.
     let s = policy("Retain", "Delete");
-    assert_eq!(uids(plan::claim_owner_refs(&[], &s, &in_range, &set_ref, &pod_ref)), None);
+    assert_eq!(
+        uids(plan::claim_owner_refs(
+            &[],
+            &s,
+            &in_range,
+            &set_ref,
+            &pod_ref
+        )),
+        None
+    );
     assert_eq!(
         uids(plan::claim_owner_refs(&[], &s, &scaled, &set_ref, &pod_ref)),
         Some(vec!["pod-uid".to_string()])
@@ -398,7 +464,13 @@ fn claim_owners_follow_the_retention_policy() {
     // Both: the set while in range, the pod once scaled down.
     let s = policy("Delete", "Delete");
     assert_eq!(
-        uids(plan::claim_owner_refs(std::slice::from_ref(&set_ref), &s, &scaled, &set_ref, &pod_ref)),
+        uids(plan::claim_owner_refs(
+            std::slice::from_ref(&set_ref),
+            &s,
+            &scaled,
+            &set_ref,
+            &pod_ref
+        )),
         Some(vec!["pod-uid".to_string()])
     );
 }

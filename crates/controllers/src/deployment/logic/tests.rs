@@ -1,5 +1,7 @@
 use super::*;
-use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, ReplicaSetSpec, ReplicaSetStatus, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    DeploymentSpec, DeploymentStrategy, ReplicaSetSpec, ReplicaSetStatus, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -86,7 +88,10 @@ fn rs(name: &str, replicas: i32, available: i32, created_secs: i64) -> ReplicaSe
 }
 
 fn annotate(mut rs: ReplicaSet, key: &str, value: &str) -> ReplicaSet {
-    rs.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(key.into(), value.into());
+    rs.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(key.into(), value.into());
     rs
 }
 
@@ -100,16 +105,36 @@ fn percentages_round_up_for_surge_and_down_for_unavailable() {
     assert_eq!(scaled_value(&pct("100%"), 7, false), Ok(7));
     assert_eq!(scaled_value(&pct("33%"), 1, true), Ok(1));
     assert_eq!(scaled_value(&int(5), 1, false), Ok(5));
-    assert!(scaled_value(&pct("25"), 4, true).unwrap_err().contains("not a percentage"));
-    assert!(scaled_value(&pct("x%"), 4, true).unwrap_err().contains("invalid value"));
+    assert!(
+        scaled_value(&pct("25"), 4, true)
+            .unwrap_err()
+            .contains("not a percentage")
+    );
+    assert!(
+        scaled_value(&pct("x%"), 4, true)
+            .unwrap_err()
+            .contains("invalid value")
+    );
 }
 
 #[test]
 fn fenceposts_never_both_zero() {
-    assert_eq!(resolve_fenceposts(Some(&int(0)), Some(&int(0)), 3), Ok((0, 1)));
-    assert_eq!(resolve_fenceposts(Some(&pct("25%")), Some(&pct("25%")), 3), Ok((1, 0)));
-    assert_eq!(resolve_fenceposts(Some(&pct("25%")), Some(&pct("25%")), 4), Ok((1, 1)));
-    assert_eq!(resolve_fenceposts(Some(&pct("10%")), Some(&pct("10%")), 5), Ok((1, 0)));
+    assert_eq!(
+        resolve_fenceposts(Some(&int(0)), Some(&int(0)), 3),
+        Ok((0, 1))
+    );
+    assert_eq!(
+        resolve_fenceposts(Some(&pct("25%")), Some(&pct("25%")), 3),
+        Ok((1, 0))
+    );
+    assert_eq!(
+        resolve_fenceposts(Some(&pct("25%")), Some(&pct("25%")), 4),
+        Ok((1, 1))
+    );
+    assert_eq!(
+        resolve_fenceposts(Some(&pct("10%")), Some(&pct("10%")), 5),
+        Ok((1, 0))
+    );
     assert_eq!(resolve_fenceposts(None, None, 5), Ok((0, 1)));
 }
 
@@ -140,9 +165,15 @@ fn template_hash_is_stable_and_collision_aware() {
     assert_eq!(a, compute_hash(&template("nginx:1"), None));
     assert_ne!(a, compute_hash(&template("nginx:2"), None));
     assert_ne!(a, compute_hash(&template("nginx:1"), Some(1)));
-    assert_ne!(compute_hash(&template("nginx:1"), Some(1)), compute_hash(&template("nginx:1"), Some(2)));
+    assert_ne!(
+        compute_hash(&template("nginx:1"), Some(1)),
+        compute_hash(&template("nginx:1"), Some(2))
+    );
     assert!(!a.is_empty() && a.len() <= 10);
-    assert!(a.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)), "{a}");
+    assert!(
+        a.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)),
+        "{a}"
+    );
 }
 
 #[test]
@@ -169,7 +200,11 @@ fn new_replica_set_grows_within_the_surge() {
     let new = rs("new", 0, 0, 10);
     assert_eq!(new_rs_new_replicas(&d, &[&old, &new], &new), 1);
     let new = rs("new", 1, 0, 10);
-    assert_eq!(new_rs_new_replicas(&d, &[&old, &new], &new), 1, "at 4 = 3 + surge: wait");
+    assert_eq!(
+        new_rs_new_replicas(&d, &[&old, &new], &new),
+        1,
+        "at 4 = 3 + surge: wait"
+    );
     let old = rs("old", 2, 2, 0);
     assert_eq!(new_rs_new_replicas(&d, &[&old, &new], &new), 2);
     // Never beyond the desired count.
@@ -181,7 +216,10 @@ fn new_replica_set_grows_within_the_surge() {
         type_: Some("Recreate".into()),
         rolling_update: None,
     });
-    assert_eq!(new_rs_new_replicas(&recreate, &[&new], &rs("new", 0, 0, 10)), 3);
+    assert_eq!(
+        new_rs_new_replicas(&recreate, &[&new], &rs("new", 0, 0, 10)),
+        3
+    );
 }
 
 #[test]
@@ -191,7 +229,10 @@ fn old_replica_sets_scale_down_by_available_pods_above_the_minimum() {
     let old = rs("old", 3, 3, 0);
     let new = rs("new", 1, 0, 10);
     assert_eq!(max_scaled_down(&d, &[&old, &new], &new), 1);
-    assert_eq!(scale_down_old(&d, &[&old, &new], &[&old]), vec![("old".to_string(), 2)]);
+    assert_eq!(
+        scale_down_old(&d, &[&old, &new], &[&old]),
+        vec![("old".to_string(), 2)]
+    );
     // Nothing above the minimum: nothing goes.
     let old = rs("old", 2, 2, 0);
     assert!(scale_down_old(&d, &[&old, &new], &[&old]).is_empty());
@@ -241,7 +282,10 @@ fn simulate(d: &Deployment, old_size: i32, ready: bool) -> (i32, i32, usize) {
         }
         let total = rs_replicas(&old) + rs_replicas(&new);
         let available = available_replica_count([&old, &new]);
-        assert!(total <= desired + surge, "step {steps}: {total} pods > {desired} + {surge}");
+        assert!(
+            total <= desired + surge,
+            "step {steps}: {total} pods > {desired} + {surge}"
+        );
         assert!(
             available >= (desired - unavailable).min(old_size),
             "step {steps}: only {available} available"
@@ -281,7 +325,11 @@ fn rolling_update_completes_within_its_bounds() {
     ] {
         let d = deployment(replicas, surge.clone(), unavailable.clone());
         let (old, new, steps) = simulate(&d, replicas, true);
-        assert_eq!((old, new), (0, replicas), "{replicas} {surge:?} {unavailable:?}");
+        assert_eq!(
+            (old, new),
+            (0, replicas),
+            "{replicas} {surge:?} {unavailable:?}"
+        );
         assert!(steps > 0);
     }
 }
@@ -333,10 +381,31 @@ fn active_or_latest_picks_the_one_to_scale() {
     let new = rs("new", 0, 0, 10);
     let old1 = rs("old1", 0, 0, 0);
     let old2 = rs("old2", 0, 0, 5);
-    assert_eq!(find_active_or_latest(Some(&new), &[&old1, &old2]).unwrap().metadata.name.as_deref(), Some("new"));
-    assert_eq!(find_active_or_latest(None, &[&old1, &old2]).unwrap().metadata.name.as_deref(), Some("old2"));
+    assert_eq!(
+        find_active_or_latest(Some(&new), &[&old1, &old2])
+            .unwrap()
+            .metadata
+            .name
+            .as_deref(),
+        Some("new")
+    );
+    assert_eq!(
+        find_active_or_latest(None, &[&old1, &old2])
+            .unwrap()
+            .metadata
+            .name
+            .as_deref(),
+        Some("old2")
+    );
     let active = rs("old1", 2, 2, 0);
-    assert_eq!(find_active_or_latest(Some(&new), &[&active, &old2]).unwrap().metadata.name.as_deref(), Some("old1"));
+    assert_eq!(
+        find_active_or_latest(Some(&new), &[&active, &old2])
+            .unwrap()
+            .metadata
+            .name
+            .as_deref(),
+        Some("old1")
+    );
     let active_new = rs("new", 1, 0, 10);
     assert!(find_active_or_latest(Some(&active_new), &[&active]).is_none());
     assert!(find_active_or_latest(None, &[]).is_none());
@@ -348,15 +417,32 @@ fn saturation_needs_size_annotation_and_availability() {
     let full = annotate(rs("new", 3, 3, 0), DESIRED_REPLICAS_ANNOTATION, "3");
     assert!(is_saturated(&d, Some(&full)));
     assert!(!is_saturated(&d, Some(&rs("new", 3, 3, 0))));
-    assert!(!is_saturated(&d, Some(&annotate(rs("new", 3, 2, 0), DESIRED_REPLICAS_ANNOTATION, "3"))));
+    assert!(!is_saturated(
+        &d,
+        Some(&annotate(
+            rs("new", 3, 2, 0),
+            DESIRED_REPLICAS_ANNOTATION,
+            "3"
+        ))
+    ));
     assert!(!is_saturated(&d, None));
 }
 
 #[test]
 fn history_limit_deletes_the_lowest_idle_revisions() {
-    let r = |name: &str, rev: &str, replicas: i32| annotate(rs(name, replicas, replicas, 0), REVISION_ANNOTATION, rev);
-    let (a, b, c, busy) = (r("a", "1", 0), r("b", "2", 0), r("c", "3", 0), r("busy", "0", 2));
-    assert_eq!(cleanup_candidates(&[&c, &a, &b], 1), vec!["a".to_string(), "b".to_string()]);
+    let r = |name: &str, rev: &str, replicas: i32| {
+        annotate(rs(name, replicas, replicas, 0), REVISION_ANNOTATION, rev)
+    };
+    let (a, b, c, busy) = (
+        r("a", "1", 0),
+        r("b", "2", 0),
+        r("c", "3", 0),
+        r("busy", "0", 2),
+    );
+    assert_eq!(
+        cleanup_candidates(&[&c, &a, &b], 1),
+        vec!["a".to_string(), "b".to_string()]
+    );
     assert!(cleanup_candidates(&[&c, &a, &b], 3).is_empty());
     // A ReplicaSet that still has replicas is never deleted, even when it is the oldest.
     assert_eq!(cleanup_candidates(&[&busy, &a], 0), vec!["a".to_string()]);
@@ -370,7 +456,10 @@ fn new_replica_set_annotations_carry_revision_history_and_change_cause() {
     let mut d = deployment(3, int(1), int(1));
     d.metadata.annotations = Some(
         [
-            ("kubernetes.io/change-cause".to_string(), "kubectl set image".to_string()),
+            (
+                "kubernetes.io/change-cause".to_string(),
+                "kubectl set image".to_string(),
+            ),
             (LAST_APPLIED_ANNOTATION.to_string(), "{}".to_string()),
             (REVISION_ANNOTATION.to_string(), "7".to_string()),
         ]
@@ -379,11 +468,20 @@ fn new_replica_set_annotations_carry_revision_history_and_change_cause() {
     let mut fresh = rs("new", 0, 0, 0);
     assert!(set_new_rs_annotations(&d, &mut fresh, 3, false));
     let a = fresh.metadata.annotations.clone().unwrap();
-    assert_eq!(a.get("kubernetes.io/change-cause").map(String::as_str), Some("kubectl set image"));
+    assert_eq!(
+        a.get("kubernetes.io/change-cause").map(String::as_str),
+        Some("kubectl set image")
+    );
     assert!(!a.contains_key(LAST_APPLIED_ANNOTATION));
     assert_eq!(a.get(REVISION_ANNOTATION).map(String::as_str), Some("3"));
-    assert_eq!(a.get(DESIRED_REPLICAS_ANNOTATION).map(String::as_str), Some("3"));
-    assert_eq!(a.get(MAX_REPLICAS_ANNOTATION).map(String::as_str), Some("4"));
+    assert_eq!(
+        a.get(DESIRED_REPLICAS_ANNOTATION).map(String::as_str),
+        Some("3")
+    );
+    assert_eq!(
+        a.get(MAX_REPLICAS_ANNOTATION).map(String::as_str),
+        Some("4")
+    );
     assert!(!a.contains_key(REVISION_HISTORY_ANNOTATION));
     // Nothing new: no change.
     assert!(!set_new_rs_annotations(&d, &mut fresh, 3, true));
@@ -392,7 +490,10 @@ fn new_replica_set_annotations_carry_revision_history_and_change_cause() {
     assert!(set_new_rs_annotations(&d, &mut fresh, 8, true));
     let a = fresh.metadata.annotations.unwrap();
     assert_eq!(a.get(REVISION_ANNOTATION).map(String::as_str), Some("8"));
-    assert_eq!(a.get(REVISION_HISTORY_ANNOTATION).map(String::as_str), Some("3,5"));
+    assert_eq!(
+        a.get(REVISION_HISTORY_ANNOTATION).map(String::as_str),
+        Some("3,5")
+    );
 }
 
 #[test]
@@ -407,28 +508,79 @@ fn status_adds_up_replica_sets_and_sets_available() {
     assert_eq!(status.unavailable_replicas, Some(2));
     assert_eq!(status.observed_generation, Some(1));
     let available = get_condition(&status, AVAILABLE).unwrap();
-    assert_eq!((available.status.as_str(), available.reason.as_deref()), ("True", Some(MINIMUM_REPLICAS_AVAILABLE)));
+    assert_eq!(
+        (available.status.as_str(), available.reason.as_deref()),
+        ("True", Some(MINIMUM_REPLICAS_AVAILABLE))
+    );
 
     let old = rs("old", 1, 1, 0);
     let status = calculate_status(&d, &[&old, &new], Some(&new), t0());
     let available = get_condition(&status, AVAILABLE).unwrap();
-    assert_eq!((available.status.as_str(), available.reason.as_deref()), ("False", Some(MINIMUM_REPLICAS_UNAVAILABLE)));
-    assert_eq!(available.message.as_deref(), Some("Deployment does not have minimum availability."));
+    assert_eq!(
+        (available.status.as_str(), available.reason.as_deref()),
+        ("False", Some(MINIMUM_REPLICAS_UNAVAILABLE))
+    );
+    assert_eq!(
+        available.message.as_deref(),
+        Some("Deployment does not have minimum availability.")
+    );
 }
 
 #[test]
 fn conditions_keep_transition_time_unless_status_changes() {
     let mut status = DeploymentStatus::default();
-    set_condition(&mut status, new_condition(PROGRESSING, "True", NEW_REPLICA_SET_REASON, "a".into(), t0()));
+    set_condition(
+        &mut status,
+        new_condition(
+            PROGRESSING,
+            "True",
+            NEW_REPLICA_SET_REASON,
+            "a".into(),
+            t0(),
+        ),
+    );
     let later = t0() + SignedDuration::from_secs(30);
-    set_condition(&mut status, new_condition(PROGRESSING, "True", NEW_REPLICA_SET_REASON, "b".into(), later));
-    assert_eq!(get_condition(&status, PROGRESSING).unwrap().message.as_deref(), Some("a"), "same reason: unchanged");
-    set_condition(&mut status, new_condition(PROGRESSING, "True", REPLICA_SET_UPDATED_REASON, "c".into(), later));
+    set_condition(
+        &mut status,
+        new_condition(
+            PROGRESSING,
+            "True",
+            NEW_REPLICA_SET_REASON,
+            "b".into(),
+            later,
+        ),
+    );
+    assert_eq!(
+        get_condition(&status, PROGRESSING)
+            .unwrap()
+            .message
+            .as_deref(),
+        Some("a"),
+        "same reason: unchanged"
+    );
+    set_condition(
+        &mut status,
+        new_condition(
+            PROGRESSING,
+            "True",
+            REPLICA_SET_UPDATED_REASON,
+            "c".into(),
+            later,
+        ),
+    );
     let c = get_condition(&status, PROGRESSING).unwrap();
     assert_eq!(c.last_transition_time, Some(Time(t0())));
     assert_eq!(c.last_update_time, Some(Time(later)));
-    set_condition(&mut status, new_condition(PROGRESSING, "False", TIMED_OUT_REASON, "d".into(), later));
-    assert_eq!(get_condition(&status, PROGRESSING).unwrap().last_transition_time, Some(Time(later)));
+    set_condition(
+        &mut status,
+        new_condition(PROGRESSING, "False", TIMED_OUT_REASON, "d".into(), later),
+    );
+    assert_eq!(
+        get_condition(&status, PROGRESSING)
+            .unwrap()
+            .last_transition_time,
+        Some(Time(later))
+    );
 }
 
 #[test]
@@ -436,7 +588,16 @@ fn progressing_condition_tracks_the_rollout_and_its_deadline() {
     let mut d = deployment(3, int(1), int(1));
     d.spec.as_mut().unwrap().progress_deadline_seconds = Some(30);
     let mut before = DeploymentStatus::default();
-    set_condition(&mut before, new_condition(PROGRESSING, "True", NEW_REPLICA_SET_REASON, "Created new replica set \"web-1\"".into(), t0()));
+    set_condition(
+        &mut before,
+        new_condition(
+            PROGRESSING,
+            "True",
+            NEW_REPLICA_SET_REASON,
+            "Created new replica set \"web-1\"".into(),
+            t0(),
+        ),
+    );
     before.updated_replicas = Some(1);
     before.replicas = Some(4);
     d.status = Some(before.clone());
@@ -449,10 +610,16 @@ fn progressing_condition_tracks_the_rollout_and_its_deadline() {
     rollout_conditions(&d, &mut status, Some("web-1"), at);
     let c = get_condition(&status, PROGRESSING).unwrap();
     assert_eq!(c.reason.as_deref(), Some(REPLICA_SET_UPDATED_REASON));
-    assert_eq!(c.message.as_deref(), Some("ReplicaSet \"web-1\" is progressing."));
+    assert_eq!(
+        c.message.as_deref(),
+        Some("ReplicaSet \"web-1\" is progressing.")
+    );
     assert_eq!(c.last_update_time, Some(Time(at)));
     assert_eq!(c.last_transition_time, Some(Time(t0())));
-    assert_eq!(requeue_stuck_after(&d, &status, at), Some(std::time::Duration::from_millis(30_500)));
+    assert_eq!(
+        requeue_stuck_after(&d, &status, at),
+        Some(std::time::Duration::from_millis(30_500))
+    );
 
     // No progress within the deadline: timed out.
     d.status = Some(status.clone());
@@ -460,8 +627,14 @@ fn progressing_condition_tracks_the_rollout_and_its_deadline() {
     let mut stalled = calculate_status(&d, &[&old, &new], Some(&new), late);
     rollout_conditions(&d, &mut stalled, Some("web-1"), late);
     let c = get_condition(&stalled, PROGRESSING).unwrap();
-    assert_eq!((c.status.as_str(), c.reason.as_deref()), ("False", Some(TIMED_OUT_REASON)));
-    assert_eq!(c.message.as_deref(), Some("ReplicaSet \"web-1\" has timed out progressing."));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("False", Some(TIMED_OUT_REASON))
+    );
+    assert_eq!(
+        c.message.as_deref(),
+        Some("ReplicaSet \"web-1\" has timed out progressing.")
+    );
     assert_eq!(requeue_stuck_after(&d, &stalled, late), None);
 
     // Done: NewReplicaSetAvailable.
@@ -470,8 +643,14 @@ fn progressing_condition_tracks_the_rollout_and_its_deadline() {
     let mut done = calculate_status(&d, &[&old, &new], Some(&new), late);
     rollout_conditions(&d, &mut done, Some("web-1"), late);
     let c = get_condition(&done, PROGRESSING).unwrap();
-    assert_eq!((c.status.as_str(), c.reason.as_deref()), ("True", Some(NEW_RS_AVAILABLE_REASON)));
-    assert_eq!(c.message.as_deref(), Some("ReplicaSet \"web-1\" has successfully progressed."));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("True", Some(NEW_RS_AVAILABLE_REASON))
+    );
+    assert_eq!(
+        c.message.as_deref(),
+        Some("ReplicaSet \"web-1\" has successfully progressed.")
+    );
     assert!(deployment_complete(&d, &done));
 
     // Without a deadline there is no Progressing condition.
@@ -485,10 +664,20 @@ fn replica_sets_sort_by_creation_and_revision() {
     let a = annotate(rs("a", 1, 1, 10), REVISION_ANNOTATION, "2");
     let b = annotate(rs("b", 1, 1, 0), REVISION_ANNOTATION, "3");
     let c = annotate(rs("c", 1, 1, 0), REVISION_ANNOTATION, "1");
-    let mut v = vec![&a, &b, &c];
+    let mut v = [&a, &b, &c];
     v.sort_by(|x, y| by_creation(x, y));
-    assert_eq!(v.iter().map(|r| r.metadata.name.clone().unwrap()).collect::<Vec<_>>(), ["b", "c", "a"]);
+    assert_eq!(
+        v.iter()
+            .map(|r| r.metadata.name.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["b", "c", "a"]
+    );
     v.sort_by(|x, y| by_revision(x, y));
-    assert_eq!(v.iter().map(|r| r.metadata.name.clone().unwrap()).collect::<Vec<_>>(), ["c", "a", "b"]);
+    assert_eq!(
+        v.iter()
+            .map(|r| r.metadata.name.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["c", "a", "b"]
+    );
     assert_eq!(max_revision([&a, &b, &c]), 3);
 }
