@@ -1286,8 +1286,9 @@ async fn remove_orphan_finalizers(
     c: Arc<JobController>,
     mut rx: mpsc::UnboundedReceiver<Arc<Pod>>,
 ) {
-    if c.jobs.wait_until_ready().await.is_err() || c.pods.wait_until_ready().await.is_err() {
-        return;
+    // Not `wait_until_ready` again: a store wakes only one of several waiters.
+    while !c.ready.load(Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut sweep = tokio::time::interval(Duration::from_secs(60));
     loop {

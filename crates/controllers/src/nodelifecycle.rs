@@ -39,6 +39,8 @@ pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
 const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+/// Writes in flight at once during a pass.
+const CONCURRENCY: usize = 32;
 
 /// Upstream's `--node-eviction-rate`, `--secondary-node-eviction-rate`,
 /// `--large-cluster-size-threshold` and `--unhealthy-zone-threshold` defaults.
@@ -412,6 +414,7 @@ impl Monitor {
         self.first_seen.retain(|(name, _), _| names.contains(name));
 
         // 1. Health: conditions go Unknown when nothing was heard for the grace period.
+        let mut silent = Vec::new();
         for node in &nodes {
             let name = node.name_any();
             let renew_time = leases.get(&name).copied();
@@ -434,17 +437,24 @@ impl Monitor {
                 continue;
             }
             if let Some(patch) = unknown_conditions_patch(node, wall) {
-                let was_ready = ready_status(node) == "True";
-                if let Err(e) = self.patch_node_status(&name, patch).await {
+                silent.push((node.clone(), patch));
+            }
+        }
+        let this = &*self;
+        futures::stream::iter(silent)
+            .for_each_concurrent(CONCURRENCY, |(node, patch)| async move {
+                let name = node.name_any();
+                let was_ready = ready_status(&node) == "True";
+                if let Err(e) = this.patch_node_status(&name, patch).await {
                     tracing::warn!(error = %e, "node lifecycle");
-                    continue;
+                    return;
                 }
                 tracing::info!(node = %name, grace_s = grace.as_secs_f64(), "node stopped posting status; Ready=Unknown");
                 if was_ready {
-                    self.node_event(node, "NodeNotReady").await;
+                    this.node_event(&node, "NodeNotReady").await;
                 }
-            }
-        }
+            })
+            .await;
 
         // Fresh view after our own writes.
         let mut nodes = self.nodes.state();
@@ -473,6 +483,8 @@ impl Monitor {
             });
 
         // 3. Taints, and pods of nodes that are not Ready.
+        let mut retaint = Vec::new();
+        let mut unready_pods = Vec::new();
         for node in &nodes {
             let name = node.name_any();
             let zone = zone_of(node);
@@ -501,39 +513,49 @@ impl Monitor {
                 });
             }
             if let Some(plan) = plan {
-                match self.update_taints(node, &plan.taints).await {
+                if plan.adds_no_execute {
+                    self.next_taint
+                        .insert(zone.clone(), now + Duration::from_secs_f64(1.0 / rate));
+                }
+                retaint.push((node.clone(), plan.taints));
+            }
+            if ready_status(node) != "True" {
+                unready_pods.extend(
+                    pods_by_node
+                        .get(&name)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default()
+                        .iter()
+                        .filter(|p| {
+                            crate::util::is_pod_ready(p) && p.metadata.deletion_timestamp.is_none()
+                        })
+                        .cloned(),
+                );
+            }
+        }
+        let this = &*self;
+        futures::stream::iter(retaint)
+            .for_each_concurrent(CONCURRENCY, |(node, taints)| async move {
+                match this.update_taints(&node, &taints).await {
                     Ok(()) => {
-                        let keys: Vec<String> = plan
-                            .taints
-                            .iter()
-                            .map(|t| format!("{}:{}", t.key, t.effect))
-                            .collect();
-                        tracing::info!(node = %name, taints = ?keys, "node taints updated");
-                        if plan.adds_no_execute {
-                            self.next_taint
-                                .insert(zone.clone(), now + Duration::from_secs_f64(1.0 / rate));
-                        }
+                        let keys: Vec<String> =
+                            taints.iter().map(|t| format!("{}:{}", t.key, t.effect)).collect();
+                        tracing::info!(node = %node.name_any(), taints = ?keys, "node taints updated");
                     }
                     Err(e) => tracing::warn!(error = %e, "node lifecycle"),
                 }
-            }
-            if ready_status(node) != "True" {
-                for pod in pods_by_node
-                    .get(&name)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                {
-                    if crate::util::is_pod_ready(pod)
-                        && pod.metadata.deletion_timestamp.is_none()
-                        && let Err(e) = self.mark_pod_not_ready(pod, wall).await
-                    {
-                        tracing::warn!(error = %e, "node lifecycle");
-                    }
+            })
+            .await;
+        futures::stream::iter(unready_pods)
+            .for_each_concurrent(CONCURRENCY, |pod| async move {
+                if let Err(e) = this.mark_pod_not_ready(&pod, wall).await {
+                    tracing::warn!(error = %e, "node lifecycle");
                 }
-            }
-        }
+            })
+            .await;
 
         // 4. Taint-based eviction.
+        let mut evictions = Vec::new();
         for node in &nodes {
             let name = node.name_any();
             let taints: Vec<(Taint, Timestamp)> = node
@@ -566,12 +588,19 @@ impl Monitor {
                 }
                 if let Eviction::At(at) = eviction(pod, &taints)
                     && at <= wall
-                    && let Err(e) = self.evict(pod, &name).await
                 {
-                    tracing::warn!(error = %e, "taint eviction");
+                    evictions.push((pod.clone(), name.clone()));
                 }
             }
         }
+        let this = &*self;
+        futures::stream::iter(evictions)
+            .for_each_concurrent(CONCURRENCY, |(pod, node)| async move {
+                if let Err(e) = this.evict(&pod, &node).await {
+                    tracing::warn!(error = %e, "taint eviction");
+                }
+            })
+            .await;
     }
 
     async fn patch_node_status(&self, name: &str, patch: Value) -> Result<(), Error> {

@@ -27,7 +27,13 @@ fn add_node(server: &Server, name: &str, cpu: &str, labels: Value, taints: Value
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ready"}],
     }});
     server.kubectl_ok(&[
-        "patch", "node", name, "--subresource=status", "--type=merge", "-p", &status.to_string(),
+        "patch",
+        "node",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
     ]);
 }
 
@@ -69,12 +75,16 @@ fn pod_scheduled_condition(server: &Server, pod: &str) -> Option<Value> {
 
 /// Wait for PodScheduled=False reason Unschedulable and return its message.
 fn wait_unschedulable(server: &Server, pod: &str, containing: &str) -> String {
-    eventually(WAIT, &format!("pod {pod} unschedulable with {containing:?}"), || {
-        let c = pod_scheduled_condition(server, pod)?;
-        let msg = c["message"].as_str()?.to_string();
-        (c["status"] == "False" && c["reason"] == "Unschedulable" && msg.contains(containing))
-            .then_some(msg)
-    })
+    eventually(
+        WAIT,
+        &format!("pod {pod} unschedulable with {containing:?}"),
+        || {
+            let c = pod_scheduled_condition(server, pod)?;
+            let msg = c["message"].as_str()?.to_string();
+            (c["status"] == "False" && c["reason"] == "Unschedulable" && msg.contains(containing))
+                .then_some(msg)
+        },
+    )
 }
 
 /// Messages of the events with `reason` about `pod` (core/v1 `message` or events.k8s.io `note`).
@@ -86,7 +96,12 @@ fn event_messages(server: &Server, pod: &str, reason: &str) -> Vec<String> {
         .flatten()
         .filter(|e| e["reason"] == reason)
         .filter(|e| e["involvedObject"]["name"] == pod || e["regarding"]["name"] == pod)
-        .filter_map(|e| e["message"].as_str().or(e["note"].as_str()).map(str::to_string))
+        .filter_map(|e| {
+            e["message"]
+                .as_str()
+                .or(e["note"].as_str())
+                .map(str::to_string)
+        })
         .collect()
 }
 
@@ -124,7 +139,11 @@ fn binds_pods_and_explains_unschedulable_ones() {
     assert_eq!(node_of(&server, "huge"), None);
 
     // A pod for another scheduler is left alone.
-    server.apply(&pod_manifest("other", "100m", json!({"schedulerName": "my-scheduler"})));
+    server.apply(&pod_manifest(
+        "other",
+        "100m",
+        json!({"schedulerName": "my-scheduler"}),
+    ));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(node_of(&server, "other"), None);
     assert!(pod_scheduled_condition(&server, "other").is_none());
@@ -144,7 +163,9 @@ fn binds_pods_and_explains_unschedulable_ones() {
         "{msg}"
     );
     assert!(
-        msg.contains("preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."),
+        msg.contains(
+            "preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
+        ),
         "{msg}"
     );
     // Deleting a bound pod frees room: the waiting pod is retried and bound.
@@ -153,7 +174,11 @@ fn binds_pods_and_explains_unschedulable_ones() {
 
     // The scheduler holds its Lease.
     let lease = server.get_json(&["lease", "kube-scheduler", "-n", "kube-system"]);
-    assert!(lease["spec"]["holderIdentity"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty())
+    );
 }
 
 #[test]
@@ -170,7 +195,11 @@ fn taints_selectors_and_anti_affinity() {
     add_node(&server, "hdd-1", "4", json!({"disk": "hdd"}), json!([]));
 
     // nodeSelector disk=ssd without a toleration: only ssd-1.
-    server.apply(&pod_manifest("wants-ssd", "100m", json!({"nodeSelector": {"disk": "ssd"}})));
+    server.apply(&pod_manifest(
+        "wants-ssd",
+        "100m",
+        json!({"nodeSelector": {"disk": "ssd"}}),
+    ));
     assert_eq!(wait_bound(&server, "wants-ssd"), "ssd-1");
 
     // Tolerating the taint and requiring the gpu node by name through node affinity.
@@ -215,7 +244,9 @@ fn taints_selectors_and_anti_affinity() {
     for i in 0..3 {
         server.apply(&anti(&format!("cache-{i}")));
     }
-    let mut placed: Vec<String> = (0..3).map(|i| wait_bound(&server, &format!("cache-{i}"))).collect();
+    let mut placed: Vec<String> = (0..3)
+        .map(|i| wait_bound(&server, &format!("cache-{i}")))
+        .collect();
     placed.sort();
     assert_eq!(placed, vec!["gpu-1", "hdd-1", "ssd-1"]);
     server.apply(&anti("cache-3"));
@@ -226,9 +257,23 @@ fn taints_selectors_and_anti_affinity() {
     );
 
     // A pod waiting for a label no node has is retried when such a node appears.
-    server.apply(&pod_manifest("wants-zone", "100m", json!({"nodeSelector": {"zone": "new"}})));
-    wait_unschedulable(&server, "wants-zone", "didn't match Pod's node affinity/selector");
-    add_node(&server, "zone-new-1", "4", json!({"zone": "new"}), json!([]));
+    server.apply(&pod_manifest(
+        "wants-zone",
+        "100m",
+        json!({"nodeSelector": {"zone": "new"}}),
+    ));
+    wait_unschedulable(
+        &server,
+        "wants-zone",
+        "didn't match Pod's node affinity/selector",
+    );
+    add_node(
+        &server,
+        "zone-new-1",
+        "4",
+        json!({"zone": "new"}),
+        json!([]),
+    );
     assert_eq!(wait_bound(&server, "wants-zone"), "zone-new-1");
 }
 
@@ -243,14 +288,26 @@ fn preemption_by_priority_class() {
             .to_string(),
         );
     }
-    server.apply(&pod_manifest("victim", "1500m", json!({"priorityClassName": "low"})));
+    server.apply(&pod_manifest(
+        "victim",
+        "1500m",
+        json!({"priorityClassName": "low"}),
+    ));
     assert_eq!(wait_bound(&server, "victim"), "only");
 
     // A lower-priority pod that does not fit does not preempt.
-    server.apply(&pod_manifest("peer", "1500m", json!({"priorityClassName": "low"})));
+    server.apply(&pod_manifest(
+        "peer",
+        "1500m",
+        json!({"priorityClassName": "low"}),
+    ));
     wait_unschedulable(&server, "peer", "Insufficient cpu");
 
-    server.apply(&pod_manifest("preemptor", "1500m", json!({"priorityClassName": "high"})));
+    server.apply(&pod_manifest(
+        "preemptor",
+        "1500m",
+        json!({"priorityClassName": "high"}),
+    ));
     // The victim is evicted and the preemptor takes its place.
     eventually(WAIT, "victim deleted", || {
         let out = server.kubectl(&["get", "pod", "victim", "-o", "json"]);

@@ -224,7 +224,8 @@ impl Cache {
             affinity_changed = true;
         } else {
             for name in &self.dirty {
-                let (Some(&i), Some(info)) = (snapshot.index.get(name), self.nodes.get(name)) else {
+                let (Some(&i), Some(info)) = (snapshot.index.get(name), self.nodes.get(name))
+                else {
                     continue;
                 };
                 let old = &snapshot.node_infos[i];
@@ -361,7 +362,11 @@ mod tests {
         cache.assume_pod(pod("p", None, "1"), "a");
         let t0 = Instant::now();
         // Not expired while the binding is in flight.
-        assert!(cache.cleanup_assumed(t0 + Duration::from_secs(100), Duration::from_secs(30)).is_empty());
+        assert!(
+            cache
+                .cleanup_assumed(t0 + Duration::from_secs(100), Duration::from_secs(30))
+                .is_empty()
+        );
         cache.finish_binding("default/p", t0);
         assert_eq!(
             cache.cleanup_assumed(t0 + Duration::from_secs(31), Duration::from_secs(30)),

@@ -47,17 +47,25 @@ pub async fn lead(client: kube::Client, identity: String) {
     let (classes, writer) = reflector::store::<PriorityClass>();
     let stream = reflector(
         writer,
-        watcher(Api::<PriorityClass>::all(client.clone()), watcher::Config::default())
-            .default_backoff(),
+        watcher(
+            Api::<PriorityClass>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     );
-    tasks.spawn(forward(stream, tx.clone(), |_| Some(Msg::PriorityClassesChanged)));
+    tasks.spawn(forward(stream, tx.clone(), |_| {
+        Some(Msg::PriorityClassesChanged)
+    }));
     // Priorities must be known before pods are queued.
     if classes.wait_until_ready().await.is_err() {
         tracing::warn!("priority class informer stopped before syncing");
     }
 
-    let stream = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
-        .default_backoff();
+    let stream = watcher(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff();
     tasks.spawn(forward(stream, tx.clone(), |e| Some(Msg::Namespace(e))));
 
     let (_nodes, writer) = reflector::store::<Node>();

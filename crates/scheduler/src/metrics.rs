@@ -114,7 +114,11 @@ mod tests {
     fn encodes_attempts() {
         let m = metrics();
         let before = m.attempts(RESULT_UNSCHEDULABLE);
-        m.attempt(RESULT_UNSCHEDULABLE, "default-scheduler", Duration::from_millis(1));
+        m.attempt(
+            RESULT_UNSCHEDULABLE,
+            "default-scheduler",
+            Duration::from_millis(1),
+        );
         assert_eq!(m.attempts(RESULT_UNSCHEDULABLE), before + 1);
         let text = m.encode();
         assert!(text.contains("scheduler_schedule_attempts_total{result=\"unschedulable\",profile=\"default-scheduler\"}"), "{text}");

@@ -132,7 +132,10 @@ impl PartialOrd for BackoffEntry {
 impl Ord for BackoffEntry {
     /// Earliest expiry on top of the max-heap.
     fn cmp(&self, other: &Self) -> Ordering {
-        other.expiry.cmp(&self.expiry).then_with(|| other.seq.cmp(&self.seq))
+        other
+            .expiry
+            .cmp(&self.expiry)
+            .then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
@@ -294,7 +297,10 @@ impl SchedulingQueue {
     }
 
     pub fn active_len(&self) -> usize {
-        self.entries.values().filter(|e| e.place == Where::Active).count()
+        self.entries
+            .values()
+            .filter(|e| e.place == Where::Active)
+            .count()
     }
 
     pub fn has_active(&self) -> bool {
@@ -316,7 +322,11 @@ impl SchedulingQueue {
 
     /// The pod was scheduled (assumed and sent to bind): it leaves the queue.
     pub fn done(&mut self, key: &str) {
-        if self.entries.get(key).is_some_and(|e| e.place == Where::InFlight) {
+        if self
+            .entries
+            .get(key)
+            .is_some_and(|e| e.place == Where::InFlight)
+        {
             self.entries.remove(key);
         }
     }
@@ -429,7 +439,9 @@ mod tests {
     use serde_json::json;
 
     fn p(name: &str, priority: i32) -> Arc<PodInfo> {
-        pod_info(json!({"metadata": {"name": name}, "spec": {"priority": priority, "containers": [{"name": "c", "image": "i"}]}}))
+        pod_info(
+            json!({"metadata": {"name": name}, "spec": {"priority": priority, "containers": [{"name": "c", "image": "i"}]}}),
+        )
     }
 
     #[test]
@@ -445,7 +457,9 @@ mod tests {
         q.add(p("low", 0), t);
         q.add(p("high", 100), t + Duration::from_millis(1));
         q.add(p("low2", 0), t + Duration::from_millis(2));
-        let order: Vec<String> = std::iter::from_fn(|| q.pop()).map(|i| i.pod.name.clone()).collect();
+        let order: Vec<String> = std::iter::from_fn(|| q.pop())
+            .map(|i| i.pod.name.clone())
+            .collect();
         assert_eq!(order, vec!["high", "low", "low2"]);
     }
 
@@ -456,7 +470,13 @@ mod tests {
         q.add(p("a", 0), t);
         let info = q.pop().unwrap();
         let cycle = q.scheduling_cycle();
-        q.add_unschedulable(info, cycle, [plugins::node_resources_fit::NAME].into(), false, t);
+        q.add_unschedulable(
+            info,
+            cycle,
+            [plugins::node_resources_fit::NAME].into(),
+            false,
+            t,
+        );
         assert_eq!(q.place("default/a"), Some(Where::Unschedulable));
         assert!(q.pop().is_none());
 
@@ -465,7 +485,10 @@ mod tests {
         assert_eq!(q.place("default/a"), Some(Where::Unschedulable));
 
         // A deleted pod does; the pod is still backing off (1 s after its first failure).
-        q.move_all_to_active_or_backoff(ClusterEvent::AssignedPodDelete, t + Duration::from_millis(100));
+        q.move_all_to_active_or_backoff(
+            ClusterEvent::AssignedPodDelete,
+            t + Duration::from_millis(100),
+        );
         assert_eq!(q.place("default/a"), Some(Where::Backoff));
         q.flush_backoff_completed(t + Duration::from_millis(500));
         assert!(q.pop().is_none());
@@ -482,7 +505,13 @@ mod tests {
         let info = q.pop().unwrap();
         let cycle = q.scheduling_cycle();
         q.move_all_to_active_or_backoff(ClusterEvent::NodeAdd, t);
-        q.add_unschedulable(info, cycle, [plugins::node_resources_fit::NAME].into(), false, t);
+        q.add_unschedulable(
+            info,
+            cycle,
+            [plugins::node_resources_fit::NAME].into(),
+            false,
+            t,
+        );
         assert_eq!(q.place("default/a"), Some(Where::Backoff));
     }
 
@@ -492,17 +521,31 @@ mod tests {
         let t = Instant::now();
         q.add(p("a", 0), t);
         let info = q.pop().unwrap();
-        q.add_unschedulable(info, q.scheduling_cycle(), [plugins::taint_toleration::NAME].into(), false, t);
+        q.add_unschedulable(
+            info,
+            q.scheduling_cycle(),
+            [plugins::taint_toleration::NAME].into(),
+            false,
+            t,
+        );
         q.flush_unschedulable_left_over(t + Duration::from_secs(59));
         assert_eq!(q.place("default/a"), Some(Where::Unschedulable));
         q.flush_unschedulable_left_over(t + Duration::from_secs(60));
         assert_eq!(q.place("default/a"), Some(Where::Active));
 
         let info = q.pop().unwrap();
-        q.add_unschedulable(info, q.scheduling_cycle(), [plugins::taint_toleration::NAME].into(), false, t);
+        q.add_unschedulable(
+            info,
+            q.scheduling_cycle(),
+            [plugins::taint_toleration::NAME].into(),
+            false,
+            t,
+        );
         // Adding a toleration (spec change) retries it.
-        let updated = pod_info(json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "c", "image": "i"}],
-            "tolerations": [{"operator": "Exists"}]}}));
+        let updated = pod_info(
+            json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "c", "image": "i"}],
+            "tolerations": [{"operator": "Exists"}]}}),
+        );
         q.update(updated, t + Duration::from_secs(5));
         assert_eq!(q.place("default/a"), Some(Where::Active));
     }

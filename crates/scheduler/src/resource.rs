@@ -247,7 +247,9 @@ mod tests {
 
     #[test]
     fn extended_resources() {
-        let p = pod(json!({"containers": [{"name": "a", "image": "i", "resources": {"requests": {"example.com/gpu": "2"}}}]}));
+        let p = pod(
+            json!({"containers": [{"name": "a", "image": "i", "resources": {"requests": {"example.com/gpu": "2"}}}]}),
+        );
         assert_eq!(pod_requests(&p, false).get("example.com/gpu"), 2);
     }
 }

@@ -238,9 +238,9 @@ pub async fn run_sources(
     synced: tokio::sync::watch::Sender<bool>,
 ) {
     enum Source {
-        Service(Change<Service>),
+        Service(Box<Change<Service>>),
         Pod(Box<Change<Pod>>),
-        Node(Change<Node>),
+        Node(Box<Change<Node>>),
     }
     let services = changes(
         watcher::watcher(
@@ -249,7 +249,7 @@ pub async fn run_sources(
         )
         .default_backoff(),
     )
-    .map(Source::Service)
+    .map(|c| Source::Service(Box::new(c)))
     .boxed();
     let pods = changes(
         watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
@@ -264,7 +264,7 @@ pub async fn run_sources(
             watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
                 .default_backoff(),
         )
-        .map(Source::Node)
+        .map(|c| Source::Node(Box::new(c)))
         .boxed();
         streams.push(nodes);
     }
@@ -277,12 +277,12 @@ pub async fn run_sources(
             let mut c = cache.write().unwrap_or_else(|e| e.into_inner());
             match source {
                 Source::Service(change) => {
-                    if let Change::Replace(_) = change
+                    if let Change::Replace(_) = *change
                         && !std::mem::replace(&mut listed[0], true)
                     {
                         pending_lists -= 1;
                     }
-                    service_changed(&mut c, change, &mut keys);
+                    service_changed(&mut c, *change, &mut keys);
                 }
                 Source::Pod(change) => {
                     if let Change::Replace(_) = *change
@@ -304,12 +304,12 @@ pub async fn run_sources(
                     }
                 }
                 Source::Node(change) => {
-                    if let Change::Replace(_) = change
+                    if let Change::Replace(_) = *change
                         && !std::mem::replace(&mut listed[2], true)
                     {
                         pending_lists -= 1;
                     }
-                    if node_changed(&mut c, change) {
+                    if node_changed(&mut c, *change) {
                         keys.extend(c.service_keys());
                     }
                 }

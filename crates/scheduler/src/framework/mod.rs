@@ -100,7 +100,7 @@ impl Status {
         self.reasons.join(", ")
     }
 
-    fn from_plugin(mut self, plugin: &'static str) -> Status {
+    fn with_plugin(mut self, plugin: &'static str) -> Status {
         self.plugin = plugin;
         self
     }
@@ -136,7 +136,11 @@ impl<T: Any + Clone + Send + Sync> StateData for T {
 impl Clone for CycleState {
     fn clone(&self) -> Self {
         CycleState {
-            data: self.data.iter().map(|(k, v)| (*k, (**v).clone_box())).collect(),
+            data: self
+                .data
+                .iter()
+                .map(|(k, v)| (*k, (**v).clone_box()))
+                .collect(),
             skip_filter: self.skip_filter.clone(),
             skip_score: self.skip_score.clone(),
         }
@@ -189,8 +193,24 @@ pub trait PreFilterPlugin: Send + Sync {
     /// Compute per-cycle state; Skip means this plugin's Filter has nothing to check.
     fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snapshot: &Snapshot) -> Status;
     /// Preemption's "what if `other` were (not) on `node`": keep the PreFilter state in step.
-    fn add_pod(&self, _state: &mut CycleState, _pod: &PodInfo, _other: &PodInfo, _node: &NodeInfo, _snapshot: &Snapshot) {}
-    fn remove_pod(&self, _state: &mut CycleState, _pod: &PodInfo, _other: &PodInfo, _node: &NodeInfo, _snapshot: &Snapshot) {}
+    fn add_pod(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _other: &PodInfo,
+        _node: &NodeInfo,
+        _snapshot: &Snapshot,
+    ) {
+    }
+    fn remove_pod(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _other: &PodInfo,
+        _node: &NodeInfo,
+        _snapshot: &Snapshot,
+    ) {
+    }
 }
 
 pub trait FilterPlugin: Send + Sync {
@@ -238,7 +258,12 @@ pub trait ReservePlugin: Send + Sync {
 
 pub trait BindPlugin: Send + Sync {
     /// Bind asynchronously (the scheduling cycle does not wait).
-    fn bind(&self, client: kube::Client, pod: Arc<PodInfo>, node: String) -> BoxFuture<'static, Status>;
+    fn bind(
+        &self,
+        client: kube::Client,
+        pod: Arc<PodInfo>,
+        node: String,
+    ) -> BoxFuture<'static, Status>;
 }
 
 /// Scale raw scores to 0..=MAX_NODE_SCORE by the largest (upstream's `DefaultNormalizeScore`),
@@ -397,7 +422,12 @@ impl Framework {
     }
 
     /// Run every PreFilter; the first rejection ends the cycle for the pod.
-    pub fn run_pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snapshot: &Snapshot) -> Status {
+    pub fn run_pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snapshot: &Snapshot,
+    ) -> Status {
         for &i in &self.pre_filter {
             let plugin = self.plugin(i);
             let status = plugin
@@ -409,7 +439,7 @@ impl Framework {
                 Code::Skip => {
                     state.skip_filter.insert(plugin.name());
                 }
-                _ => return status.from_plugin(plugin.name()),
+                _ => return status.with_plugin(plugin.name()),
             }
         }
         Status::success()
@@ -427,7 +457,7 @@ impl Framework {
                 .expect("indexed as Filter")
                 .filter(state, pod, node);
             if !status.is_success() {
-                return status.from_plugin(plugin.name());
+                return status.with_plugin(plugin.name());
             }
         }
         Status::success()
@@ -463,7 +493,14 @@ impl Framework {
         self.run_filter(state, pod, node)
     }
 
-    pub fn run_pre_filter_add_pod(&self, state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, snapshot: &Snapshot) {
+    pub fn run_pre_filter_add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+        snapshot: &Snapshot,
+    ) {
         for &i in &self.pre_filter {
             let plugin = self.plugin(i);
             if state.skip_filter.contains(plugin.name()) {
@@ -476,7 +513,14 @@ impl Framework {
         }
     }
 
-    pub fn run_pre_filter_remove_pod(&self, state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, snapshot: &Snapshot) {
+    pub fn run_pre_filter_remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+        snapshot: &Snapshot,
+    ) {
         for &i in &self.pre_filter {
             let plugin = self.plugin(i);
             if state.skip_filter.contains(plugin.name()) {
@@ -509,10 +553,10 @@ impl Framework {
                 return (result, status);
             }
             if status.code == Code::Error {
-                return (None, status.from_plugin(plugin.name()));
+                return (None, status.with_plugin(plugin.name()));
             }
             messages.push(status.message());
-            last = status.from_plugin(plugin.name());
+            last = status.with_plugin(plugin.name());
         }
         if !messages.is_empty() {
             last.reasons = vec![messages.join(" ")];
@@ -543,7 +587,7 @@ impl Framework {
                 Code::Skip => {
                     state.skip_score.insert(plugin.name());
                 }
-                _ => return Err(status.from_plugin(plugin.name())),
+                _ => return Err(status.with_plugin(plugin.name())),
             }
         }
         let mut totals = vec![0i64; nodes.len()];
@@ -557,7 +601,7 @@ impl Framework {
             for (slot, node) in scores.iter_mut().zip(nodes) {
                 *slot = scorer
                     .score(state, pod, node)
-                    .map_err(|s| s.from_plugin(plugin.name()))?;
+                    .map_err(|s| s.with_plugin(plugin.name()))?;
             }
             scorer.normalize_score(state, pod, &mut scores);
             for (total, s) in totals.iter_mut().zip(&scores) {
@@ -582,7 +626,7 @@ impl Framework {
                         .expect("indexed as Reserve")
                         .unreserve(state, pod, node);
                 }
-                return status.from_plugin(plugin.name());
+                return status.with_plugin(plugin.name());
             }
         }
         Status::success()
@@ -620,11 +664,14 @@ mod tests {
         for i in 3..5 {
             d.node_to_status.insert(
                 format!("n{i}"),
-                Status::unresolvable("node(s) had untolerated taint {node.kubernetes.io/unreachable: }"),
+                Status::unresolvable(
+                    "node(s) had untolerated taint {node.kubernetes.io/unreachable: }",
+                ),
             );
         }
         d.post_filter_msg = Some(
-            "preemption: 0/5 nodes are available: 5 Preemption is not helpful for scheduling.".into(),
+            "preemption: 0/5 nodes are available: 5 Preemption is not helpful for scheduling."
+                .into(),
         );
         let e = FitError {
             num_all_nodes: 5,

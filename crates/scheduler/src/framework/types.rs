@@ -65,12 +65,10 @@ pub struct AffinityTerm {
 
 impl AffinityTerm {
     pub fn new(owner_namespace: &str, owner_labels: &Labels, term: &PodAffinityTerm) -> Self {
-        let mut namespaces: BTreeSet<String> =
-            term.namespaces.iter().flatten().cloned().collect();
-        let namespace_selector = term
-            .namespace_selector
-            .as_ref()
-            .map(|s| LabelSelector::from_label_selector(s).unwrap_or_else(|_| LabelSelector::nothing()));
+        let mut namespaces: BTreeSet<String> = term.namespaces.iter().flatten().cloned().collect();
+        let namespace_selector = term.namespace_selector.as_ref().map(|s| {
+            LabelSelector::from_label_selector(s).unwrap_or_else(|_| LabelSelector::nothing())
+        });
         if namespaces.is_empty() && namespace_selector.is_none() {
             namespaces.insert(owner_namespace.to_string());
         }
@@ -157,33 +155,40 @@ impl PodInfo {
                 .map(|t| AffinityTerm::new(&namespace, labels, t))
                 .collect()
         };
-        let required_affinity = required(
-            pod_affinity.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()),
-        );
-        let required_anti_affinity = required(
-            pod_anti_affinity
-                .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()),
-        );
-        let weighted = |terms: Option<&Vec<k8s_openapi::api::core::v1::WeightedPodAffinityTerm>>| {
-            terms
-                .into_iter()
-                .flatten()
-                .map(|t| WeightedAffinityTerm {
-                    term: AffinityTerm::new(&namespace, labels, &t.pod_affinity_term),
-                    weight: i64::from(t.weight),
-                })
-                .collect::<Vec<_>>()
-        };
-        let preferred_affinity = weighted(
-            pod_affinity.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()),
-        );
-        let preferred_anti_affinity = weighted(
-            pod_anti_affinity
-                .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref()),
-        );
+        let required_affinity = required(pod_affinity.and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        }));
+        let required_anti_affinity = required(pod_anti_affinity.and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        }));
+        let weighted =
+            |terms: Option<&Vec<k8s_openapi::api::core::v1::WeightedPodAffinityTerm>>| {
+                terms
+                    .into_iter()
+                    .flatten()
+                    .map(|t| WeightedAffinityTerm {
+                        term: AffinityTerm::new(&namespace, labels, &t.pod_affinity_term),
+                        weight: i64::from(t.weight),
+                    })
+                    .collect::<Vec<_>>()
+            };
+        let preferred_affinity = weighted(pod_affinity.and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        }));
+        let preferred_anti_affinity = weighted(pod_anti_affinity.and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        }));
         let mut host_ports = Vec::new();
         if let Some(spec) = spec {
-            for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+            for c in spec
+                .containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+            {
                 for p in c.ports.iter().flatten() {
                     if let Some(port) = p.host_port.filter(|p| *p > 0) {
                         host_ports.push(HostPort {

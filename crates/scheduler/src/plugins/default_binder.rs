@@ -43,12 +43,22 @@ impl Plugin for DefaultBinder {
 }
 
 impl BindPlugin for DefaultBinder {
-    fn bind(&self, client: kube::Client, pod: Arc<PodInfo>, node: String) -> BoxFuture<'static, Status> {
+    fn bind(
+        &self,
+        client: kube::Client,
+        pod: Arc<PodInfo>,
+        node: String,
+    ) -> BoxFuture<'static, Status> {
         Box::pin(async move {
             let pods: Api<Pod> = Api::namespaced(client, &pod.namespace);
             let binding = binding_for(&pod, &node);
             match pods
-                .create_subresource::<Binding, serde_json::Value>("binding", &pod.name, &PostParams::default(), &binding)
+                .create_subresource::<Binding, serde_json::Value>(
+                    "binding",
+                    &pod.name,
+                    &PostParams::default(),
+                    &binding,
+                )
                 .await
             {
                 Ok(_) => Status::success(),

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use crate::cache::Snapshot;
 use crate::framework::{
-    Code, CycleState, Diagnosis, FitError, Framework, NodeInfo, Plugin, PodInfo,
-    PostFilterPlugin, PostFilterResult, Status,
+    Code, CycleState, Diagnosis, FitError, Framework, NodeInfo, Plugin, PodInfo, PostFilterPlugin,
+    PostFilterResult, Status,
 };
 
 pub const NAME: &str = "DefaultPreemption";
@@ -29,7 +29,9 @@ pub fn new() -> Arc<dyn Plugin> {
 
 /// Higher priority first, then the one that started earlier (upstream's `MoreImportantPod`).
 pub fn more_important(a: &PodInfo, b: &PodInfo) -> Ordering {
-    b.priority.cmp(&a.priority).then_with(|| start_time(a).cmp(&start_time(b)))
+    b.priority
+        .cmp(&a.priority)
+        .then_with(|| start_time(a).cmp(&start_time(b)))
 }
 
 fn start_time(p: &PodInfo) -> i64 {
@@ -44,7 +46,11 @@ fn start_time(p: &PodInfo) -> i64 {
 
 /// Whether the pod may preempt at all; the reason when not.
 pub fn eligible(pod: &PodInfo, snapshot: &Snapshot, diagnosis: &Diagnosis) -> Result<(), String> {
-    let policy = pod.pod.spec.as_ref().and_then(|s| s.preemption_policy.as_deref());
+    let policy = pod
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.preemption_policy.as_deref());
     if policy == Some("Never") {
         return Err("not eligible due to preemptionPolicy=Never.".into());
     }
@@ -56,7 +62,10 @@ pub fn eligible(pod: &PodInfo, snapshot: &Snapshot, diagnosis: &Diagnosis) -> Re
             .is_some_and(|s| s.code == Code::UnschedulableAndUnresolvable);
         if !unresolvable
             && let Some(node) = snapshot.get(nominated)
-            && node.pods.iter().any(|p| p.is_terminating() && p.priority < pod.priority)
+            && node
+                .pods
+                .iter()
+                .any(|p| p.is_terminating() && p.priority < pod.priority)
         {
             return Err("not eligible due to a terminating pod on the nominated node.".into());
         }
@@ -112,7 +121,10 @@ pub fn pick_one_node(candidates: &[(String, Vec<Arc<PodInfo>>)]) -> Option<usize
         return None;
     }
     let key = |victims: &Vec<Arc<PodInfo>>| {
-        let highest = victims.first().map(|p| i64::from(p.priority)).unwrap_or(i64::MIN);
+        let highest = victims
+            .first()
+            .map(|p| i64::from(p.priority))
+            .unwrap_or(i64::MIN);
         let sum: i64 = victims
             .iter()
             .map(|p| i64::from(p.priority) + i64::from(i32::MAX) + 1)
@@ -124,7 +136,12 @@ pub fn pick_one_node(candidates: &[(String, Vec<Arc<PodInfo>>)]) -> Option<usize
             .min()
             .unwrap_or(i64::MAX);
         // Smaller is better for each, except the start time where later is better.
-        (highest, sum, victims.len(), std::cmp::Reverse(earliest_of_highest))
+        (
+            highest,
+            sum,
+            victims.len(),
+            std::cmp::Reverse(earliest_of_highest),
+        )
     };
     (0..candidates.len()).min_by_key(|&i| key(&candidates[i].1))
 }
@@ -179,7 +196,13 @@ impl PostFilterPlugin for DefaultPreemption {
             match select_victims_on_node(framework, state, pod, node, snapshot) {
                 Ok(victims) if !victims.is_empty() => candidates.push((node.name.clone(), victims)),
                 Ok(_) => {
-                    statuses.insert(node.name.clone(), Status::error(format!("expected at least one victim pod on node {:?}", node.name)));
+                    statuses.insert(
+                        node.name.clone(),
+                        Status::error(format!(
+                            "expected at least one victim pod on node {:?}",
+                            node.name
+                        )),
+                    );
                 }
                 Err(status) => {
                     statuses.insert(node.name.clone(), status);
@@ -230,7 +253,9 @@ mod tests {
 
     fn small_node(name: &str, pods: Vec<Arc<PodInfo>>) -> NodeInfo {
         node_info(
-            node(json!({"metadata": {"name": name}, "status": {"allocatable": {"cpu": "2", "memory": "1Gi", "pods": "10"}}})),
+            node(
+                json!({"metadata": {"name": name}, "status": {"allocatable": {"cpu": "2", "memory": "1Gi", "pods": "10"}}}),
+            ),
             pods,
         )
     }
@@ -270,7 +295,12 @@ mod tests {
         // considered, but `big` goes back first and does not fit, `small` fits back.
         let (result, status) = preempt(&pod("hi", "1500m", 1000), vec![n]);
         assert!(status.is_success());
-        let victims: Vec<String> = result.unwrap().victims.iter().map(|v| v.name.clone()).collect();
+        let victims: Vec<String> = result
+            .unwrap()
+            .victims
+            .iter()
+            .map(|v| v.name.clone())
+            .collect();
         assert_eq!(victims, vec!["big".to_string()]);
     }
 
@@ -297,7 +327,10 @@ mod tests {
         let p = pod_info(json!({"metadata": {"name": "never"},
             "spec": {"priority": 100, "preemptionPolicy": "Never", "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "1"}}}]}}));
         let (_, status) = preempt(&p, vec![n]);
-        assert_eq!(status.message(), "preemption: not eligible due to preemptionPolicy=Never.");
+        assert_eq!(
+            status.message(),
+            "preemption: not eligible due to preemptionPolicy=Never."
+        );
     }
 
     #[test]
@@ -305,11 +338,18 @@ mod tests {
         let c = |name: &str, prios: &[i32]| {
             (
                 name.to_string(),
-                prios.iter().enumerate().map(|(i, p)| pod(&format!("{name}{i}"), "1", *p)).collect::<Vec<_>>(),
+                prios
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| pod(&format!("{name}{i}"), "1", *p))
+                    .collect::<Vec<_>>(),
             )
         };
         // Lowest highest-priority victim wins.
-        assert_eq!(pick_one_node(&[c("a", &[50]), c("b", &[10, 10, 10])]), Some(1));
+        assert_eq!(
+            pick_one_node(&[c("a", &[50]), c("b", &[10, 10, 10])]),
+            Some(1)
+        );
         // Same highest: smaller sum wins.
         assert_eq!(pick_one_node(&[c("a", &[10, 10]), c("b", &[10])]), Some(1));
         assert_eq!(pick_one_node(&[]), None);

@@ -84,7 +84,13 @@ impl Plugin for ImageLocality {
 }
 
 impl PreScorePlugin for ImageLocality {
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, _nodes: &[Arc<NodeInfo>], snapshot: &Snapshot) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        _nodes: &[Arc<NodeInfo>],
+        snapshot: &Snapshot,
+    ) -> Status {
         if snapshot.image_nodes.is_empty() {
             return Status::skip();
         }
@@ -105,7 +111,12 @@ impl ScorePlugin for ImageLocality {
         let Some(s) = state.read::<PreScoreState>(STATE_KEY) else {
             return Ok(0);
         };
-        Ok(image_locality_score(&s.images, &node.images, &s.spread, s.total_nodes))
+        Ok(image_locality_score(
+            &s.images,
+            &node.images,
+            &s.spread,
+            s.total_nodes,
+        ))
     }
 }
 
@@ -137,8 +148,14 @@ mod tests {
     #[test]
     fn names_are_normalized() {
         assert_eq!(normalized_image_name("nginx"), "nginx:latest");
-        assert_eq!(normalized_image_name("reg:5000/nginx"), "reg:5000/nginx:latest");
+        assert_eq!(
+            normalized_image_name("reg:5000/nginx"),
+            "reg:5000/nginx:latest"
+        );
         assert_eq!(normalized_image_name("nginx:1.25"), "nginx:1.25");
-        assert_eq!(normalized_image_name("nginx@sha256:abc"), "nginx@sha256:abc");
+        assert_eq!(
+            normalized_image_name("nginx@sha256:abc"),
+            "nginx@sha256:abc"
+        );
     }
 }

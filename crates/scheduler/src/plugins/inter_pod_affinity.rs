@@ -53,11 +53,19 @@ impl PreFilterState {
     pub fn update(&mut self, pod: &PodInfo, other: &PodInfo, node_labels: &Labels, delta: i64) {
         for term in &other.required_anti_affinity {
             if term.matches(pod, &self.namespaces) {
-                add_count(&mut self.existing_anti_affinity, &term.topology_key, node_labels, delta);
+                add_count(
+                    &mut self.existing_anti_affinity,
+                    &term.topology_key,
+                    node_labels,
+                    delta,
+                );
             }
         }
         if !pod.required_affinity.is_empty()
-            && pod.required_affinity.iter().all(|t| t.matches(other, &self.namespaces))
+            && pod
+                .required_affinity
+                .iter()
+                .all(|t| t.matches(other, &self.namespaces))
         {
             for term in &pod.required_affinity {
                 add_count(&mut self.affinity, &term.topology_key, node_labels, delta);
@@ -65,7 +73,12 @@ impl PreFilterState {
         }
         for term in &pod.required_anti_affinity {
             if term.matches(other, &self.namespaces) {
-                add_count(&mut self.anti_affinity, &term.topology_key, node_labels, delta);
+                add_count(
+                    &mut self.anti_affinity,
+                    &term.topology_key,
+                    node_labels,
+                    delta,
+                );
             }
         }
     }
@@ -85,7 +98,11 @@ impl PreFilterState {
         } else {
             for &i in &snapshot.have_pods_with_required_anti_affinity {
                 let node = &snapshot.node_infos[i];
-                for other in node.pods.iter().filter(|p| !p.required_anti_affinity.is_empty()) {
+                for other in node
+                    .pods
+                    .iter()
+                    .filter(|p| !p.required_anti_affinity.is_empty())
+                {
                     s.update(pod, other, node.labels(), 1);
                 }
             }
@@ -169,13 +186,27 @@ impl PreFilterPlugin for InterPodAffinity {
         Status::success()
     }
 
-    fn add_pod(&self, state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, _snapshot: &Snapshot) {
+    fn add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+        _snapshot: &Snapshot,
+    ) {
         if let Some(s) = state.read_mut::<PreFilterState>(STATE_KEY) {
             s.update(pod, other, node.labels(), 1);
         }
     }
 
-    fn remove_pod(&self, state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, _snapshot: &Snapshot) {
+    fn remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+        _snapshot: &Snapshot,
+    ) {
         if let Some(s) = state.read_mut::<PreFilterState>(STATE_KEY) {
             s.update(pod, other, node.labels(), -1);
         }
@@ -251,8 +282,15 @@ pub fn score_existing_pod(
 }
 
 impl PreScorePlugin for InterPodAffinity {
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, _nodes: &[Arc<NodeInfo>], snapshot: &Snapshot) -> Status {
-        let has_preferred = !pod.preferred_affinity.is_empty() || !pod.preferred_anti_affinity.is_empty();
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        _nodes: &[Arc<NodeInfo>],
+        snapshot: &Snapshot,
+    ) -> Status {
+        let has_preferred =
+            !pod.preferred_affinity.is_empty() || !pod.preferred_anti_affinity.is_empty();
         if !has_preferred && snapshot.have_pods_with_affinity.is_empty() {
             return Status::skip();
         }
@@ -266,7 +304,13 @@ impl PreScorePlugin for InterPodAffinity {
             let node = &snapshot.node_infos[i];
             for existing in &node.pods {
                 if has_preferred || existing.has_affinity() {
-                    score_existing_pod(&mut s.topology_score, pod, existing, node.labels(), &snapshot.namespaces);
+                    score_existing_pod(
+                        &mut s.topology_score,
+                        pod,
+                        existing,
+                        node.labels(),
+                        &snapshot.namespaces,
+                    );
                 }
             }
         }
@@ -284,8 +328,7 @@ impl ScorePlugin for InterPodAffinity {
             return Ok(0);
         };
         let labels = node.labels();
-        Ok(s
-            .topology_score
+        Ok(s.topology_score
             .iter()
             .filter_map(|(key, values)| labels.get(key).and_then(|v| values.get(v)))
             .sum())
@@ -297,7 +340,11 @@ impl ScorePlugin for InterPodAffinity {
             .fold((i64::MAX, i64::MIN), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
         let diff = max - min;
         for s in scores.iter_mut() {
-            *s = if diff > 0 { MAX_NODE_SCORE * (*s - min) / diff } else { 0 };
+            *s = if diff > 0 {
+                MAX_NODE_SCORE * (*s - min) / diff
+            } else {
+                0
+            };
         }
     }
 }
@@ -324,7 +371,10 @@ mod tests {
             placement
                 .into_iter()
                 .map(|(n, zone, pods)| {
-                    node_info(simple_node(n, json!({"kubernetes.io/hostname": n, "zone": zone})), pods)
+                    node_info(
+                        simple_node(n, json!({"kubernetes.io/hostname": n, "zone": zone})),
+                        pods,
+                    )
                 })
                 .collect(),
         )
@@ -349,33 +399,62 @@ mod tests {
     #[test]
     fn anti_affinity_spreads_over_hostnames() {
         let web = |n: &str| {
-            with_affinity(n, json!({"app": "web"}), json!({"podAntiAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": [term("web", "kubernetes.io/hostname")]}}))
+            with_affinity(
+                n,
+                json!({"app": "web"}),
+                json!({"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [term("web", "kubernetes.io/hostname")]}}),
+            )
         };
-        let snap = snapshot(vec![("a", "z1", vec![web("w1")]), ("b", "z1", vec![]), ("c", "z2", vec![])]);
+        let snap = snapshot(vec![
+            ("a", "z1", vec![web("w1")]),
+            ("b", "z1", vec![]),
+            ("c", "z2", vec![]),
+        ]);
         assert_eq!(ok_nodes(&web("w2"), &snap), vec!["b", "c"]);
         let reasons = feasible(&web("w2"), &snap);
-        assert_eq!(reasons[0].1.reasons, vec![ERR_REASON_ANTI_AFFINITY.to_string()]);
+        assert_eq!(
+            reasons[0].1.reasons,
+            vec![ERR_REASON_ANTI_AFFINITY.to_string()]
+        );
         // A pod without anti-affinity of its own is kept off by the existing pod's rule.
         let plain = pod_info(json!({"metadata": {"name": "x", "labels": {"app": "web"}}}));
         let result = feasible(&plain, &snap);
-        assert_eq!(result[0].1.reasons, vec![ERR_REASON_EXISTING_ANTI_AFFINITY.to_string()]);
+        assert_eq!(
+            result[0].1.reasons,
+            vec![ERR_REASON_EXISTING_ANTI_AFFINITY.to_string()]
+        );
         assert!(result[1].1.is_success());
     }
 
     #[test]
     fn affinity_by_zone_and_first_of_group() {
         let db = pod_info(json!({"metadata": {"name": "db", "labels": {"app": "db"}}}));
-        let snap = snapshot(vec![("a", "z1", vec![db]), ("b", "z1", vec![]), ("c", "z2", vec![])]);
-        let app = with_affinity("app", json!({"app": "app"}), json!({"podAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": [term("db", "zone")]}}));
+        let snap = snapshot(vec![
+            ("a", "z1", vec![db]),
+            ("b", "z1", vec![]),
+            ("c", "z2", vec![]),
+        ]);
+        let app = with_affinity(
+            "app",
+            json!({"app": "app"}),
+            json!({"podAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [term("db", "zone")]}}),
+        );
         assert_eq!(ok_nodes(&app, &snap), vec!["a", "b"]);
-        assert_eq!(feasible(&app, &snap)[2].1.code, crate::framework::Code::UnschedulableAndUnresolvable);
+        assert_eq!(
+            feasible(&app, &snap)[2].1.code,
+            crate::framework::Code::UnschedulableAndUnresolvable
+        );
 
         // No pod matches anywhere, but the pod matches its own term: it may go anywhere.
         let empty = snapshot(vec![("a", "z1", vec![]), ("c", "z2", vec![])]);
-        let self_affine = with_affinity("s", json!({"app": "cache"}), json!({"podAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": [term("cache", "zone")]}}));
+        let self_affine = with_affinity(
+            "s",
+            json!({"app": "cache"}),
+            json!({"podAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [term("cache", "zone")]}}),
+        );
         assert_eq!(ok_nodes(&self_affine, &empty), vec!["a", "c"]);
         // Not self-matching: nowhere.
         assert!(ok_nodes(&app, &empty).is_empty());
@@ -383,23 +462,48 @@ mod tests {
 
     #[test]
     fn namespaces_limit_terms() {
-        let other_ns = pod_info(json!({"metadata": {"name": "w", "namespace": "other", "labels": {"app": "web"}}}));
+        let other_ns = pod_info(
+            json!({"metadata": {"name": "w", "namespace": "other", "labels": {"app": "web"}}}),
+        );
         let snap = snapshot(vec![("a", "z1", vec![other_ns])]);
-        let anti = with_affinity("w2", json!({"app": "web"}), json!({"podAntiAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": [term("web", "kubernetes.io/hostname")]}}));
-        assert_eq!(ok_nodes(&anti, &snap), vec!["a"], "terms default to the pod's own namespace");
-        let all_ns = with_affinity("w3", json!({"app": "web"}), json!({"podAntiAffinity": {
+        let anti = with_affinity(
+            "w2",
+            json!({"app": "web"}),
+            json!({"podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [term("web", "kubernetes.io/hostname")]}}),
+        );
+        assert_eq!(
+            ok_nodes(&anti, &snap),
+            vec!["a"],
+            "terms default to the pod's own namespace"
+        );
+        let all_ns = with_affinity(
+            "w3",
+            json!({"app": "web"}),
+            json!({"podAntiAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": [
-                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname", "namespaceSelector": {}}]}}));
-        assert!(ok_nodes(&all_ns, &snap).is_empty(), "an empty namespaceSelector selects all");
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname", "namespaceSelector": {}}]}}),
+        );
+        assert!(
+            ok_nodes(&all_ns, &snap).is_empty(),
+            "an empty namespaceSelector selects all"
+        );
     }
 
     #[test]
     fn preferred_scores() {
         let db = pod_info(json!({"metadata": {"name": "db", "labels": {"app": "db"}}}));
-        let snap = snapshot(vec![("a", "z1", vec![db]), ("b", "z1", vec![]), ("c", "z2", vec![])]);
-        let p = with_affinity("p", json!({}), json!({"podAffinity": {
-            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 10, "podAffinityTerm": term("db", "zone")}]}}));
+        let snap = snapshot(vec![
+            ("a", "z1", vec![db]),
+            ("b", "z1", vec![]),
+            ("c", "z2", vec![]),
+        ]);
+        let p = with_affinity(
+            "p",
+            json!({}),
+            json!({"podAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 10, "podAffinityTerm": term("db", "zone")}]}}),
+        );
         let mut scores = HashMap::new();
         for n in &snap.node_infos {
             for e in &n.pods {
@@ -407,7 +511,12 @@ mod tests {
             }
         }
         let mut state = CycleState::default();
-        state.write(SCORE_KEY, PreScoreState { topology_score: scores });
+        state.write(
+            SCORE_KEY,
+            PreScoreState {
+                topology_score: scores,
+            },
+        );
         let plugin = InterPodAffinity;
         let mut raw: Vec<i64> = snap
             .node_infos

@@ -33,7 +33,10 @@ pub fn registry() -> HashMap<&'static str, Constructor> {
         (volume_binding::NAME, volume_binding::new),
         (pod_topology_spread::NAME, pod_topology_spread::new),
         (inter_pod_affinity::NAME, inter_pod_affinity::new),
-        (node_resources_balanced_allocation::NAME, node_resources_balanced_allocation::new),
+        (
+            node_resources_balanced_allocation::NAME,
+            node_resources_balanced_allocation::new,
+        ),
         (image_locality::NAME, image_locality::new),
         (default_preemption::NAME, default_preemption::new),
         (default_binder::NAME, default_binder::new),

@@ -34,7 +34,11 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
             ) else {
                 return false;
             };
-            if r.operator == "Gt" { v > bound } else { v < bound }
+            if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
@@ -73,7 +77,10 @@ pub fn required_matches(pod: &Pod, node: &Node) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     match required {
         None => true,
         Some(selector) => selector
@@ -91,7 +98,10 @@ pub fn preferred_score(pod: &Pod, node: &Node) -> i64 {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .into_iter()
         .flatten()
         .filter(|t| term_matches(&t.preference, name, labels))
@@ -104,7 +114,10 @@ fn has_preferred(pod: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .is_some_and(|p| !p.is_empty())
 }
 
@@ -178,21 +191,63 @@ mod tests {
             ("no constraints", pod(json!({})), true),
             (
                 "nodeSelector matches",
-                pod(json!({"spec": {"containers": [{"name": "c", "image": "i"}], "nodeSelector": {"zone": "a"}}})),
+                pod(
+                    json!({"spec": {"containers": [{"name": "c", "image": "i"}], "nodeSelector": {"zone": "a"}}}),
+                ),
                 true,
             ),
             (
                 "nodeSelector differs",
-                pod(json!({"spec": {"containers": [{"name": "c", "image": "i"}], "nodeSelector": {"zone": "b"}}})),
+                pod(
+                    json!({"spec": {"containers": [{"name": "c", "image": "i"}], "nodeSelector": {"zone": "b"}}}),
+                ),
                 false,
             ),
-            ("In", aff(json!([{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}])), true),
-            ("NotIn", aff(json!([{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}])), false),
-            ("NotIn on a missing label", aff(json!([{"matchExpressions": [{"key": "x", "operator": "NotIn", "values": ["a"]}]}])), true),
-            ("Exists", aff(json!([{"matchExpressions": [{"key": "disk", "operator": "Exists"}]}])), true),
-            ("DoesNotExist", aff(json!([{"matchExpressions": [{"key": "disk", "operator": "DoesNotExist"}]}])), false),
-            ("Gt", aff(json!([{"matchExpressions": [{"key": "gen", "operator": "Gt", "values": ["4"]}]}])), true),
-            ("Lt", aff(json!([{"matchExpressions": [{"key": "gen", "operator": "Lt", "values": ["4"]}]}])), false),
+            (
+                "In",
+                aff(
+                    json!([{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}]),
+                ),
+                true,
+            ),
+            (
+                "NotIn",
+                aff(
+                    json!([{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}]),
+                ),
+                false,
+            ),
+            (
+                "NotIn on a missing label",
+                aff(
+                    json!([{"matchExpressions": [{"key": "x", "operator": "NotIn", "values": ["a"]}]}]),
+                ),
+                true,
+            ),
+            (
+                "Exists",
+                aff(json!([{"matchExpressions": [{"key": "disk", "operator": "Exists"}]}])),
+                true,
+            ),
+            (
+                "DoesNotExist",
+                aff(json!([{"matchExpressions": [{"key": "disk", "operator": "DoesNotExist"}]}])),
+                false,
+            ),
+            (
+                "Gt",
+                aff(
+                    json!([{"matchExpressions": [{"key": "gen", "operator": "Gt", "values": ["4"]}]}]),
+                ),
+                true,
+            ),
+            (
+                "Lt",
+                aff(
+                    json!([{"matchExpressions": [{"key": "gen", "operator": "Lt", "values": ["4"]}]}]),
+                ),
+                false,
+            ),
             (
                 "terms are ORed",
                 aff(json!([
@@ -209,8 +264,20 @@ mod tests {
                 ]}])),
                 false,
             ),
-            ("matchFields on the name", aff(json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}])), true),
-            ("matchFields other name", aff(json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n2"]}]}])), false),
+            (
+                "matchFields on the name",
+                aff(
+                    json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]),
+                ),
+                true,
+            ),
+            (
+                "matchFields other name",
+                aff(
+                    json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n2"]}]}]),
+                ),
+                false,
+            ),
             ("empty term matches nothing", aff(json!([{}])), false),
         ];
         for (what, p, want) in cases {
@@ -222,11 +289,11 @@ mod tests {
     fn preferred_weights_add_up() {
         let node = simple_node("n1", json!({"zone": "a", "disk": "ssd"}));
         let p = pod(json!({"spec": {"containers": [{"name": "c", "image": "i"}],
-            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-                {"weight": 10, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}},
-                {"weight": 5, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}},
-                {"weight": 70, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}}
-            ]}}}}));
+        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 10, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}},
+            {"weight": 5, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}},
+            {"weight": 70, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}}
+        ]}}}}));
         assert_eq!(preferred_score(&p, &node), 15);
     }
 }

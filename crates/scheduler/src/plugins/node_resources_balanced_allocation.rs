@@ -44,7 +44,13 @@ impl Plugin for BalancedAllocation {
 }
 
 impl PreScorePlugin for BalancedAllocation {
-    fn pre_score(&self, _state: &mut CycleState, pod: &PodInfo, _nodes: &[Arc<NodeInfo>], _snapshot: &Snapshot) -> Status {
+    fn pre_score(
+        &self,
+        _state: &mut CycleState,
+        pod: &PodInfo,
+        _nodes: &[Arc<NodeInfo>],
+        _snapshot: &Snapshot,
+    ) -> Status {
         // Best-effort pods change no balance.
         if pod.requests.milli_cpu == 0 && pod.requests.memory == 0 {
             Status::skip()
@@ -58,8 +64,16 @@ impl ScorePlugin for BalancedAllocation {
     fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
         let mut fractions = Vec::with_capacity(2);
         for (used, want, cap) in [
-            (node.requested.milli_cpu, pod.requests.milli_cpu, node.allocatable.milli_cpu),
-            (node.requested.memory, pod.requests.memory, node.allocatable.memory),
+            (
+                node.requested.milli_cpu,
+                pod.requests.milli_cpu,
+                node.allocatable.milli_cpu,
+            ),
+            (
+                node.requested.memory,
+                pod.requests.memory,
+                node.allocatable.memory,
+            ),
         ] {
             if cap > 0 {
                 fractions.push((used + want) as f64 / cap as f64);

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::framework::{CycleState, FilterPlugin, NodeInfo, Plugin, PodInfo, ScorePlugin, Status, Code};
+use crate::framework::{
+    Code, CycleState, FilterPlugin, NodeInfo, Plugin, PodInfo, ScorePlugin, Status,
+};
 use crate::resource::{CPU, EPHEMERAL_STORAGE, MEMORY, PODS, Resource};
 
 pub const NAME: &str = "NodeResourcesFit";
@@ -84,11 +86,18 @@ pub fn least_requested_score(requested: i64, capacity: i64) -> i64 {
 
 /// LeastAllocated over cpu and memory (weight 1 each), counting `pod` on the node with
 /// non-zero defaults for request-less containers.
-pub fn least_allocated_score(pod: &Resource, node_requested: &Resource, allocatable: &Resource) -> i64 {
+pub fn least_allocated_score(
+    pod: &Resource,
+    node_requested: &Resource,
+    allocatable: &Resource,
+) -> i64 {
     let mut score = 0;
     let mut weights = 0;
     for (req, cap) in [
-        (node_requested.milli_cpu + pod.milli_cpu, allocatable.milli_cpu),
+        (
+            node_requested.milli_cpu + pod.milli_cpu,
+            allocatable.milli_cpu,
+        ),
         (node_requested.memory + pod.memory, allocatable.memory),
     ] {
         if cap == 0 {
@@ -114,7 +123,12 @@ impl Plugin for NodeResourcesFit {
 
 impl FilterPlugin for NodeResourcesFit {
     fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
-        let missing = insufficient_resources(&pod.requests, node.pods.len(), &node.requested, &node.allocatable);
+        let missing = insufficient_resources(
+            &pod.requests,
+            node.pods.len(),
+            &node.requested,
+            &node.allocatable,
+        );
         if missing.is_empty() {
             return Status::success();
         }
@@ -129,7 +143,11 @@ impl FilterPlugin for NodeResourcesFit {
 
 impl ScorePlugin for NodeResourcesFit {
     fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
-        Ok(least_allocated_score(&pod.non_zero_requests, &node.non_zero_requested, &node.allocatable))
+        Ok(least_allocated_score(
+            &pod.non_zero_requests,
+            &node.non_zero_requested,
+            &node.allocatable,
+        ))
     }
 }
 
@@ -147,16 +165,31 @@ mod tests {
     }
 
     fn reasons(v: &[InsufficientResource]) -> Vec<(&str, bool)> {
-        v.iter().map(|r| (r.reason.as_str(), r.unresolvable)).collect()
+        v.iter()
+            .map(|r| (r.reason.as_str(), r.unresolvable))
+            .collect()
     }
 
     #[test]
     fn fit_table() {
         let alloc = res(4000, 8 << 30, 3);
-        let cases: Vec<(&str, Resource, usize, Resource, Vec<(&str, bool)>)> = vec![
+        type Case = (&'static str, Resource, usize, Resource, Vec<(&'static str, bool)>);
+        let cases: Vec<Case> = vec![
             ("fits", res(1000, 1 << 30, 0), 0, res(0, 0, 0), vec![]),
-            ("cpu used up", res(1000, 0, 0), 1, res(3500, 0, 0), vec![("Insufficient cpu", false)]),
-            ("more cpu than the node has", res(5000, 0, 0), 0, res(0, 0, 0), vec![("Insufficient cpu", true)]),
+            (
+                "cpu used up",
+                res(1000, 0, 0),
+                1,
+                res(3500, 0, 0),
+                vec![("Insufficient cpu", false)],
+            ),
+            (
+                "more cpu than the node has",
+                res(5000, 0, 0),
+                0,
+                res(0, 0, 0),
+                vec![("Insufficient cpu", true)],
+            ),
             (
                 "cpu and memory",
                 res(1000, 8 << 30, 0),
@@ -164,7 +197,13 @@ mod tests {
                 res(3500, 1, 0),
                 vec![("Insufficient cpu", false), ("Insufficient memory", false)],
             ),
-            ("too many pods", res(0, 0, 0), 3, res(0, 0, 0), vec![("Too many pods", false)]),
+            (
+                "too many pods",
+                res(0, 0, 0),
+                3,
+                res(0, 0, 0),
+                vec![("Too many pods", false)],
+            ),
         ];
         for (what, request, pods, used, want) in cases {
             let got = insufficient_resources(&request, pods, &used, &alloc);
@@ -186,17 +225,29 @@ mod tests {
         );
         req.scalar.insert("example.com/fpga".into(), 1);
         let got = insufficient_resources(&req, 1, &used, &alloc);
-        assert!(got.iter().any(|r| r.reason == "Insufficient example.com/fpga" && r.unresolvable));
+        assert!(
+            got.iter()
+                .any(|r| r.reason == "Insufficient example.com/fpga" && r.unresolvable)
+        );
     }
 
     #[test]
     fn least_allocated() {
         let alloc = res(4000, 4000, 10);
         // Empty node, pod takes a quarter of each: 75.
-        assert_eq!(least_allocated_score(&res(1000, 1000, 0), &res(0, 0, 0), &alloc), 75);
+        assert_eq!(
+            least_allocated_score(&res(1000, 1000, 0), &res(0, 0, 0), &alloc),
+            75
+        );
         // Half used already: 25.
-        assert_eq!(least_allocated_score(&res(1000, 1000, 0), &res(2000, 2000, 0), &alloc), 25);
+        assert_eq!(
+            least_allocated_score(&res(1000, 1000, 0), &res(2000, 2000, 0), &alloc),
+            25
+        );
         // Over capacity scores 0 for that resource.
-        assert_eq!(least_allocated_score(&res(5000, 0, 0), &res(0, 0, 0), &alloc), 50);
+        assert_eq!(
+            least_allocated_score(&res(5000, 0, 0), &res(0, 0, 0), &alloc),
+            50
+        );
     }
 }

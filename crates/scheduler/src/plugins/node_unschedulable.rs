@@ -83,14 +83,27 @@ mod tests {
             (
                 "cordoned, tolerated",
                 true,
-                vec![tol(Some(TAINT_NODE_UNSCHEDULABLE), "Exists", Some("NoSchedule"))],
+                vec![tol(
+                    Some(TAINT_NODE_UNSCHEDULABLE),
+                    "Exists",
+                    Some("NoSchedule"),
+                )],
                 true,
             ),
-            ("cordoned, tolerate everything", true, vec![tol(None, "Exists", None)], true),
+            (
+                "cordoned, tolerate everything",
+                true,
+                vec![tol(None, "Exists", None)],
+                true,
+            ),
             (
                 "cordoned, other effect",
                 true,
-                vec![tol(Some(TAINT_NODE_UNSCHEDULABLE), "Exists", Some("NoExecute"))],
+                vec![tol(
+                    Some(TAINT_NODE_UNSCHEDULABLE),
+                    "Exists",
+                    Some("NoExecute"),
+                )],
                 false,
             ),
         ];

@@ -53,7 +53,11 @@ pub fn constraints(pod: &PodInfo, when_unsatisfiable: &str) -> Vec<Constraint> {
         .map(|c: &TopologySpreadConstraint| Constraint {
             max_skew: i64::from(c.max_skew.max(1)),
             topology_key: c.topology_key.clone(),
-            selector: selector_with_match_label_keys(c.label_selector.as_ref(), c.match_label_keys.as_ref(), labels),
+            selector: selector_with_match_label_keys(
+                c.label_selector.as_ref(),
+                c.match_label_keys.as_ref(),
+                labels,
+            ),
             min_domains: i64::from(c.min_domains.unwrap_or(1).max(1)),
             honor_node_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
             honor_node_taints: c.node_taints_policy.as_deref() == Some("Honor"),
@@ -65,18 +69,30 @@ pub fn constraints(pod: &PodInfo, when_unsatisfiable: &str) -> Vec<Constraint> {
 /// pod's node affinity / taints when the policies say so.
 fn node_counts(pod: &PodInfo, node: &NodeInfo, constraints: &[Constraint]) -> bool {
     let labels = node.labels();
-    if !constraints.iter().all(|c| labels.contains_key(&c.topology_key)) {
+    if !constraints
+        .iter()
+        .all(|c| labels.contains_key(&c.topology_key))
+    {
         return false;
     }
     let Some(n) = node.node.as_ref() else {
         return false;
     };
-    if constraints.iter().any(|c| c.honor_node_affinity) && !node_affinity::required_matches(&pod.pod, n) {
+    if constraints.iter().any(|c| c.honor_node_affinity)
+        && !node_affinity::required_matches(&pod.pod, n)
+    {
         return false;
     }
     if constraints.iter().any(|c| c.honor_node_taints) {
-        let tolerations = pod.pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or(&[]);
-        if find_untolerated_taint(node.taints(), tolerations, &["NoSchedule", "NoExecute"]).is_some() {
+        let tolerations = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_deref())
+            .unwrap_or(&[]);
+        if find_untolerated_taint(node.taints(), tolerations, &["NoSchedule", "NoExecute"])
+            .is_some()
+        {
             return false;
         }
     }
@@ -86,7 +102,9 @@ fn node_counts(pod: &PodInfo, node: &NodeInfo, constraints: &[Constraint]) -> bo
 fn matching_pods(pod: &PodInfo, node: &NodeInfo, selector: &LabelSelector) -> i64 {
     node.pods
         .iter()
-        .filter(|p| p.namespace == pod.namespace && !p.is_terminating() && selector.matches(p.labels()))
+        .filter(|p| {
+            p.namespace == pod.namespace && !p.is_terminating() && selector.matches(p.labels())
+        })
         .count() as i64
 }
 
@@ -99,7 +117,11 @@ pub struct PreFilterState {
 }
 
 impl PreFilterState {
-    pub fn compute(pod: &PodInfo, constraints: Vec<Constraint>, nodes: &[Arc<NodeInfo>]) -> PreFilterState {
+    pub fn compute(
+        pod: &PodInfo,
+        constraints: Vec<Constraint>,
+        nodes: &[Arc<NodeInfo>],
+    ) -> PreFilterState {
         let mut counts = vec![HashMap::new(); constraints.len()];
         for node in nodes {
             if !node_counts(pod, node, &constraints) {
@@ -111,7 +133,10 @@ impl PreFilterState {
                 *counts[i].entry(value).or_default() += matching_pods(pod, node, &c.selector);
             }
         }
-        PreFilterState { constraints, counts }
+        PreFilterState {
+            constraints,
+            counts,
+        }
     }
 
     fn update(&mut self, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, delta: i64) {
@@ -121,7 +146,9 @@ impl PreFilterState {
         let labels = node.labels();
         for (i, c) in self.constraints.iter().enumerate() {
             if c.selector.matches(other.labels()) {
-                *self.counts[i].entry(labels[&c.topology_key].clone()).or_default() += delta;
+                *self.counts[i]
+                    .entry(labels[&c.topology_key].clone())
+                    .or_default() += delta;
             }
         }
     }
@@ -174,17 +201,34 @@ impl PreFilterPlugin for PodTopologySpread {
         if hard.is_empty() {
             return Status::skip();
         }
-        state.write(STATE_KEY, PreFilterState::compute(pod, hard, &snapshot.node_infos));
+        state.write(
+            STATE_KEY,
+            PreFilterState::compute(pod, hard, &snapshot.node_infos),
+        );
         Status::success()
     }
 
-    fn add_pod(&self, state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, _snapshot: &Snapshot) {
+    fn add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+        _snapshot: &Snapshot,
+    ) {
         if let Some(s) = state.read_mut::<PreFilterState>(STATE_KEY) {
             s.update(pod, other, node, 1);
         }
     }
 
-    fn remove_pod(&self, state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, _snapshot: &Snapshot) {
+    fn remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+        _snapshot: &Snapshot,
+    ) {
         if let Some(s) = state.read_mut::<PreFilterState>(STATE_KEY) {
             s.update(pod, other, node, -1);
         }
@@ -209,7 +253,12 @@ struct PreScoreState {
 }
 
 /// The raw score of a node (lower is better): matching pods in its domains, weighted.
-pub fn raw_score(counts: &[HashMap<String, i64>], constraints: &[Constraint], weights: &[f64], labels: &Labels) -> i64 {
+pub fn raw_score(
+    counts: &[HashMap<String, i64>],
+    constraints: &[Constraint],
+    weights: &[f64],
+    labels: &Labels,
+) -> i64 {
     let mut score = 0.0;
     for (i, c) in constraints.iter().enumerate() {
         if let Some(v) = labels.get(&c.topology_key) {
@@ -221,14 +270,24 @@ pub fn raw_score(counts: &[HashMap<String, i64>], constraints: &[Constraint], we
 }
 
 impl PreScorePlugin for PodTopologySpread {
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>], snapshot: &Snapshot) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        nodes: &[Arc<NodeInfo>],
+        snapshot: &Snapshot,
+    ) -> Status {
         let soft = constraints(pod, "ScheduleAnyway");
         if soft.is_empty() {
             return Status::skip();
         }
         let ignored = nodes
             .iter()
-            .filter(|n| !soft.iter().all(|c| n.labels().contains_key(&c.topology_key)))
+            .filter(|n| {
+                !soft
+                    .iter()
+                    .all(|c| n.labels().contains_key(&c.topology_key))
+            })
             .map(|n| n.name.clone())
             .collect();
         let spread = PreFilterState::compute(pod, soft, &snapshot.node_infos);
@@ -237,7 +296,14 @@ impl PreScorePlugin for PodTopologySpread {
             .iter()
             .map(|domains| ((domains.len() + 2) as f64).ln())
             .collect();
-        state.write(SCORE_KEY, PreScoreState { spread, weights, ignored });
+        state.write(
+            SCORE_KEY,
+            PreScoreState {
+                spread,
+                weights,
+                ignored,
+            },
+        );
         Status::success()
     }
 }
@@ -250,7 +316,12 @@ impl ScorePlugin for PodTopologySpread {
         if s.ignored.contains(&node.name) {
             return Ok(-1);
         }
-        Ok(raw_score(&s.spread.counts, &s.spread.constraints, &s.weights, node.labels()))
+        Ok(raw_score(
+            &s.spread.counts,
+            &s.spread.constraints,
+            &s.weights,
+            node.labels(),
+        ))
     }
 
     fn normalize_score(&self, _state: &CycleState, _pod: &PodInfo, scores: &mut [i64]) {
@@ -301,7 +372,10 @@ mod tests {
 
     fn run(pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Vec<Status> {
         let state = PreFilterState::compute(pod, constraints(pod, "DoNotSchedule"), nodes);
-        nodes.iter().map(|n| filter_node(&state, pod, n.labels())).collect()
+        nodes
+            .iter()
+            .map(|n| filter_node(&state, pod, n.labels()))
+            .collect()
     }
 
     fn codes(statuses: &[Status]) -> Vec<bool> {
@@ -314,23 +388,47 @@ mod tests {
             json!({"maxSkew": skew, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
                    "labelSelector": {"matchLabels": {"app": "web"}}})
         };
-        let layout = || nodes(vec![("a", Some("z1"), 2), ("b", Some("z2"), 0), ("c", Some("z2"), 0)]);
+        let layout = || {
+            nodes(vec![
+                ("a", Some("z1"), 2),
+                ("b", Some("z2"), 0),
+                ("c", Some("z2"), 0),
+            ])
+        };
         // z1 has 2, z2 has 0: with skew 1 only z2 is allowed.
-        assert_eq!(codes(&run(&spread_pod(c(1)), &layout())), vec![false, true, true]);
+        assert_eq!(
+            codes(&run(&spread_pod(c(1)), &layout())),
+            vec![false, true, true]
+        );
         // With skew 3 both are (2 + 1 - 0 = 3).
-        assert_eq!(codes(&run(&spread_pod(c(3)), &layout())), vec![true, true, true]);
+        assert_eq!(
+            codes(&run(&spread_pod(c(3)), &layout())),
+            vec![true, true, true]
+        );
         let statuses = run(&spread_pod(c(1)), &layout());
-        assert_eq!(statuses[0].reasons, vec![ERR_REASON_CONSTRAINTS_NOT_MATCH.to_string()]);
+        assert_eq!(
+            statuses[0].reasons,
+            vec![ERR_REASON_CONSTRAINTS_NOT_MATCH.to_string()]
+        );
     }
 
     #[test]
     fn missing_label_is_unresolvable() {
         let c = json!({"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
                        "labelSelector": {"matchLabels": {"app": "web"}}});
-        let statuses = run(&spread_pod(c), &nodes(vec![("a", Some("z1"), 0), ("b", None, 0)]));
+        let statuses = run(
+            &spread_pod(c),
+            &nodes(vec![("a", Some("z1"), 0), ("b", None, 0)]),
+        );
         assert!(statuses[0].is_success());
-        assert_eq!(statuses[1].code, crate::framework::Code::UnschedulableAndUnresolvable);
-        assert_eq!(statuses[1].reasons, vec![ERR_REASON_NODE_LABEL_NOT_MATCH.to_string()]);
+        assert_eq!(
+            statuses[1].code,
+            crate::framework::Code::UnschedulableAndUnresolvable
+        );
+        assert_eq!(
+            statuses[1].reasons,
+            vec![ERR_REASON_NODE_LABEL_NOT_MATCH.to_string()]
+        );
     }
 
     #[test]
@@ -338,10 +436,22 @@ mod tests {
         // One domain with 1 pod; minDomains 2 means the global minimum is 0, so skew would be 2.
         let c = json!({"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
                        "minDomains": 2, "labelSelector": {"matchLabels": {"app": "web"}}});
-        assert_eq!(codes(&run(&spread_pod(c.clone()), &nodes(vec![("a", Some("z1"), 1)]))), vec![false]);
+        assert_eq!(
+            codes(&run(
+                &spread_pod(c.clone()),
+                &nodes(vec![("a", Some("z1"), 1)])
+            )),
+            vec![false]
+        );
         let mut without = c;
         without.as_object_mut().unwrap().remove("minDomains");
-        assert_eq!(codes(&run(&spread_pod(without), &nodes(vec![("a", Some("z1"), 1)]))), vec![true]);
+        assert_eq!(
+            codes(&run(
+                &spread_pod(without),
+                &nodes(vec![("a", Some("z1"), 1)])
+            )),
+            vec![true]
+        );
     }
 
     #[test]
@@ -353,20 +463,37 @@ mod tests {
                         "labelSelector": {"matchLabels": {"app": "web"}}}]}
         }));
         // z2 is excluded by the nodeSelector, so its zero does not count as the minimum.
-        let statuses = run(&pod, &nodes(vec![("a", Some("z1"), 3), ("b", Some("z2"), 0)]));
+        let statuses = run(
+            &pod,
+            &nodes(vec![("a", Some("z1"), 3), ("b", Some("z2"), 0)]),
+        );
         assert!(statuses[0].is_success());
     }
 
     #[test]
     fn scoring_prefers_emptier_domains() {
-        let pod = spread_pod(json!({"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway",
-                                    "labelSelector": {"matchLabels": {"app": "web"}}}));
-        let ns = nodes(vec![("a", Some("z1"), 3), ("b", Some("z2"), 1), ("c", None, 0)]);
+        let pod = spread_pod(
+            json!({"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway",
+                                    "labelSelector": {"matchLabels": {"app": "web"}}}),
+        );
+        let ns = nodes(vec![
+            ("a", Some("z1"), 3),
+            ("b", Some("z2"), 1),
+            ("c", None, 0),
+        ]);
         let snap = Snapshot::from_nodes(ns.iter().map(|n| (**n).clone()).collect());
         let plugin = PodTopologySpread;
         let mut state = CycleState::default();
-        assert!(plugin.pre_score(&mut state, &pod, &snap.node_infos, &snap).is_success());
-        let mut scores: Vec<i64> = snap.node_infos.iter().map(|n| plugin.score(&state, &pod, n).unwrap()).collect();
+        assert!(
+            plugin
+                .pre_score(&mut state, &pod, &snap.node_infos, &snap)
+                .is_success()
+        );
+        let mut scores: Vec<i64> = snap
+            .node_infos
+            .iter()
+            .map(|n| plugin.score(&state, &pod, n).unwrap())
+            .collect();
         plugin.normalize_score(&state, &pod, &mut scores);
         assert!(scores[1] > scores[0], "{scores:?}");
         assert_eq!(scores[2], 0, "nodes without the key score 0");

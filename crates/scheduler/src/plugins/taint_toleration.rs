@@ -65,7 +65,12 @@ pub fn untolerated_reason(taint: &Taint) -> String {
 pub fn count_intolerable_prefer_no_schedule(taints: &[Taint], tolerations: &[Toleration]) -> i64 {
     let relevant: Vec<&Toleration> = tolerations
         .iter()
-        .filter(|t| matches!(t.effect.as_deref(), None | Some("") | Some("PreferNoSchedule")))
+        .filter(|t| {
+            matches!(
+                t.effect.as_deref(),
+                None | Some("") | Some("PreferNoSchedule")
+            )
+        })
         .collect();
     taints
         .iter()
@@ -96,7 +101,11 @@ impl Plugin for TaintToleration {
 
 impl FilterPlugin for TaintToleration {
     fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
-        match find_untolerated_taint(node.taints(), tolerations(pod), &["NoSchedule", "NoExecute"]) {
+        match find_untolerated_taint(
+            node.taints(),
+            tolerations(pod),
+            &["NoSchedule", "NoExecute"],
+        ) {
             None => Status::success(),
             Some(taint) => Status::unresolvable(untolerated_reason(taint)),
         }
@@ -105,7 +114,10 @@ impl FilterPlugin for TaintToleration {
 
 impl ScorePlugin for TaintToleration {
     fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
-        Ok(count_intolerable_prefer_no_schedule(node.taints(), tolerations(pod)))
+        Ok(count_intolerable_prefer_no_schedule(
+            node.taints(),
+            tolerations(pod),
+        ))
     }
     fn normalize_score(&self, _state: &CycleState, _pod: &PodInfo, scores: &mut [i64]) {
         default_normalize_score(MAX_NODE_SCORE, true, scores);
@@ -140,12 +152,24 @@ mod tests {
     fn tolerates_table() {
         let t = taint("dedicated", "gpu", "NoSchedule");
         let cases = [
-            ("equal key value effect", tol("dedicated", "Equal", "gpu", "NoSchedule"), true),
-            ("default operator is Equal", tol("dedicated", "", "gpu", ""), true),
+            (
+                "equal key value effect",
+                tol("dedicated", "Equal", "gpu", "NoSchedule"),
+                true,
+            ),
+            (
+                "default operator is Equal",
+                tol("dedicated", "", "gpu", ""),
+                true,
+            ),
             ("other value", tol("dedicated", "Equal", "cpu", ""), false),
             ("exists on key", tol("dedicated", "Exists", "", ""), true),
             ("exists everything", tol("", "Exists", "", ""), true),
-            ("other effect", tol("dedicated", "Exists", "", "NoExecute"), false),
+            (
+                "other effect",
+                tol("dedicated", "Exists", "", "NoExecute"),
+                false,
+            ),
             ("other key", tol("team", "Exists", "", ""), false),
         ];
         for (what, toleration, want) in cases {
@@ -167,19 +191,30 @@ mod tests {
         assert!(
             find_untolerated_taint(
                 &taints,
-                &[tol("node.kubernetes.io/unreachable", "Exists", "", "NoExecute")],
+                &[tol(
+                    "node.kubernetes.io/unreachable",
+                    "Exists",
+                    "",
+                    "NoExecute"
+                )],
                 &["NoSchedule", "NoExecute"]
             )
             .is_none()
         );
         assert_eq!(count_intolerable_prefer_no_schedule(&taints, &[]), 1);
         assert_eq!(
-            count_intolerable_prefer_no_schedule(&taints, &[tol("soft", "Exists", "", "PreferNoSchedule")]),
+            count_intolerable_prefer_no_schedule(
+                &taints,
+                &[tol("soft", "Exists", "", "PreferNoSchedule")]
+            ),
             0
         );
         // A NoSchedule toleration does not help with PreferNoSchedule.
         assert_eq!(
-            count_intolerable_prefer_no_schedule(&taints, &[tol("soft", "Exists", "", "NoSchedule")]),
+            count_intolerable_prefer_no_schedule(
+                &taints,
+                &[tol("soft", "Exists", "", "NoSchedule")]
+            ),
             1
         );
     }
