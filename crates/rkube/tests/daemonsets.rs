@@ -41,9 +41,10 @@ spec:
 
 fn is_ready(pod: &Value) -> bool {
     pod["status"]["phase"] == "Running"
-        && pod["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        && pod["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 /// Live (not terminating) daemon pods by node.
@@ -82,23 +83,27 @@ fn ds(server: &Server) -> Value {
 
 /// Wait (bounded) until exactly `nodes` run one Ready pod each of `image` and the status agrees.
 fn wait_rolled_out(server: &Server, nodes: &[String], image_name: &str) -> Value {
-    eventually(WAIT, &format!("one ready {image_name} pod on {nodes:?}"), || {
-        let by_node = pods_by_node(server);
-        let placed = by_node.keys().cloned().collect::<Vec<_>>() == nodes
-            && by_node
-                .values()
-                .all(|pods| pods.len() == 1 && is_ready(&pods[0]) && image(&pods[0]) == image_name);
-        let s = ds(server);
-        let n = nodes.len() as i64;
-        let status_ok = s["status"]["desiredNumberScheduled"] == n
-            && s["status"]["currentNumberScheduled"] == n
-            && s["status"]["numberReady"] == n
-            && s["status"]["numberAvailable"] == n
-            && s["status"]["updatedNumberScheduled"] == n
-            && s["status"]["numberMisscheduled"] == 0
-            && s["status"]["observedGeneration"] == s["metadata"]["generation"];
-        (placed && status_ok).then_some(s)
-    })
+    eventually(
+        WAIT,
+        &format!("one ready {image_name} pod on {nodes:?}"),
+        || {
+            let by_node = pods_by_node(server);
+            let placed = by_node.keys().cloned().collect::<Vec<_>>() == nodes
+                && by_node.values().all(|pods| {
+                    pods.len() == 1 && is_ready(&pods[0]) && image(&pods[0]) == image_name
+                });
+            let s = ds(server);
+            let n = nodes.len() as i64;
+            let status_ok = s["status"]["desiredNumberScheduled"] == n
+                && s["status"]["currentNumberScheduled"] == n
+                && s["status"]["numberReady"] == n
+                && s["status"]["numberAvailable"] == n
+                && s["status"]["updatedNumberScheduled"] == n
+                && s["status"]["numberMisscheduled"] == 0
+                && s["status"]["observedGeneration"] == s["metadata"]["generation"];
+            (placed && status_ok).then_some(s)
+        },
+    )
 }
 
 #[test]
@@ -115,8 +120,8 @@ fn one_pod_per_node_and_rolling_image_update() {
     // Each pod is pinned to its node by affinity and carries the daemon tolerations.
     for (node, pods) in pods_by_node(&server) {
         let pod = &pods[0];
-        let term = &pod["spec"]["affinity"]["nodeAffinity"]
-            ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0];
+        let term = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0];
         assert_eq!(term["matchFields"][0]["key"], "metadata.name");
         assert_eq!(term["matchFields"][0]["values"][0], node.as_str());
         let tolerations: Vec<&str> = pod["spec"]["tolerations"]
@@ -149,7 +154,9 @@ fn one_pod_per_node_and_rolling_image_update() {
         by_node
             .get(&victim_node)
             .filter(|pods| {
-                pods.len() == 1 && pods[0]["metadata"]["name"] != victim.as_str() && is_ready(&pods[0])
+                pods.len() == 1
+                    && pods[0]["metadata"]["name"] != victim.as_str()
+                    && is_ready(&pods[0])
             })
             .map(|_| ())
     });
@@ -162,7 +169,10 @@ fn one_pod_per_node_and_rolling_image_update() {
             .values()
             .filter(|pods| pods.iter().any(is_ready))
             .count();
-        assert!(ready_nodes >= 2, "more than one node unavailable: {by_node:?}");
+        assert!(
+            ready_nodes >= 2,
+            "more than one node unavailable: {by_node:?}"
+        );
         (by_node.len() == 3
             && by_node
                 .values()
@@ -193,7 +203,10 @@ fn node_selector_follows_node_labels() {
         (names.len() == 3).then_some(names)
     });
     server.kubectl_ok(&["label", "node", &nodes[1], "role=edge"]);
-    server.apply(&manifest("agent:1", "      nodeSelector:\n        role: edge\n"));
+    server.apply(&manifest(
+        "agent:1",
+        "      nodeSelector:\n        role: edge\n",
+    ));
     wait_rolled_out(&server, &nodes[1..2], "agent:1");
 
     // A newly labelled node gets a pod.

@@ -68,9 +68,10 @@ spec:
 
 fn is_ready(pod: &Value) -> bool {
     pod["status"]["phase"] == "Running"
-        && pod["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        && pod["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 /// The set's pods by name.
@@ -142,7 +143,10 @@ fn ordered_creation_with_claims_and_reverse_scale_down() {
     });
     assert_eq!(seen, ["web-0", "web-1", "web-2"]);
     let set = wait_ready(&server, 3);
-    let update_revision = set["status"]["updateRevision"].as_str().unwrap().to_string();
+    let update_revision = set["status"]["updateRevision"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(set["status"]["currentRevision"], update_revision.as_str());
     assert_eq!(set["status"]["currentReplicas"], 3);
     assert_eq!(set["status"]["updatedReplicas"], 3);
@@ -176,7 +180,10 @@ fn ordered_creation_with_claims_and_reverse_scale_down() {
     // The template is recorded as revision 1.
     let revision_obj = server.get_json(&["controllerrevision", &update_revision]);
     assert_eq!(revision_obj["revision"], 1);
-    assert_eq!(revision_obj["metadata"]["ownerReferences"][0]["name"], "web");
+    assert_eq!(
+        revision_obj["metadata"]["ownerReferences"][0]["name"],
+        "web"
+    );
     assert_eq!(
         revision_obj["data"]["spec"]["template"]["spec"]["containers"][0]["image"],
         "nginx:1"
@@ -238,7 +245,11 @@ fn ordered_ready_waits_and_parallel_does_not() {
         &["apply", "-n", "parallel", "-f", "-"],
         &manifest(3, "nginx:1", "  podManagementPolicy: Parallel", gate),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eventually(WAIT, "three pods at once", || {
         (pods_in(&server, "parallel").len() == 3).then_some(())
     });
@@ -268,16 +279,25 @@ fn rolling_update_with_partition_then_rollout_and_undo() {
         let pods = pods(&server);
         let done = s["status"]["updatedReplicas"] == 1
             && s["status"]["readyReplicas"] == 3
-            && pods.get("web-2").is_some_and(|p| image(p) == "nginx:2" && is_ready(p));
+            && pods
+                .get("web-2")
+                .is_some_and(|p| image(p) == "nginx:2" && is_ready(p));
         done.then_some(s)
     });
-    let second_revision = set["status"]["updateRevision"].as_str().unwrap().to_string();
+    let second_revision = set["status"]["updateRevision"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(second_revision, first_revision);
     assert_eq!(set["status"]["currentRevision"], first_revision.as_str());
     std::thread::sleep(Duration::from_secs(2));
     let pods_now = pods(&server);
     for low in ["web-0", "web-1"] {
-        assert_eq!(image(&pods_now[low]), "nginx:1", "{low} must keep the old template");
+        assert_eq!(
+            image(&pods_now[low]),
+            "nginx:1",
+            "{low} must keep the old template"
+        );
         assert_eq!(revision(&pods_now[low]), first_revision);
     }
     assert_eq!(revision(&pods_now["web-2"]), second_revision);
@@ -346,7 +366,12 @@ fn rolling_update_with_partition_then_rollout_and_undo() {
 #[test]
 fn on_delete_waits_for_manual_deletion() {
     let server = start();
-    server.apply(&manifest(2, "nginx:1", "  updateStrategy:\n    type: OnDelete", ""));
+    server.apply(&manifest(
+        2,
+        "nginx:1",
+        "  updateStrategy:\n    type: OnDelete",
+        "",
+    ));
     wait_ready(&server, 2);
     server.kubectl_ok(&["set", "image", "statefulset/web", "nginx=nginx:2"]);
     eventually(WAIT, "new update revision", || {
