@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -75,10 +75,10 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     });
     {
         let c = c.clone();
-        let cronjobs = cronjobs.clone();
         tokio::spawn(async move {
-            if cronjobs.wait_until_ready().await.is_ok() && c.jobs.wait_until_ready().await.is_ok()
-            {
+            // Only the Job store: the applier waits for the CronJob store itself, and a store
+            // wakes just one of several waiters.
+            if c.jobs.wait_until_ready().await.is_ok() {
                 c.ready.store(true, Ordering::Release);
             }
         });
@@ -248,7 +248,7 @@ pub fn job_from_template(cj: &CronJob, scheduled: Timestamp, schedule: &CronSche
             owner_references: util::controller_ref(cj).map(|r| vec![r]),
             ..Default::default()
         },
-        spec: Some(template.spec.unwrap_or_else(JobSpec::default)),
+        spec: Some(template.spec.unwrap_or_default()),
         status: None,
     }
 }

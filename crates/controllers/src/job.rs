@@ -124,8 +124,11 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     {
         let c = controller.clone();
         tokio::spawn(async move {
-            if c.jobs.wait_until_ready().await.is_ok() && c.pods.wait_until_ready().await.is_ok() {
+            // Only the pod store: the applier waits for the Job store, and a store wakes
+            // just one of several waiters. Reconciles run once the Job store is ready.
+            if c.pods.wait_until_ready().await.is_ok() {
                 c.ready.store(true, Ordering::Release);
+                tracing::info!("job controller caches synced");
             }
         });
     }

@@ -542,6 +542,11 @@ impl Monitor {
                             taints.iter().map(|t| format!("{}:{}", t.key, t.effect)).collect();
                         tracing::info!(node = %node.name_any(), taints = ?keys, "node taints updated");
                     }
+                    // Someone else (the kubelet) wrote the node: the next pass retries.
+                    Err(Error::Taints {
+                        source: kube::Error::Api(e),
+                        node,
+                    }) if e.code == 409 => tracing::debug!(%node, "node taints: conflict"),
                     Err(e) => tracing::warn!(error = %e, "node lifecycle"),
                 }
             })

@@ -90,7 +90,11 @@ fn events_for(server: &Server, name: &str) -> String {
 #[test]
 fn job_with_completions_and_parallelism_completes() {
     let server = start();
-    server.apply(&job_yaml("pi", "exit 0", "  completions: 3\n  parallelism: 2"));
+    server.apply(&job_yaml(
+        "pi",
+        "exit 0",
+        "  completions: 3\n  parallelism: 2",
+    ));
     server.kubectl_ok(&[
         "wait",
         "--for=condition=complete",
@@ -171,7 +175,11 @@ fn failing_jobs_fail_with_upstream_reasons() {
         values: [42]",
     ));
     // A pod that never finishes outlives activeDeadlineSeconds.
-    server.apply(&job_yaml("slow", "sleep 3600", "  activeDeadlineSeconds: 3"));
+    server.apply(&job_yaml(
+        "slow",
+        "sleep 3600",
+        "  activeDeadlineSeconds: 3",
+    ));
 
     let policy = wait_condition(&server, "policy", "Failed", Duration::from_secs(60));
     let failed = condition(&policy, "Failed").unwrap();
@@ -390,7 +398,6 @@ metadata:
 spec:
   schedule: "* * * * *"
   timeZone: "Etc/UTC"
-  successfulJobsHistoryLimit: 1
   jobTemplate:
     metadata:
       labels:
