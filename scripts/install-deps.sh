@@ -9,6 +9,14 @@ packages=(
   ca-certificates
   curl
   python3-pip
+  runc                         # runs containers (node agent)
+  containernetworking-plugins  # bridge, host-local, loopback, portmap (pod networking)
+  nftables                     # the service proxy's rules
+  iproute2                     # network namespaces in tests
+  docker-registry              # a real OCI registry on loopback for tests
+  umoci                        # builds test images offline
+  skopeo                       # copies images between layouts and registries
+  busybox-static               # the userland of test images
 )
 
 missing=()

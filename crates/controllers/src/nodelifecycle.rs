@@ -94,16 +94,15 @@ fn condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
 /// The status patch that marks a silent node's conditions Unknown, or None if they already are.
 pub fn unknown_conditions_patch(node: &Node, now: Timestamp) -> Option<Value> {
     let mut conditions = Vec::new();
-    match condition(node, "Ready") {
-        None => conditions.push(NodeCondition {
+    if condition(node, "Ready").is_none() {
+        conditions.push(NodeCondition {
             type_: "Ready".into(),
             status: "Unknown".into(),
             reason: Some("NodeStatusNeverUpdated".into()),
             message: Some("Kubelet never posted node status.".into()),
             last_heartbeat_time: node.metadata.creation_timestamp.clone(),
             last_transition_time: Some(Time(now)),
-        }),
-        Some(_) => {}
+        });
     }
     for type_ in ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"] {
         if let Some(c) = condition(node, type_)
