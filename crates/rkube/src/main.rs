@@ -19,6 +19,8 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Simulated nodes that run pods instantly (like kwok), for scale tests.
     Sim(commands::sim::SimArgs),
+    /// The node's images: ls, rm, import, pull.
+    Images(commands::images::ImagesArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +36,6 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => commands::server::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Sim(args) => commands::sim::run(args),
+        Command::Images(args) => commands::images::run(args),
     }
 }

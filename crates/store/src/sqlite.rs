@@ -553,7 +553,7 @@ fn range_at(
                        SELECT t.key, p.prev_id FROM
                            (SELECT key, min(id) AS first FROM kv WHERE id >= ?{after} AND {changed}
                             GROUP BY key) t
-                       JOIN kv p ON p.id = t.first WHERE p.prev_id IS NULL AND 0) v
+                       JOIN kv p ON p.id = t.first WHERE p.prev_id IS NOT NULL) v
                  JOIN kv k ON k.id = v.id ORDER BY v.key"
             )
         }
@@ -1377,7 +1377,6 @@ impl Syncer {
             // now makes all of them durable.
             let mut batch = vec![first];
             batch.extend(commits.try_iter());
-            self.publish(std::mem::take(&mut batch));
             if self.failed.is_none()
                 && let Some(sync) = self.sync.as_mut()
                 && let Err(e) = sync()
@@ -1580,8 +1579,10 @@ mod tests {
         let (release, outcomes) = mpsc::channel::<io::Result<()>>();
         let sync: SyncWal = Box::new(move || {
             let _ = started.send(());
+            // A timeout, so that a failing test ends instead of waiting here as it drops
+            // the store.
             outcomes
-                .recv()
+                .recv_timeout(Duration::from_secs(10))
                 .unwrap_or_else(|_| Err(io::Error::other("test ended")))
         });
         let options = SqliteOptions {

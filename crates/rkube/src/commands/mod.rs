@@ -1,3 +1,4 @@
 pub mod bench;
+pub mod images;
 pub mod server;
 pub mod sim;

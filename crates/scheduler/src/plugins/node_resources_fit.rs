@@ -173,7 +173,13 @@ mod tests {
     #[test]
     fn fit_table() {
         let alloc = res(4000, 8 << 30, 3);
-        type Case = (&'static str, Resource, usize, Resource, Vec<(&'static str, bool)>);
+        type Case = (
+            &'static str,
+            Resource,
+            usize,
+            Resource,
+            Vec<(&'static str, bool)>,
+        );
         let cases: Vec<Case> = vec![
             ("fits", res(1000, 1 << 30, 0), 0, res(0, 0, 0), vec![]),
             (
