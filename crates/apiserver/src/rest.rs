@@ -1624,6 +1624,7 @@ async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Response<Body>> {
     let resource = ctx.resource();
     let storage = storage_row(resource);
     let name = ctx.name().to_string();
+    strategy::check_deletable(resource, &name)?;
     let (obj, gone) = delete_one(
         ctx.server,
         storage,

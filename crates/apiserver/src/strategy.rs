@@ -55,6 +55,19 @@ fn random_suffix() -> String {
         .collect()
 }
 
+/// The namespaces every cluster keeps (upstream's NamespaceLifecycle admission).
+pub const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
+pub fn check_deletable(resource: &ResourceInfo, name: &str) -> ApiResult<()> {
+    if resource.plural == "namespaces" && resource.group.is_empty() && IMMORTAL_NAMESPACES.contains(&name) {
+        return Err(ApiError::forbidden(format!(
+            "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+        ))
+        .with_details(json!({"name": name, "kind": "namespaces"})));
+    }
+    Ok(())
+}
+
 /// Namespaced writes need the namespace to exist and not be terminating.
 pub fn check_namespace_writable(
     server: &ApiServer,

@@ -25,6 +25,8 @@ fn builtin_namespaces_and_kubernetes_service_exist() {
             "{ns} missing:\n{out}"
         );
     }
+    let err = server.kubectl_err(&["delete", "namespace", "kube-system"]);
+    assert!(err.contains("this namespace may not be deleted"), "{err}");
     let svc = server.kubectl_ok(&["get", "service", "kubernetes", "-n", "default"]);
     assert!(
         svc.contains("10.43.0.1") && svc.contains("443/TCP"),
