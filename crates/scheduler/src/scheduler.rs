@@ -751,7 +751,7 @@ impl Scheduler {
             ),
             ScheduleError::NoNodes => (
                 "Unschedulable",
-                format!("0/0 nodes are available: {NO_NODES_AVAILABLE}."),
+                NO_NODES_AVAILABLE.to_string(),
                 BTreeSet::new(),
                 false,
             ),

@@ -13,7 +13,12 @@ use runtime::images::{ImageStore, PullOptions, PullProgress, RegistryConfig};
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
     /// The node's data dir (as `rkube server`); images live in `<data-dir>/images`.
-    #[arg(long, global = true, default_value = "/var/lib/rkube", env = "RKUBE_DATA_DIR")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/rkube",
+        env = "RKUBE_DATA_DIR"
+    )]
     pub data_dir: PathBuf,
     #[command(subcommand)]
     pub command: ImagesCommand,
@@ -179,7 +184,11 @@ fn progress_printer() -> ProgressFn {
             "manifest {manifest_digest}: {layers} layers, {}",
             human_size(total_bytes)
         ),
-        PullProgress::Layer { digest, done, total } => {
+        PullProgress::Layer {
+            digest,
+            done,
+            total,
+        } => {
             let tenth = if total == 0 { 10 } else { done * 10 / total };
             let mut seen = last_tenth.lock().unwrap_or_else(|e| e.into_inner());
             if seen.get(&digest) != Some(&tenth) || done == 0 {
@@ -198,7 +207,11 @@ fn progress_printer() -> ProgressFn {
         PullProgress::Unpacked { diff_id, reused } => eprintln!(
             "{}: {}",
             short(&diff_id),
-            if reused { "already unpacked" } else { "unpacked" }
+            if reused {
+                "already unpacked"
+            } else {
+                "unpacked"
+            }
         ),
     })
 }

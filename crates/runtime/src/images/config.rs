@@ -130,7 +130,8 @@ mod tests {
 
     #[test]
     fn a_config_without_container_defaults_is_empty_not_an_error() {
-        let raw = RawConfig::parse(br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#, "cfg").unwrap();
+        let raw =
+            RawConfig::parse(br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#, "cfg").unwrap();
         assert_eq!(raw.image_config(), ImageConfig::default());
         assert!(RawConfig::parse(br#"{"rootfs":{"type":"x","diff_ids":[]}}"#, "cfg").is_err());
     }

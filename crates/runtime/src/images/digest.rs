@@ -8,10 +8,12 @@ use super::{ImageError, Result};
 
 /// The hex part of a `sha256:<hex>` digest, checked so that it is safe as a file name.
 pub(crate) fn hex_of(digest: &str) -> Result<&str> {
-    let hex = digest.strip_prefix("sha256:").ok_or_else(|| ImageError::Format {
-        what: format!("digest {digest:?}"),
-        message: "only sha256 digests are supported".into(),
-    })?;
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| ImageError::Format {
+            what: format!("digest {digest:?}"),
+            message: "only sha256 digests are supported".into(),
+        })?;
     if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(ImageError::Format {
             what: format!("digest {digest:?}"),

@@ -124,7 +124,9 @@ impl ImageStore {
             .list()?
             .into_iter()
             .filter(|i| !in_use.contains(&i.name) && !in_use.contains(&i.id))
-            .filter(|i| now().saturating_sub(i.last_used.max(i.created)) >= policy.min_age.as_secs())
+            .filter(|i| {
+                now().saturating_sub(i.last_used.max(i.created)) >= policy.min_age.as_secs()
+            })
             .collect();
         candidates.sort_by_key(|i| (i.last_used, i.created));
         let mut current = disk.stats().map_err(ImageError::io(&path))?;

@@ -70,7 +70,12 @@ impl ImageStore {
         Ok(images)
     }
 
-    fn import_docker_archive(&self, dir: &Path, what: &str, name: Option<&str>) -> Result<Vec<Image>> {
+    fn import_docker_archive(
+        &self,
+        dir: &Path,
+        what: &str,
+        name: Option<&str>,
+    ) -> Result<Vec<Image>> {
         let bytes = read_capped(&dir.join("manifest.json"), MAX_JSON)?;
         let entries: Vec<DockerArchiveEntry> =
             serde_json::from_slice(&bytes).map_err(|e| ImageError::Format {
@@ -134,7 +139,8 @@ impl ImageStore {
 
     fn import_oci_layout(&self, dir: &Path, what: &str, name: Option<&str>) -> Result<Vec<Image>> {
         let bytes = read_capped(&dir.join("index.json"), MAX_JSON)?;
-        let Document::Index(index) = parse_document(&bytes, Some(super::manifest::OCI_INDEX), what)?
+        let Document::Index(index) =
+            parse_document(&bytes, Some(super::manifest::OCI_INDEX), what)?
         else {
             unreachable!("parse_document with an index media type gives an index")
         };
@@ -248,7 +254,12 @@ impl ImageStore {
         Ok((digest, size, compression))
     }
 
-    fn finish_import(&self, name: &str, manifest_digest: &str, index_digest: Option<&str>) -> Result<Image> {
+    fn finish_import(
+        &self,
+        name: &str,
+        manifest_digest: &str,
+        index_digest: Option<&str>,
+    ) -> Result<Image> {
         let full_name = reference::normalize_name(name)?;
         let image = self.describe(&full_name, manifest_digest, index_digest)?;
         for layer in &image.layers {
@@ -280,7 +291,11 @@ fn strip_tag(name: &str) -> &str {
 /// A path named inside the archive, refused if it climbs out of it.
 fn inside(dir: &Path, relative: &str, what: &str) -> Result<PathBuf> {
     let rel = Path::new(relative);
-    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
         return Err(ImageError::Format {
             what: what.to_string(),
             message: format!("path {relative:?} points outside the archive"),
@@ -318,7 +333,11 @@ mod tests {
         fs::create_dir(tmp.path().join("abc")).unwrap();
         fs::write(tmp.path().join("abc/layer.tar"), b"x").unwrap();
         std::os::unix::fs::symlink("/etc/hostname", tmp.path().join("abc/evil.tar")).unwrap();
-        assert!(inside(tmp.path(), "abc/layer.tar", "a").unwrap().ends_with("abc/layer.tar"));
+        assert!(
+            inside(tmp.path(), "abc/layer.tar", "a")
+                .unwrap()
+                .ends_with("abc/layer.tar")
+        );
         assert!(inside(tmp.path(), "abc/evil.tar", "a").is_err());
     }
 }

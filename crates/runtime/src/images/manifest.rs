@@ -68,7 +68,11 @@ pub(crate) enum Document {
 
 /// Parses a manifest or an index. `media_type` (from the HTTP response or the descriptor)
 /// wins; without one, the document's own `mediaType` or shape decides.
-pub(crate) fn parse_document(bytes: &[u8], media_type: Option<&str>, what: &str) -> Result<Document> {
+pub(crate) fn parse_document(
+    bytes: &[u8],
+    media_type: Option<&str>,
+    what: &str,
+) -> Result<Document> {
     let bad = |message: String| ImageError::Format {
         what: what.to_string(),
         message,
@@ -78,7 +82,12 @@ pub(crate) fn parse_document(bytes: &[u8], media_type: Option<&str>, what: &str)
     let declared = media_type
         .filter(|m| !m.is_empty())
         .map(str::to_string)
-        .or_else(|| value.get("mediaType").and_then(|m| m.as_str()).map(str::to_string));
+        .or_else(|| {
+            value
+                .get("mediaType")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        });
     let is_index = match declared.as_deref() {
         Some(OCI_INDEX | DOCKER_LIST) => true,
         Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,

@@ -297,7 +297,12 @@ impl Puller {
         }
     }
 
-    fn client_for(&self, endpoint: &Endpoint, registry: &str, auth: &RegistryAuth) -> Result<Client> {
+    fn client_for(
+        &self,
+        endpoint: &Endpoint,
+        registry: &str,
+        auth: &RegistryAuth,
+    ) -> Result<Client> {
         let auth_key = match auth {
             RegistryAuth::Anonymous => String::new(),
             RegistryAuth::Basic(u, p) => sha256_of(format!("{u}:{p}").as_bytes()),
@@ -394,7 +399,9 @@ impl Ctx<'_> {
                 }
             }
             OciDistributionError::ImageManifestNotFoundError(message) => not_found(message),
-            OciDistributionError::ServerError { code: 404, message, .. } => not_found(message),
+            OciDistributionError::ServerError {
+                code: 404, message, ..
+            } => not_found(message),
             OciDistributionError::ServerError {
                 code: 401 | 403,
                 message,
@@ -548,14 +555,12 @@ async fn fetch_blob(
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| {
-            Err(ImageError::Io {
-                path: Default::default(),
-                source: std::io::Error::other(format!("blocking task failed: {e}")),
-            })
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ImageError::Io {
+            path: Default::default(),
+            source: std::io::Error::other(format!("blocking task failed: {e}")),
         })
+    })
 }
 
 #[cfg(test)]

@@ -152,7 +152,10 @@ mod tests {
             PullPolicy::default_for("127.0.0.1:5000/nginx"),
             PullPolicy::Always
         );
-        assert_eq!(PullPolicy::default_for("nginx:1.14.2"), PullPolicy::IfNotPresent);
+        assert_eq!(
+            PullPolicy::default_for("nginx:1.14.2"),
+            PullPolicy::IfNotPresent
+        );
         assert_eq!(
             PullPolicy::default_for("127.0.0.1:5000/nginx:1"),
             PullPolicy::IfNotPresent

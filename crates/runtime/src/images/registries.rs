@@ -119,7 +119,12 @@ impl std::fmt::Debug for Credential {
 }
 
 impl Credential {
-    fn from_parts(username: &str, password: &str, auth: &str, identity_token: &str) -> Option<Self> {
+    fn from_parts(
+        username: &str,
+        password: &str,
+        auth: &str,
+        identity_token: &str,
+    ) -> Option<Self> {
         let (mut username, mut password) = (username.to_string(), password.to_string());
         if username.is_empty() && !auth.is_empty() {
             let decoded = base64::engine::general_purpose::STANDARD
@@ -218,7 +223,12 @@ impl RegistryConfig {
 
     pub(crate) fn auth_for(&self, endpoint: &Endpoint, registry: &str) -> Option<Credential> {
         let auth = self.host_config(endpoint, registry)?.auth.as_ref()?;
-        Credential::from_parts(&auth.username, &auth.password, &auth.auth, &auth.identitytoken)
+        Credential::from_parts(
+            &auth.username,
+            &auth.password,
+            &auth.auth,
+            &auth.identitytoken,
+        )
     }
 }
 
@@ -255,7 +265,9 @@ fn parse_endpoint(endpoint: &str) -> std::result::Result<(String, String), Strin
     }
     if !path.is_empty() && path != "/v2" {
         // The OCI client builds URLs from a host alone; say so rather than pull elsewhere.
-        return Err(format!("path {path:?}: endpoints with a path are not supported"));
+        return Err(format!(
+            "path {path:?}: endpoints with a path are not supported"
+        ));
     }
     Ok((scheme, host.to_string()))
 }
@@ -313,7 +325,8 @@ impl Credentials {
             serde_json::from_value(value).map_err(bad)?
         };
         for (key, a) in auths {
-            if let Some(c) = Credential::from_parts(&a.username, &a.password, &a.auth, &a.identitytoken)
+            if let Some(c) =
+                Credential::from_parts(&a.username, &a.password, &a.auth, &a.identitytoken)
             {
                 self.entries.push((normalize_key(&key), c));
             }
@@ -345,7 +358,9 @@ fn normalize_key(key: &str) -> String {
     let key = key.split_once("://").map_or(key, |(_, rest)| rest);
     let host = key.split('/').next().unwrap_or(key).to_ascii_lowercase();
     match host.as_str() {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io".into(),
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            "docker.io".into()
+        }
         _ => host,
     }
 }
@@ -355,9 +370,7 @@ fn host_matches(pattern: &str, host: &str) -> bool {
         return true;
     }
     match pattern.strip_prefix("*.") {
-        Some(suffix) => host
-            .split_once('.')
-            .is_some_and(|(_, rest)| rest == suffix),
+        Some(suffix) => host.split_once('.').is_some_and(|(_, rest)| rest == suffix),
         None => false,
     }
 }
@@ -391,19 +404,31 @@ configs:
         let urls: Vec<String> = e.iter().map(Endpoint::url).collect();
         assert_eq!(
             urls,
-            ["http://127.0.0.1:5000", "https://mirror.example.com", "https://registry-1.docker.io"]
+            [
+                "http://127.0.0.1:5000",
+                "https://mirror.example.com",
+                "https://registry-1.docker.io"
+            ]
         );
         assert!(e.iter().all(|e| e.repository == "library/busybox"));
         assert!(e[2].is_default && !e[0].is_default);
 
         let r = c.endpoints("docker.io", "rancher/pause");
         assert_eq!(r[0].repository, "mirrored/rancher/pause");
-        assert_eq!(r[2].repository, "rancher/pause", "rewrites apply to mirrors only");
+        assert_eq!(
+            r[2].repository, "rancher/pause",
+            "rewrites apply to mirrors only"
+        );
 
         let q = c.endpoints("quay.io", "x/y");
         assert_eq!(q[0].url(), "https://everything.example.com");
         assert_eq!(q[1].url(), "https://quay.io");
-        let tls = c.host_config(&q[1], "quay.io").unwrap().tls.as_ref().unwrap();
+        let tls = c
+            .host_config(&q[1], "quay.io")
+            .unwrap()
+            .tls
+            .as_ref()
+            .unwrap();
         assert!(tls.insecure_skip_verify);
 
         let local = c.endpoints("localhost:5000", "a");
@@ -422,7 +447,10 @@ configs:
         let c = RegistryConfig::parse(YAML).unwrap();
         let e = c.endpoints("docker.io", "library/busybox");
         let cred = c.auth_for(&e[0], "docker.io").unwrap();
-        assert_eq!((cred.username.as_str(), cred.password.as_str()), ("user", "pass"));
+        assert_eq!(
+            (cred.username.as_str(), cred.password.as_str()),
+            ("user", "pass")
+        );
         assert!(c.auth_for(&e[1], "docker.io").is_none());
     }
 
@@ -453,7 +481,8 @@ configs:
         assert!(creds.lookup("quay.io").is_none());
         // The old .dockercfg form.
         let mut old = Credentials::default();
-        old.add_docker_config(br#"{"quay.io":{"auth":"YTpi"}}"#).unwrap();
+        old.add_docker_config(br#"{"quay.io":{"auth":"YTpi"}}"#)
+            .unwrap();
         assert_eq!(old.lookup("quay.io").unwrap().username, "a");
         assert!(format!("{:?}", old.lookup("quay.io").unwrap()).contains("redacted"));
     }

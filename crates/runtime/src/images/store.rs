@@ -172,7 +172,12 @@ impl ImageStore {
     }
 
     /// Stores bytes as a blob; `expected` (if given) must be their digest.
-    pub(crate) fn put_blob(&self, bytes: &[u8], expected: Option<&str>, what: &str) -> Result<String> {
+    pub(crate) fn put_blob(
+        &self,
+        bytes: &[u8],
+        expected: Option<&str>,
+        what: &str,
+    ) -> Result<String> {
         let digest = sha256_of(bytes);
         if let Some(expected) = expected
             && expected != digest
@@ -256,7 +261,13 @@ impl ImageStore {
             }
         };
         let config_bytes = self.read_blob(&manifest.config.digest)?;
-        image_from(name, manifest_digest, index_digest, &manifest, &config_bytes)
+        image_from(
+            name,
+            manifest_digest,
+            index_digest,
+            &manifest,
+            &config_bytes,
+        )
     }
 
     /// Records `image` in the index under its name (replacing what the name pointed to).
@@ -472,10 +483,13 @@ fn find(index: &IndexFile, name: &str) -> Vec<Image> {
             return index
                 .images
                 .values()
-                .filter(|i| i.repo_digest() == normalized || {
-                    // Pinned by the platform manifest's digest rather than the index's.
-                    let (repo, digest) = normalized.split_once('@').unwrap_or_default();
-                    i.manifest_digest == digest && i.repo_digest().starts_with(&format!("{repo}@"))
+                .filter(|i| {
+                    i.repo_digest() == normalized || {
+                        // Pinned by the platform manifest's digest rather than the index's.
+                        let (repo, digest) = normalized.split_once('@').unwrap_or_default();
+                        i.manifest_digest == digest
+                            && i.repo_digest().starts_with(&format!("{repo}@"))
+                    }
                 })
                 .take(1)
                 .cloned()

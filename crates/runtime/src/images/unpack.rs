@@ -45,12 +45,12 @@ pub(crate) fn decompressed(blob: &Path) -> Result<Box<dyn Read + Send>> {
     Ok(match Compression::detect(head) {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Compression::Zstd => Box::new(
-            ruzstd::decoding::StreamingDecoder::new(reader).map_err(|e| ImageError::Format {
+        Compression::Zstd => Box::new(ruzstd::decoding::StreamingDecoder::new(reader).map_err(
+            |e| ImageError::Format {
                 what: blob.display().to_string(),
                 message: format!("bad zstd stream: {e}"),
-            })?,
-        ),
+            },
+        )?),
     })
 }
 
@@ -136,7 +136,8 @@ fn unpack_tar(reader: impl Read, dest: &Path) -> Result<(), UnpackError> {
             let kind = entry.header().entry_type();
             if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
                 // The tar crate writes these as plain files; make the real node.
-                let dir = safe_dir(dest, parent).ok_or_else(|| UnpackError::Unsafe(path.clone()))?;
+                let dir =
+                    safe_dir(dest, parent).ok_or_else(|| UnpackError::Unsafe(path.clone()))?;
                 fs::create_dir_all(&dir)?;
                 let target = dir.join(name);
                 remove_any(&target)?;
@@ -295,7 +296,11 @@ mod tests {
             fs::create_dir(&dest).unwrap();
             let blob = write_blob(tmp.path(), &tar, compression);
             let diff_id = unpack_layer(&blob, &dest).unwrap();
-            assert_eq!(diff_id, super::super::digest::sha256_of(&tar), "{compression:?}");
+            assert_eq!(
+                diff_id,
+                super::super::digest::sha256_of(&tar),
+                "{compression:?}"
+            );
 
             let wh = fs::symlink_metadata(dest.join("etc/motd")).unwrap();
             assert!(wh.file_type().is_char_device());
@@ -310,7 +315,10 @@ mod tests {
                 fs::metadata(dest.join("bin/ash")).unwrap(),
             );
             assert_eq!(sh.ino(), ash.ino(), "hard link kept");
-            assert_eq!(fs::read_link(dest.join("bin/ls")).unwrap(), Path::new("busybox"));
+            assert_eq!(
+                fs::read_link(dest.join("bin/ls")).unwrap(),
+                Path::new("busybox")
+            );
         }
     }
 
@@ -326,11 +334,21 @@ mod tests {
         let cases: Vec<Vec<u8>> = vec![
             tar_with(&[("../evil", tar::EntryType::Regular, b"x", None)]),
             tar_with(&[
-                ("link", tar::EntryType::Symlink, b"", Some(outside.to_str().unwrap())),
+                (
+                    "link",
+                    tar::EntryType::Symlink,
+                    b"",
+                    Some(outside.to_str().unwrap()),
+                ),
                 ("link/.wh.x", tar::EntryType::Regular, b"", None),
             ]),
             tar_with(&[
-                ("link", tar::EntryType::Symlink, b"", Some(outside.to_str().unwrap())),
+                (
+                    "link",
+                    tar::EntryType::Symlink,
+                    b"",
+                    Some(outside.to_str().unwrap()),
+                ),
                 ("link/file", tar::EntryType::Regular, b"x", None),
             ]),
         ];
@@ -341,14 +359,21 @@ mod tests {
             let err = unpack_layer(&blob, &dest).unwrap_err();
             assert!(matches!(err, ImageError::Format { .. }), "case {i}: {err}");
         }
-        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "nothing written outside");
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing written outside"
+        );
         assert!(!tmp.path().join("evil").exists());
     }
 
     #[test]
     fn compression_is_detected_from_magic_bytes() {
         assert_eq!(Compression::detect(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(
+            Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
         assert_eq!(Compression::detect(b"bin/\0\0"), Compression::None);
     }
 }
