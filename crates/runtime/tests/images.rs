@@ -465,6 +465,10 @@ fn docker_schema2_zstd_multi_arch_index_and_digest_references() {
             .ends_with(multi.index_digest.as_deref().unwrap())
     );
 
+    assert_eq!(
+        store.get(&multi.repo_digest()).unwrap().unwrap().name,
+        multi.name
+    );
     let pinned = pull(format!("{}/multi/busybox@{other}", registry.host())).unwrap();
     assert_eq!(pinned.layers.len(), 2);
     assert!(pinned.name.ends_with(&format!("@{other}")));

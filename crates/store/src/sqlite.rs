@@ -1621,13 +1621,19 @@ mod tests {
         syncs.recv_timeout(Duration::from_secs(10)).unwrap();
         // Committed to the WAL, and the sync of it under way, but not yet durable.
         assert_eq!(committed_keys(dir.path()), ["/p/a"]);
-        assert!(pending(&first).await, "acknowledged before its sync finished");
+        assert!(
+            pending(&first).await,
+            "acknowledged before its sync finished"
+        );
         assert_eq!(store.revisions().await.unwrap().0, 0);
         let read = tokio::spawn({
             let store = store.clone();
             async move { store.get("/p/a").await }
         });
-        assert!(pending(&read).await, "a read answered with a write not yet durable");
+        assert!(
+            pending(&read).await,
+            "a read answered with a write not yet durable"
+        );
         assert!(
             tokio::time::timeout(Duration::from_millis(100), watch.next())
                 .await
@@ -1655,7 +1661,10 @@ mod tests {
         let events = watch.next().await.unwrap().unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kv.key, "/p/a");
-        assert!(pending(&second).await, "acknowledged without a sync after it");
+        assert!(
+            pending(&second).await,
+            "acknowledged without a sync after it"
+        );
         assert_eq!(store.revisions().await.unwrap().0, 1);
 
         syncs.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -1691,7 +1700,11 @@ mod tests {
         assert!(matches!(read, Err(StoreError::Backend(_))), "{read:?}");
         let again = store.create("/f/b", Bytes::from_static(b"2")).await;
         assert!(matches!(again, Err(StoreError::Backend(_))), "{again:?}");
-        assert_eq!(committed_keys(dir.path()), ["/f/a"], "no write after a failed sync");
+        assert_eq!(
+            committed_keys(dir.path()),
+            ["/f/a"],
+            "no write after a failed sync"
+        );
         assert_eq!(store.revisions().await.unwrap().0, 0);
     }
 
@@ -1752,7 +1765,11 @@ mod tests {
             if resp.revision == revision {
                 model.push(state);
             } else {
-                assert_eq!(resp.revision, revision - 1, "only a no-op takes no revision");
+                assert_eq!(
+                    resp.revision,
+                    revision - 1,
+                    "only a no-op takes no revision"
+                );
                 assert_eq!(&state, model.last().unwrap());
             }
         }
@@ -1803,7 +1820,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             single.kvs,
-            model[revision as usize].get("/m/k3").cloned().into_iter().collect::<Vec<_>>()
+            model[revision as usize]
+                .get("/m/k3")
+                .cloned()
+                .into_iter()
+                .collect::<Vec<_>>()
         );
     }
 
@@ -1843,13 +1864,19 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert!(old_rows <= 8, "{old_rows} rows of compacted history are left");
+        assert!(
+            old_rows <= 8,
+            "{old_rows} rows of compacted history are left"
+        );
 
         // A watch from the compacted revision replays complete events, deletes with the
         // value they removed.
         let mut watch = store.watch("/m/", compacted).await.unwrap();
         let mut events = Vec::new();
-        while events.last().is_none_or(|e: &Event| e.kv.mod_revision < current) {
+        while events
+            .last()
+            .is_none_or(|e: &Event| e.kv.mod_revision < current)
+        {
             events.extend(watch.next().await.unwrap().unwrap());
         }
         assert_eq!(events.first().unwrap().kv.mod_revision, compacted + 1);
@@ -1878,8 +1905,8 @@ mod tests {
         // Everything survives a reopen, with the revision taken from the history.
         drop(watch);
         drop(store);
-        let store = SqliteStore::open(&dir.path().join("state.db"), SqliteOptions::default())
-            .unwrap();
+        let store =
+            SqliteStore::open(&dir.path().join("state.db"), SqliteOptions::default()).unwrap();
         assert_eq!(store.revisions().await.unwrap(), (current, compacted));
         check_range(&store, &model, current).await;
     }
@@ -1899,7 +1926,10 @@ mod throughput {
             .enable_all()
             .build()
             .unwrap();
-        let secs: f64 = std::env::var("SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+        let secs: f64 = std::env::var("SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3.0);
         runtime.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let options = SqliteOptions {

@@ -209,11 +209,20 @@ impl Controller {
         crate::util::run_workers(self.queue.clone(), WORKERS, move |key: String| {
             let this = this.clone();
             async move {
-                match this.sync(&key).await {
-                    Ok(None) => Outcome::Done,
-                    Ok(Some(delay)) => Outcome::After(delay),
-                    Err(error) => {
+                let sync = {
+                    let key = key.clone();
+                    tokio::spawn(async move { this.sync(&key).await })
+                };
+                // A panic must not leave the key marked as in progress forever.
+                match sync.await {
+                    Ok(Ok(None)) => Outcome::Done,
+                    Ok(Ok(Some(delay))) => Outcome::After(delay),
+                    Ok(Err(error)) => {
                         tracing::warn!(controller = REPORTER, %key, %error, "sync failed; retrying");
+                        Outcome::Retry
+                    }
+                    Err(error) => {
+                        tracing::error!(controller = REPORTER, %key, %error, "sync panicked");
                         Outcome::Retry
                     }
                 }

@@ -1,7 +1,7 @@
 //! The pure decisions of the ReplicaSet controller: which pods to claim, create or delete, and
 //! what status to report. No IO here, so every rule is unit-tested.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
@@ -169,19 +169,11 @@ fn max_restarts(pod: &Pod) -> (i32, i32) {
     (regular, sidecar)
 }
 
-/// Upstream's `afterOrZero`: a missing time first, then the later time first.
-fn after_or_zero(a: Option<Timestamp>, b: Option<Timestamp>) -> Ordering {
-    match (a, b) {
-        (None, None) => Ordering::Equal,
-        (None, Some(_)) => Ordering::Less,
-        (Some(_), None) => Ordering::Greater,
-        (Some(a), Some(b)) => b.cmp(&a),
-    }
-}
-
 /// Upstream's logarithmic bucketing (LogarithmicScaleDown): times whose ages are within the same
 /// power of two count as equal, so that scale-down does not always pick the very newest pods.
-fn log_rank(t: Timestamp, now: Timestamp) -> i64 {
+/// A missing time sorts first.
+fn age_bucket(t: Option<Timestamp>, now: Timestamp) -> i64 {
+    let Some(t) = t else { return i64::MIN };
     let age = now.as_nanosecond() - t.as_nanosecond();
     if age > 0 {
         (age as f64).log2() as i64
@@ -190,84 +182,59 @@ fn log_rank(t: Timestamp, now: Timestamp) -> i64 {
     }
 }
 
-/// Compare two times for deletion order: the newer first, by logarithmic age bucket; ties broken
-/// by UID so that the order is stable.
-fn compare_times(
-    a: Option<Timestamp>,
-    b: Option<Timestamp>,
-    now: Timestamp,
-    pa: &Pod,
-    pb: &Pod,
-) -> Ordering {
-    if a == b {
-        return Ordering::Equal;
-    }
-    match (a, b) {
-        (Some(ta), Some(tb)) => match log_rank(ta, now).cmp(&log_rank(tb, now)) {
-            Ordering::Equal => pa.metadata.uid.cmp(&pb.metadata.uid),
-            other => other,
+/// A pod's place in the deletion order, smallest first: upstream's `ActivePodsWithRanks.Less`
+/// as a sort key. `rank` is how many related pods share the pod's node.
+///
+/// Upstream compares pairwise and, within one age bucket, jumps straight to the UID; that is
+/// not a total order (Rust's sort rightly refuses such a comparator), so here times in the
+/// same bucket are equal and the later criteria decide, the UID last.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DeletionKey {
+    /// 1. Unassigned before assigned.
+    assigned: bool,
+    /// 2. Pending before Unknown before Running.
+    phase: u8,
+    /// 3. Not ready before ready.
+    ready: bool,
+    /// 4. Lower deletion cost first.
+    cost: i32,
+    /// 5. Doubled up (more related pods on the same node) first.
+    rank: Reverse<usize>,
+    /// 6. Ready for a shorter time first (both ready).
+    ready_age: i64,
+    /// 7. More restarts first (regular containers, then restartable init containers).
+    restarts: Reverse<(i32, i32)>,
+    /// 8. Newer first.
+    created_age: i64,
+    uid: String,
+}
+
+pub fn deletion_key(pod: &Pod, rank: usize, now: Timestamp) -> DeletionKey {
+    let ready = is_pod_ready(pod);
+    DeletionKey {
+        assigned: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty()),
+        phase: phase_ordinal(pod),
+        ready,
+        cost: deletion_cost(pod),
+        rank: Reverse(rank),
+        ready_age: if ready {
+            age_bucket(ready_time(pod), now)
+        } else {
+            0
         },
-        _ => after_or_zero(a, b),
+        restarts: Reverse(max_restarts(pod)),
+        created_age: age_bucket(pod.metadata.creation_timestamp.as_ref().map(|t| t.0), now),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
     }
 }
 
-/// Upstream's `ActivePodsWithRanks.Less`: `Less` means "delete first". `rank_*` is how many of
-/// the related pods share the pod's node (doubled-up pods go first).
+/// `Less` means "delete first".
 pub fn deletion_order(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize, now: Timestamp) -> Ordering {
-    let node = |p: &Pod| {
-        p.spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .unwrap_or_default()
-    };
-    let (node_a, node_b) = (node(a), node(b));
-    // 1. Unassigned before assigned.
-    if node_a != node_b && (node_a.is_empty() || node_b.is_empty()) {
-        return if node_a.is_empty() {
-            Ordering::Less
-        } else {
-            Ordering::Greater
-        };
-    }
-    // 2. Pending before Unknown before Running.
-    let order = phase_ordinal(a).cmp(&phase_ordinal(b));
-    if order != Ordering::Equal {
-        return order;
-    }
-    // 3. Not ready before ready.
-    let (ready_a, ready_b) = (is_pod_ready(a), is_pod_ready(b));
-    if ready_a != ready_b {
-        return if ready_a {
-            Ordering::Greater
-        } else {
-            Ordering::Less
-        };
-    }
-    // 4. Lower deletion cost first.
-    let order = deletion_cost(a).cmp(&deletion_cost(b));
-    if order != Ordering::Equal {
-        return order;
-    }
-    // 5. Doubled up (more related pods on the same node) first.
-    let order = rank_b.cmp(&rank_a);
-    if order != Ordering::Equal {
-        return order;
-    }
-    // 6. Ready for a shorter time first.
-    if ready_a && ready_b {
-        let order = compare_times(ready_time(a), ready_time(b), now, a, b);
-        if order != Ordering::Equal {
-            return order;
-        }
-    }
-    // 7. More restarts first.
-    let order = max_restarts(b).cmp(&max_restarts(a));
-    if order != Ordering::Equal {
-        return order;
-    }
-    // 8. Newer first.
-    let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    compare_times(created(a), created(b), now, a, b)
+    deletion_key(a, rank_a, now).cmp(&deletion_key(b, rank_b, now))
 }
 
 /// The `diff` pods to delete first, as upstream's `getPodsToDelete`: ranked by how many
@@ -293,9 +260,12 @@ pub fn pods_to_delete<'a>(
             .and_then(|s| s.node_name.as_deref())
             .map_or(0, |n| on_node.get(n).copied().unwrap_or(0))
     };
-    let mut ranked: Vec<(&Pod, usize)> = pods.iter().map(|p| (*p, rank(p))).collect();
-    ranked.sort_by(|(a, ra), (b, rb)| deletion_order(a, *ra, b, *rb, now));
-    ranked.into_iter().take(diff).map(|(p, _)| p).collect()
+    let mut ranked: Vec<(DeletionKey, &Pod)> = pods
+        .iter()
+        .map(|p| (deletion_key(p, rank(p), now), *p))
+        .collect();
+    ranked.sort_by(|(a, _), (b, _)| a.cmp(b));
+    ranked.into_iter().take(diff).map(|(_, p)| p).collect()
 }
 
 /// What of a ReplicaSet's metadata and spec its status depends on.
@@ -604,6 +574,57 @@ mod tests {
         let a = P::new("a").node("n1").created(1000).0;
         let b = P::new("b").node("n1").created(1001).0;
         assert_eq!(names(&pods_to_delete(&[&b, &a], &[], 1, now())), ["a"]);
+    }
+
+    #[test]
+    fn deletion_order_is_a_total_order() {
+        // Many pods whose times share and straddle age buckets, with every criterion mixed:
+        // sorting must not find an inconsistency, and the order must be transitive.
+        let mut seed: u64 = 42;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let mut pods = Vec::new();
+        for i in 0..400 {
+            let mut p = P::new(&format!("p{i}")).created(next(5000) as i64 + 1);
+            if next(4) > 0 {
+                p = p.node(&format!("n{}", next(3)));
+            }
+            p = match next(3) {
+                0 => p,
+                1 => p.phase("Unknown"),
+                _ => p.phase("Running"),
+            };
+            if next(2) == 0 {
+                p = p.ready_since(next(3000) as i64);
+            }
+            if next(5) == 0 {
+                p = p.restarts(next(3) as i32);
+            }
+            if next(6) == 0 {
+                p = p.cost(&format!("{}", next(3)));
+            }
+            pods.push(p.0);
+        }
+        let mut ranked: Vec<(&Pod, usize)> = pods.iter().map(|p| (p, next(3) as usize)).collect();
+        ranked.sort_by(|(a, ra), (b, rb)| deletion_order(a, *ra, b, *rb, now()));
+        let sample = &ranked[..40];
+        for (a, ra) in sample {
+            for (b, rb) in sample {
+                let ab = deletion_order(a, *ra, b, *rb, now());
+                assert_eq!(ab, deletion_order(b, *rb, a, *ra, now()).reverse());
+                for (c, rc) in sample {
+                    if ab != Ordering::Greater
+                        && deletion_order(b, *rb, c, *rc, now()) != Ordering::Greater
+                    {
+                        assert_ne!(deletion_order(a, *ra, c, *rc, now()), Ordering::Greater);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -323,7 +323,16 @@ impl<K: ReplicaOwner> Controller<K> {
         let this = self.clone();
         crate::util::run_workers(self.queue.clone(), WORKERS, move |key: String| {
             let this = this.clone();
-            async move { this.sync(key).await }
+            async move {
+                // A panic must not leave the key marked as in progress forever.
+                match tokio::spawn(this.sync(key.clone())).await {
+                    Ok(outcome) => outcome,
+                    Err(error) => {
+                        tracing::error!(controller = K::CONTROLLER, %key, %error, "sync panicked");
+                        Outcome::Retry
+                    }
+                }
+            }
         })
         .await;
         Ok(())

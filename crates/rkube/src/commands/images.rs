@@ -189,7 +189,7 @@ fn progress_printer() -> ProgressFn {
             done,
             total,
         } => {
-            let tenth = if total == 0 { 10 } else { done * 10 / total };
+            let tenth = (done * 10).checked_div(total).unwrap_or(10);
             let mut seen = last_tenth.lock().unwrap_or_else(|e| e.into_inner());
             if seen.get(&digest) != Some(&tenth) || done == 0 {
                 seen.insert(digest.clone(), tenth);

@@ -197,7 +197,8 @@ impl RegistryConfig {
             }
         }
         let has_default = out.iter().any(|e| e.is_default);
-        if !has_default && !(self.disable_default_endpoint && !out.is_empty()) {
+        let mirrors_only = self.disable_default_endpoint && !out.is_empty();
+        if !has_default && !mirrors_only {
             let host = default_host(registry).to_string();
             // Docker treats loopback registries as plain HTTP by default; so do we.
             let scheme = if is_loopback(&host) { "http" } else { "https" };

@@ -54,12 +54,17 @@ impl Image {
     /// (`docker.io/library/busybox@sha256:...`). Names the index for multi-arch images, as
     /// a registry's digest would.
     pub fn repo_digest(&self) -> String {
+        let (repository, digest) = self.repo_digest_parts();
+        format!("{repository}@{digest}")
+    }
+
+    fn repo_digest_parts(&self) -> (String, &str) {
         let repository = match reference::parse(&self.name) {
             Ok(r) => reference::repository_name(&r),
             Err(_) => self.name.clone(),
         };
         let digest = self.index_digest.as_ref().unwrap_or(&self.manifest_digest);
-        format!("{repository}@{digest}")
+        (repository, digest)
     }
 }
 
@@ -89,7 +94,9 @@ struct Inner {
 }
 
 /// Holds a `flock` until dropped.
-pub(crate) struct LockGuard(#[allow(dead_code)] fs::File);
+pub(crate) struct LockGuard {
+    _file: fs::File,
+}
 
 impl ImageStore {
     /// Opens (creating if needed) the store at `root`, e.g. `<data-dir>/images`.
@@ -431,7 +438,7 @@ impl ImageStore {
             .open(&path)
             .map_err(ImageError::io(&path))?;
         rustix::fs::flock(&file, op).map_err(|e| ImageError::io(&path)(e.into()))?;
-        Ok(LockGuard(file))
+        Ok(LockGuard { _file: file })
     }
 
     /// Held by pulls and imports while they write blobs and layers.
@@ -479,17 +486,15 @@ fn find(index: &IndexFile, name: &str) -> Vec<Image> {
         if let Some(image) = index.images.get(&normalized) {
             return vec![image.clone()];
         }
-        if normalized.contains('@') {
+        // `repository@digest`: the index's digest (as `repo_digest` reports) or the
+        // platform manifest's.
+        if let Some((repository, digest)) = normalized.split_once('@') {
             return index
                 .images
                 .values()
                 .filter(|i| {
-                    i.repo_digest() == normalized || {
-                        // Pinned by the platform manifest's digest rather than the index's.
-                        let (repo, digest) = normalized.split_once('@').unwrap_or_default();
-                        i.manifest_digest == digest
-                            && i.repo_digest().starts_with(&format!("{repo}@"))
-                    }
+                    let (r, d) = i.repo_digest_parts();
+                    r == repository && (d == digest || i.manifest_digest == digest)
                 })
                 .take(1)
                 .cloned()
