@@ -1,6 +1,8 @@
 //! End to end: the scheduler in `rkube server` places pods on Node objects created through the
 //! API (no simulated nodes, no kubelet), reports unschedulable pods as upstream does, honours
 //! taints, selectors and anti-affinity, and preempts lower-priority pods.
+//! The nodes here have no kubelet renewing their Lease, so the node lifecycle controller is
+//! given a long grace period: otherwise a slow run would see them turn NotReady mid-test.
 
 mod support;
 
@@ -107,7 +109,7 @@ fn event_messages(server: &Server, pod: &str, reason: &str) -> Vec<String> {
 
 #[test]
 fn binds_pods_and_explains_unschedulable_ones() {
-    let server = Server::start();
+    let server = Server::start_with(&["--node-monitor-grace-period", "1h"]);
     for n in ["node-a", "node-b", "node-c"] {
         add_node(&server, n, "2", json!({}), json!([]));
     }
@@ -183,7 +185,7 @@ fn binds_pods_and_explains_unschedulable_ones() {
 
 #[test]
 fn taints_selectors_and_anti_affinity() {
-    let server = Server::start();
+    let server = Server::start_with(&["--node-monitor-grace-period", "1h"]);
     add_node(
         &server,
         "gpu-1",
@@ -279,7 +281,7 @@ fn taints_selectors_and_anti_affinity() {
 
 #[test]
 fn preemption_by_priority_class() {
-    let server = Server::start();
+    let server = Server::start_with(&["--node-monitor-grace-period", "1h"]);
     add_node(&server, "only", "2", json!({}), json!([]));
     for (name, value) in [("low", 10), ("high", 1000)] {
         server.apply(

@@ -169,6 +169,26 @@ fn wait_deployment_ready(server: &Server, name: &str, replicas: i64) -> Value {
     )
 }
 
+/// Like `eventually`, with a failure message made when it fails (to show the last state).
+fn eventually_or<T>(
+    timeout: Duration,
+    what: impl Fn() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {}",
+            what()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Pods matching `selector`, by name.
 fn pods(server: &Server, selector: &str) -> BTreeMap<String, Value> {
     items(&server.get_json(&["pods", "-l", selector]))
@@ -636,11 +656,20 @@ fn stopping_a_simulator_moves_its_pods_to_the_other_simulators_nodes() {
 
     // Past the grace period the a- nodes are NotReady (Ready Unknown) and tainted unreachable.
     for node in ["a-0", "a-1"] {
-        let n = eventually(
+        let last = std::cell::RefCell::new(Value::Null);
+        let n = eventually_or(
             Duration::from_secs(40),
-            &format!("{node} Unknown with the unreachable NoExecute taint"),
+            || {
+                format!(
+                    "{node} Unknown with the unreachable NoExecute taint; last seen:\n{:#}\nserver log:\n{}",
+                    last.borrow(),
+                    tail(&server.log(), 40)
+                )
+            },
             || {
                 let n = server.get_json(&["node", node]);
+                *last.borrow_mut() =
+                    json!({"spec": n["spec"], "status": {"conditions": n["status"]["conditions"]}});
                 let tainted = n["spec"]["taints"].as_array().is_some_and(|ts| {
                     ts.iter().any(|t| {
                         t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute"
