@@ -127,9 +127,10 @@ struct ResourceCache {
 impl ResourceCache {
     fn push(&mut self, event: Arc<WatchEvent>) {
         if self.events.len() >= EVENT_WINDOW
-            && let Some(old) = self.events.pop_front() {
-                self.window_start = old.revision;
-            }
+            && let Some(old) = self.events.pop_front()
+        {
+            self.window_start = old.revision;
+        }
         self.events.push_back(event.clone());
         // No receivers is fine.
         let _ = self.live.send(event);
@@ -182,15 +183,16 @@ impl Cache {
         let revision = listing.revision;
         for kv in &listing.kvs {
             if let Some((storage, _)) = split_key(&kv.key)
-                && let Some(rc) = resources.get(storage) {
-                    let mut rc = rc.write().unwrap();
-                    let resource = rc.resource;
-                    if let Some(obj) =
-                        CachedObject::from_store(resource, &kv.key, &kv.value, kv.mod_revision)
-                    {
-                        rc.objects.insert(kv.key.clone().into(), Arc::new(obj));
-                    }
+                && let Some(rc) = resources.get(storage)
+            {
+                let mut rc = rc.write().unwrap();
+                let resource = rc.resource;
+                if let Some(obj) =
+                    CachedObject::from_store(resource, &kv.key, &kv.value, kv.mod_revision)
+                {
+                    rc.objects.insert(kv.key.clone().into(), Arc::new(obj));
                 }
+            }
         }
         for rc in resources.values() {
             rc.write().unwrap().window_start = revision;

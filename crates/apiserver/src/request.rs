@@ -113,9 +113,10 @@ pub fn route(path: &str) -> Route {
     let name = parts.get(1).map(|s| percent_decode(s));
     let subresource = parts.get(2).map(|s| s.to_string());
     if let Some(sub) = &subresource
-        && !resource.has_subresource(sub) {
-            return Route::NotFound;
-        }
+        && !resource.has_subresource(sub)
+    {
+        return Route::NotFound;
+    }
     Route::Resource(Target {
         resource,
         namespace,

@@ -211,8 +211,11 @@ async fn read_body(req: Request<Incoming>) -> ApiResult<(String, Bytes)> {
     let mut too_large = false;
     let mut drained = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
-        let Ok(data) = frame.into_data() else { continue };
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         if too_large {
             // Keep reading (a bounded amount) so the client receives the 413 instead of a reset.
             drained += data.len();
@@ -234,10 +237,16 @@ async fn read_body(req: Request<Incoming>) -> ApiResult<(String, Bytes)> {
 
 /// Protobuf and YAML bodies become JSON here, so every handler sees one format.
 fn normalize_body(content_type: String, body: Bytes) -> ApiResult<(String, Bytes)> {
-    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if api::protobuf::is_protobuf(&media) {
-        let (_, _, object) = api::protobuf::decode_envelope(&body)
-            .map_err(|e| ApiError::bad_request(format!("decoding the protobuf request body: {e}")))?;
+        let (_, _, object) = api::protobuf::decode_envelope(&body).map_err(|e| {
+            ApiError::bad_request(format!("decoding the protobuf request body: {e}"))
+        })?;
         let json = serde_json::to_vec(&object).expect("JSON values serialize");
         return Ok(("application/json".into(), Bytes::from(json)));
     }
@@ -600,7 +609,10 @@ async fn watch(ctx: &Ctx<'_>) -> ApiResult<Response<Body>> {
     let prefix = resource.prefix(ctx.target.namespace.as_deref());
     let rv = parse_rv(ctx.query.get("resourceVersion"))?;
     let bookmarks = ctx.query.flag("allowWatchBookmarks");
-    let send_initial = ctx.query.get("sendInitialEvents").map(|v| matches!(v, "1" | "true" | "True" | "t"));
+    let send_initial = ctx
+        .query
+        .get("sendInitialEvents")
+        .map(|v| matches!(v, "1" | "true" | "True" | "t"));
     let timeout = match ctx.query.int("timeoutSeconds")? {
         Some(s) if s > 0 => Duration::from_secs(s as u64),
         _ => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
@@ -660,9 +672,10 @@ async fn watch(ctx: &Ctx<'_>) -> ApiResult<Response<Body>> {
             }
             for event in std::mem::take(&mut registration.backlog) {
                 if let Some(line) = encoder.event_line(&event, &prefix, &filter)
-                    && tx.send(line).await.is_err() {
-                        return;
-                    }
+                    && tx.send(line).await.is_err()
+                {
+                    return;
+                }
                 last_revision = event.revision;
             }
             let mut ticker = tokio::time::interval(Duration::from_secs(15));
@@ -1007,9 +1020,11 @@ pub async fn update_object(
         if let Some(rv) = new
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
-            && !rv.is_empty() && rv != current.mod_revision.to_string() {
-                return Err(ApiError::stale(subject));
-            }
+            && !rv.is_empty()
+            && rv != current.mod_revision.to_string()
+        {
+            return Err(ApiError::stale(subject));
+        }
         strategy::prepare_update(resource, subresource, &mut new, &old)?;
         if resource.plural == "services" && resource.group.is_empty() && subresource.is_none() {
             strategy::prepare_service_update(server, &mut new, &old)?;
@@ -1124,12 +1139,12 @@ async fn update(ctx: &Ctx<'_>, content_type: &str, body: &[u8]) -> ApiResult<Res
     if let (Some(ns), Some(body_ns)) = (
         &ctx.target.namespace,
         obj.pointer("/metadata/namespace").and_then(Value::as_str),
-    )
-        && ns != body_ns {
-            return Err(ApiError::bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request",
-            ));
-        }
+    ) && ns != body_ns
+    {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
     let resource = ctx.resource();
     let storage = storage_row(resource);
     let desired = to_storage(resource, obj)?;
@@ -1230,9 +1245,10 @@ async fn patch(ctx: &Ctx<'_>, content_type: &str, body: &[u8]) -> ApiResult<Resp
             // A patch that does not mention the resourceVersion is not a precondition.
             if served.pointer("/metadata/resourceVersion")
                 == desired.pointer("/metadata/resourceVersion")
-                && let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut) {
-                    meta.remove("resourceVersion");
-                }
+                && let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut)
+            {
+                meta.remove("resourceVersion");
+            }
             Ok(desired)
         },
     )
@@ -1330,14 +1346,14 @@ async fn update_scale(
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
                 && patch_type.is_none()
-                    && !rv.is_empty()
-                    && Some(rv)
-                        != current
-                            .pointer("/metadata/resourceVersion")
-                            .and_then(Value::as_str)
-                {
-                    return Err(ApiError::stale(ctx.subject(&name)));
-                }
+                && !rv.is_empty()
+                && Some(rv)
+                    != current
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+            {
+                return Err(ApiError::stale(ctx.subject(&name)));
+            }
             let replicas = desired_scale
                 .pointer("/spec/replicas")
                 .cloned()
@@ -1501,21 +1517,22 @@ impl DeleteOptions {
             options.propagation_policy = Some(policy.to_string());
         }
         if let Some(policy) = &options.propagation_policy
-            && !matches!(policy.as_str(), "Orphan" | "Background" | "Foreground") {
-                return Err(ApiError::invalid(
-                    Subject {
-                        group: "",
-                        resource: "",
-                        name: "",
-                    },
-                    "DeleteOptions",
-                    &[api::FieldError::not_supported(
-                        "propagationPolicy",
-                        &json!(policy),
-                        &["Foreground", "Background", "Orphan"],
-                    )],
-                ));
-            }
+            && !matches!(policy.as_str(), "Orphan" | "Background" | "Foreground")
+        {
+            return Err(ApiError::invalid(
+                Subject {
+                    group: "",
+                    resource: "",
+                    name: "",
+                },
+                "DeleteOptions",
+                &[api::FieldError::not_supported(
+                    "propagationPolicy",
+                    &json!(policy),
+                    &["Foreground", "Background", "Orphan"],
+                )],
+            ));
+        }
         Ok(options)
     }
 }
@@ -1536,27 +1553,29 @@ pub async fn delete_one(
             .ok_or_else(|| ApiError::not_found(Subject { ..subject }))?;
         let mut obj = current.value();
         if let Some(uid) = &options.precondition_uid
-            && obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
-                return Err(ApiError::conflict(
-                    subject,
-                    &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        obj.pointer("/metadata/uid")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                    ),
-                ));
-            }
+            && obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
+        {
+            return Err(ApiError::conflict(
+                subject,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    obj.pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                ),
+            ));
+        }
         if let Some(rv) = &options.precondition_rv
-            && *rv != current.mod_revision.to_string() {
-                return Err(ApiError::conflict(
-                    subject,
-                    &format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                        current.mod_revision
-                    ),
-                ));
-            }
+            && *rv != current.mod_revision.to_string()
+        {
+            return Err(ApiError::conflict(
+                subject,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    current.mod_revision
+                ),
+            ));
+        }
         let plan = strategy::plan_delete(resource, &mut obj, options);
         if options.dry_run {
             return Ok((obj, plan == strategy::DeletePlan::Remove));

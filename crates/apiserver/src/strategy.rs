@@ -59,7 +59,10 @@ fn random_suffix() -> String {
 pub const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
 
 pub fn check_deletable(resource: &ResourceInfo, name: &str) -> ApiResult<()> {
-    if resource.plural == "namespaces" && resource.group.is_empty() && IMMORTAL_NAMESPACES.contains(&name) {
+    if resource.plural == "namespaces"
+        && resource.group.is_empty()
+        && IMMORTAL_NAMESPACES.contains(&name)
+    {
         return Err(ApiError::forbidden(format!(
             "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
         ))
@@ -112,10 +115,10 @@ pub fn prepare_create(
                 .get("generateName")
                 .and_then(Value::as_str)
                 .filter(|p| !p.is_empty())
-            {
-                let name = format!("{prefix}{}", random_suffix());
-                meta.insert("name".into(), json!(name));
-            }
+        {
+            let name = format!("{prefix}{}", random_suffix());
+            meta.insert("name".into(), json!(name));
+        }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
         meta.remove("resourceVersion");
@@ -232,12 +235,13 @@ fn allocate_service(allocator: &Allocator, svc: &mut Value, old: Option<&Value>)
             .and_then(Value::as_str)
             .unwrap_or("");
         if new_ip.is_empty()
-            && let Some(ip) = old.pointer("/spec/clusterIP").cloned() {
-                svc["spec"]["clusterIP"] = ip;
-                if let Some(ips) = old.pointer("/spec/clusterIPs").cloned() {
-                    svc["spec"]["clusterIPs"] = ips;
-                }
+            && let Some(ip) = old.pointer("/spec/clusterIP").cloned()
+        {
+            svc["spec"]["clusterIP"] = ip;
+            if let Some(ips) = old.pointer("/spec/clusterIPs").cloned() {
+                svc["spec"]["clusterIPs"] = ips;
             }
+        }
     }
     let ip = svc
         .pointer("/spec/clusterIP")
@@ -314,19 +318,20 @@ fn allocate_service(allocator: &Allocator, svc: &mut Value, old: Option<&Value>)
         .enumerate()
     {
         if let Some(np) = port.get("nodePort").and_then(Value::as_i64)
-            && (np < i64::from(allocator.node_ports.0) || np > i64::from(allocator.node_ports.1)) {
-                return Err(invalid_service(
-                    svc,
-                    FieldError::invalid(
-                        format!("spec.ports[{i}].nodePort"),
-                        &json!(np),
-                        format!(
-                            "provided port is not in the valid range. The range of valid ports is {}-{}",
-                            allocator.node_ports.0, allocator.node_ports.1
-                        ),
+            && (np < i64::from(allocator.node_ports.0) || np > i64::from(allocator.node_ports.1))
+        {
+            return Err(invalid_service(
+                svc,
+                FieldError::invalid(
+                    format!("spec.ports[{i}].nodePort"),
+                    &json!(np),
+                    format!(
+                        "provided port is not in the valid range. The range of valid ports is {}-{}",
+                        allocator.node_ports.0, allocator.node_ports.1
                     ),
-                ));
-            }
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -398,13 +403,14 @@ pub fn explicit_reservation_conflict(
             continue;
         }
         if let Some(ip) = key.strip_prefix(crate::allocator::SERVICE_IP_PREFIX)
-            && requested.pointer("/spec/clusterIP").and_then(Value::as_str) == Some(ip) {
-                return Some(FieldError::invalid(
-                    "spec.clusterIPs",
-                    &json!([ip]),
-                    format!("failed to allocate IP {ip}: provided IP is already allocated"),
-                ));
-            }
+            && requested.pointer("/spec/clusterIP").and_then(Value::as_str) == Some(ip)
+        {
+            return Some(FieldError::invalid(
+                "spec.clusterIPs",
+                &json!([ip]),
+                format!("failed to allocate IP {ip}: provided IP is already allocated"),
+            ));
+        }
         if let Some(port) = key
             .strip_prefix(crate::allocator::NODE_PORT_PREFIX)
             .and_then(|p| p.parse::<i64>().ok())
@@ -516,9 +522,10 @@ pub fn prepare_update(
             };
         }
         if !meta.contains_key("namespace")
-            && let Some(ns) = old_meta.get("namespace") {
-                meta.insert("namespace".into(), ns.clone());
-            }
+            && let Some(ns) = old_meta.get("namespace")
+        {
+            meta.insert("namespace".into(), ns.clone());
+        }
         if let Some(name) = old_meta.get("name") {
             meta.entry("name").or_insert(name.clone());
         }
@@ -591,9 +598,10 @@ fn add_finalizer(obj: &mut Value, finalizer: &str) {
     let meta = meta_mut(obj);
     let list = meta.entry("finalizers").or_insert_with(|| json!([]));
     if let Some(list) = list.as_array_mut()
-        && !list.iter().any(|f| f == finalizer) {
-            list.push(json!(finalizer));
-        }
+        && !list.iter().any(|f| f == finalizer)
+    {
+        list.push(json!(finalizer));
+    }
 }
 
 /// Decide what a delete does, and mark the object accordingly.

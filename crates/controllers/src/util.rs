@@ -159,11 +159,8 @@ pub enum Outcome {
 }
 
 /// Run `workers` tasks taking keys from `queue` and handing them to `sync`, forever.
-pub async fn run_workers<T, F, Fut>(
-    queue: std::sync::Arc<WorkQueue<T>>,
-    workers: usize,
-    sync: F,
-) where
+pub async fn run_workers<T, F, Fut>(queue: std::sync::Arc<WorkQueue<T>>, workers: usize, sync: F)
+where
     T: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
     F: Fn(T) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Outcome> + Send + 'static,
@@ -250,8 +247,10 @@ pub fn is_pod_available(
     }
     match &ready.last_transition_time {
         Some(t) => {
-            t.0.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i64::from(min_ready_seconds)))
-                .is_ok_and(|available_at| available_at < now)
+            t.0.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i64::from(
+                min_ready_seconds,
+            )))
+            .is_ok_and(|available_at| available_at < now)
         }
         None => false,
     }
@@ -291,16 +290,14 @@ pub fn record_event<K: Resource<DynamicType = ()>>(
 /// against the cache on read (and dropped once gone or no longer controlled by that owner).
 #[derive(Default)]
 pub struct OwnerIndex {
-    owned: std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<(String, String)>>>,
+    owned: std::sync::Mutex<
+        std::collections::HashMap<String, std::collections::HashSet<(String, String)>>,
+    >,
 }
 
 impl OwnerIndex {
     /// Note `object` under its controller, if that is of `owner_kind`; the controller reference.
-    pub fn observe<K: Resource>(
-        &self,
-        object: &K,
-        owner_kind: &str,
-    ) -> Option<OwnerReference> {
+    pub fn observe<K: Resource>(&self, object: &K, owner_kind: &str) -> Option<OwnerReference> {
         let meta = object.meta();
         let owner = controller_of(meta)?;
         if owner.kind != owner_kind {
@@ -336,7 +333,10 @@ impl OwnerIndex {
         owner_uid: &str,
     ) -> Vec<std::sync::Arc<K>>
     where
-        K: Resource<DynamicType = ()> + kube::runtime::reflector::Lookup<DynamicType = ()> + Clone + 'static,
+        K: Resource<DynamicType = ()>
+            + kube::runtime::reflector::Lookup<DynamicType = ()>
+            + Clone
+            + 'static,
     {
         let mut all = self.owned.lock().unwrap_or_else(|e| e.into_inner());
         let Some(keys) = all.get_mut(owner_uid) else {
@@ -344,11 +344,13 @@ impl OwnerIndex {
         };
         let mut out = Vec::with_capacity(keys.len());
         keys.retain(|(ns, name)| {
-            let Some(object) = store.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns)) else {
+            let Some(object) =
+                store.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+            else {
                 return false;
             };
-            let owned = ns == namespace
-                && controller_of(object.meta()).is_some_and(|o| o.uid == owner_uid);
+            let owned =
+                ns == namespace && controller_of(object.meta()).is_some_and(|o| o.uid == owner_uid);
             if owned {
                 out.push(object);
             }

@@ -466,9 +466,10 @@ fn stalled_rollout_exceeds_its_progress_deadline_and_undo_recovers() {
 }
 
 #[test]
-fn recreate_replaces_all_pods_at_once() {
+fn recreate_history_limit_and_min_ready_seconds() {
     let server = start();
-    let strategy = "  strategy:
+    let strategy = "  revisionHistoryLimit: 1
+  strategy:
     type: Recreate";
     server.apply(&deployment("batch", 2, "rkube-test/web:1.0", strategy, ""));
     wait_complete(&server, "batch", 2);
@@ -482,10 +483,50 @@ fn recreate_replaces_all_pods_at_once() {
     // The old ReplicaSet went down to 0 before the new one was created with 2.
     let events = server.kubectl_ok(&["get", "events", "-o", "json"]);
     let old_name = text(old, "/metadata/name");
-    assert!(
-        events.contains(&format!("Scaled down replica set {old_name} from 2 to 0")),
-        "{events}"
+    let new_name = text(
+        rss.iter().find(|rs| revision(rs) == 2).unwrap(),
+        "/metadata/name",
     );
+    let down = events
+        .find(&format!("Scaled down replica set {old_name} from 2 to 0"))
+        .unwrap_or_else(|| panic!("{events}"));
+    let up = events
+        .find(&format!("Scaled up replica set {new_name} from 0 to 2"))
+        .unwrap_or_else(|| panic!("{events}"));
+    assert!(down < up, "{events}");
+
+    // revisionHistoryLimit 1: one more revision, and the oldest ReplicaSet is deleted.
+    server.kubectl_ok(&["set", "image", "deployment/batch", "web=rkube-test/web:3.0"]);
+    wait_complete(&server, "batch", 2);
+    let rss = eventually(WAIT, "history trimmed to one old replica set", || {
+        let rss = replica_sets(&server, "batch");
+        (rss.len() == 2).then_some(rss)
+    });
+    let mut revisions: Vec<i64> = rss.iter().map(revision).collect();
+    revisions.sort();
+    assert_eq!(revisions, [2, 3]);
+
+    // minReadySeconds: pods are ready at once but available only 3 s later.
+    server.apply(&deployment(
+        "slow",
+        2,
+        "rkube-test/web:1.0",
+        "  minReadySeconds: 3",
+        "",
+    ));
+    let started = Instant::now();
+    eventually(WAIT, "ready but not yet available", || {
+        let d = server.get_json(&["deployment", "slow"]);
+        (int(&d, "/status/readyReplicas") == 2).then_some(())
+    });
+    let d = server.get_json(&["deployment", "slow"]);
+    if started.elapsed() < Duration::from_secs(2) {
+        assert!(int(&d, "/status/availableReplicas") < 2, "{d}");
+    }
+    wait_complete(&server, "slow", 2);
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    let rs = &replica_sets(&server, "slow")[0];
+    assert_eq!(int(rs, "/spec/minReadySeconds"), 3);
 }
 
 #[test]

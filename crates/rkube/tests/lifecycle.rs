@@ -376,7 +376,10 @@ const WEB_SERVICE: &str = r#"{"apiVersion": "v1", "kind": "Service",
   "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "web"}]}}"#;
 
 /// Ready and not-ready addresses of the Endpoints, as sorted (ip, port) pairs.
-fn endpoint_addresses(server: &Server) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+/// (ip, port) pairs of one kind of Endpoints address.
+type Addresses = Vec<(String, i64)>;
+
+fn endpoint_addresses(server: &Server) -> (Addresses, Addresses) {
     let ep = server.get_json(&["endpoints", "web"]);
     let mut ready = Vec::new();
     let mut not_ready = Vec::new();

@@ -125,7 +125,7 @@ fn ordered_creation_with_claims_and_reverse_scale_down() {
     let mut seen = Vec::new();
     eventually(WAIT, "web-0..2 ready in order", || {
         let pods = pods(&server);
-        for (name, _) in &pods {
+        for name in pods.keys() {
             let ordinal: usize = name.trim_start_matches("web-").parse().unwrap();
             for lower in 0..ordinal {
                 let below = pods.get(&format!("web-{lower}"));
@@ -194,7 +194,7 @@ fn ordered_creation_with_claims_and_reverse_scale_down() {
     eventually(WAIT, "scaled down to web-0", || {
         let pods = pods(&server);
         assert!(
-            !(pods.contains_key("web-2") && !pods.contains_key("web-1")),
+            !pods.contains_key("web-2") || pods.contains_key("web-1"),
             "web-1 removed before web-2"
         );
         (pods.keys().collect::<Vec<_>>() == ["web-0"]).then_some(())
@@ -319,7 +319,7 @@ fn rolling_update_with_partition_then_rollout_and_undo() {
         let pods = pods(&server);
         let updated = |n: &str| pods.get(n).is_some_and(|p| image(p) == "nginx:2");
         assert!(
-            !(updated("web-0") && !updated("web-1")),
+            !updated("web-0") || updated("web-1"),
             "web-0 updated before web-1"
         );
         (pods.len() == 3 && pods.values().all(|p| image(p) == "nginx:2" && is_ready(p)))

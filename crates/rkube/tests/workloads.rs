@@ -37,6 +37,8 @@ impl Drop for ChildGuard {
 }
 
 /// `rkube sim` as a process of its own, joining `server`; its log goes to the server's data dir.
+/// The Leases last 4 s and are renewed every second, well within the 5 s
+/// `--node-monitor-grace-period` of the test that stops a simulator.
 fn start_sim(server: &Server, nodes: usize, prefix: &str) -> ChildGuard {
     let log = std::fs::File::create(server.data_dir.path().join(format!("sim-{prefix}log")))
         .expect("sim log");
@@ -45,6 +47,7 @@ fn start_sim(server: &Server, nodes: usize, prefix: &str) -> ChildGuard {
         .arg("--kubeconfig")
         .arg(server.kubeconfig())
         .args(["--nodes", &nodes.to_string(), "--name-prefix", prefix])
+        .args(["--node-lease-duration-seconds", "4"])
         .env_remove("KUBECONFIG")
         .env("RKUBE_LOG", "info")
         .stdout(Stdio::null())

@@ -247,6 +247,11 @@ async fn start_components(pki: &pki::Pki, args: &ServerArgs, host: &str) -> anyh
             controllers::client_from_kubeconfig_yaml(&client_for("system:node:sim")?).await?;
         let config = sim::SimConfig {
             nodes: args.sim_nodes,
+            // Renew well within a short --node-monitor-grace-period, or the nodes flap.
+            renew_interval: (args.node_monitor_grace_period / 4).clamp(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(10),
+            ),
             ..Default::default()
         };
         tokio::spawn(async move {

@@ -35,6 +35,11 @@ pub struct SimArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// `spec.leaseDurationSeconds` of the node Leases; as the kubelet does, each Lease is renewed
+    /// every quarter of it. Lower it below the default when the server runs with a short
+    /// `--node-monitor-grace-period`, or the nodes flap to NotReady between renewals.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(i32).range(1..))]
+    pub node_lease_duration_seconds: i32,
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
@@ -63,6 +68,10 @@ async fn simulate(args: SimArgs) -> anyhow::Result<()> {
         ephemeral_storage: args.ephemeral_storage,
         time_scale: args.time_scale,
         concurrency: args.concurrency,
+        lease_duration_seconds: args.node_lease_duration_seconds,
+        renew_interval: std::time::Duration::from_millis(
+            u64::from(args.node_lease_duration_seconds.unsigned_abs()) * 250,
+        ),
         ..Default::default()
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
