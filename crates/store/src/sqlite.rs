@@ -181,7 +181,6 @@ impl SqliteStore {
 
         let conn = Connection::open(path).ctx(&name, "opening the database")?;
         // auto_vacuum only takes effect on a new database, before anything is written to it.
-        if let Ok(ps) = std::env::var("PAGE") { conn.execute_batch(&format!("PRAGMA page_size = {ps}")).unwrap(); }
         conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
             .ctx(&name, "enabling incremental vacuum")?;
         configure(&conn, &name, &options)?;
