@@ -362,15 +362,36 @@ pub struct WatchReader {
 impl WatchReader {
     /// The next event, or `None` when the server ended the stream.
     pub async fn next(&mut self) -> Result<Option<WatchEvent>, BenchError> {
+        let Some(line) = self.next_line().await? else {
+            return Ok(None);
+        };
+        parse_event(&line)
+            .map(Some)
+            .map_err(|reason| self.failed(reason))
+    }
+
+    /// The next event as its type and whole object (for scenarios that look at more than the
+    /// name), or `None` when the server ended the stream.
+    pub async fn next_object(
+        &mut self,
+    ) -> Result<Option<(String, serde_json::Value)>, BenchError> {
+        let Some(line) = self.next_line().await? else {
+            return Ok(None);
+        };
+        let mut event: serde_json::Value = serde_json::from_slice(&line)
+            .map_err(|e| self.failed(format!("malformed watch event: {e}")))?;
+        let kind = event["type"].as_str().unwrap_or_default().to_string();
+        Ok(Some((kind, event["object"].take())))
+    }
+
+    async fn next_line(&mut self) -> Result<Option<Vec<u8>>, BenchError> {
         loop {
             if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=end).collect();
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                return parse_event(&line)
-                    .map(Some)
-                    .map_err(|reason| self.failed(reason));
+                return Ok(Some(line));
             }
             match self.body.frame().await {
                 None => return Ok(None),

@@ -28,6 +28,16 @@ impl ServerProcess {
     /// Starts `binary server` with its data in `data_dir` on `port`; its log goes to
     /// `<data_dir>.log`. Does not wait: see [`ServerProcess::wait_ready`].
     pub fn spawn(binary: &Path, data_dir: &Path, port: u16) -> Result<Self, BenchError> {
+        Self::spawn_with(binary, data_dir, port, &[])
+    }
+
+    /// [`ServerProcess::spawn`] with more flags for `rkube server` (e.g. `--cluster-cidr`).
+    pub fn spawn_with(
+        binary: &Path,
+        data_dir: &Path,
+        port: u16,
+        extra_args: &[&str],
+    ) -> Result<Self, BenchError> {
         let log = data_dir.with_extension("log");
         let io = |context: String| move |source| BenchError::Io { context, source };
         let out = OpenOptions::new()
@@ -44,6 +54,7 @@ impl ServerProcess {
             .arg("--bind-address")
             .arg("127.0.0.1")
             .arg("--disable-agent")
+            .args(extra_args)
             .env_remove("RKUBE_DATA_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
