@@ -65,15 +65,19 @@ pub enum Scenario {
     Api,
     Startup,
     Memory,
+    Bulk,
+    Scheduler,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them and the document lists them.
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Store,
         Scenario::Api,
         Scenario::Startup,
         Scenario::Memory,
+        Scenario::Bulk,
+        Scenario::Scheduler,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +86,8 @@ impl Scenario {
             Scenario::Api => "api",
             Scenario::Startup => "startup",
             Scenario::Memory => "memory",
+            Scenario::Bulk => "bulk",
+            Scenario::Scheduler => "scheduler",
         }
     }
 
@@ -109,6 +115,22 @@ impl Scenario {
             Scenario::Memory => {
                 "ConfigMaps with 1 KiB of data created through the API by 8 clients, then the server's \
                  RSS against the bytes of the objects as stored (the JSON the server returns on create)."
+            }
+            Scenario::Bulk => {
+                "kwok's benchmark: `rkube server --disable-agent --cluster-cidr 10.0.0.0/8` (fsync on) \
+                 and `rkube sim --nodes 5000` as its own process; the time until every node is Ready \
+                 (seen by a watch), then 10,000 pods created directly by 16 clients until a watch \
+                 sees all Running, then deleted until all are gone; the RSS of the server and of the \
+                 simulator with every node and pod. The references are kwok's own limits (60 s, \
+                 60 s, 90 s)."
+            }
+            Scenario::Scheduler => {
+                "scheduler_perf's SchedulingBasic 5000Nodes_10000Pods shape with the API server and \
+                 store in the loop: 5,000 simulated nodes (`rkube sim`), 1,000 pods placed first (not \
+                 measured), then 10,000 pods created by 16 clients; a watch records when each pod is \
+                 bound (`spec.nodeName` set) and throughput is sampled per second from the first \
+                 bind to the last (average, p50, p90, p99 as scheduler_perf reports). The reference \
+                 is upstream's CI threshold for the shape."
             }
         }
     }
@@ -148,6 +170,8 @@ pub async fn run_scenario(
         Scenario::Api => scenarios::api::run(options).await,
         Scenario::Startup => scenarios::startup::run(options).await,
         Scenario::Memory => scenarios::memory::run(options).await,
+        Scenario::Bulk => scenarios::bulk::run(options).await,
+        Scenario::Scheduler => scenarios::scheduler::run(options).await,
     }
 }
 

@@ -33,6 +33,17 @@ const FIGURES: &[&str] = &[
     "memory.rss_bytes",
     "memory.stored_bytes",
     "memory.creates_per_s",
+    "bulk.nodes_ready_ms",
+    "bulk.pods_running_ms",
+    "bulk.pod_creates_per_s",
+    "bulk.pods_deleted_ms",
+    "bulk.server_rss_bytes",
+    "bulk.sim_rss_bytes",
+    "scheduler.throughput_avg",
+    "scheduler.throughput_p50",
+    "scheduler.throughput_p90",
+    "scheduler.throughput_p99",
+    "scheduler.create_to_bound_per_s",
 ];
 
 fn rkube(args: &[&str], dir: &Path) -> Output {

@@ -72,9 +72,11 @@ impl SimProcess {
     }
 
     pub(crate) fn rss_bytes(&self) -> Result<u64, BenchError> {
-        let pid = self.child.as_ref().map(Child::id).ok_or_else(|| {
-            BenchError::Scenario("rkube sim is not running".into())
-        })?;
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .ok_or_else(|| BenchError::Scenario("rkube sim is not running".into()))?;
         rss_bytes(pid)
     }
 
@@ -199,7 +201,12 @@ impl<S: Send + 'static> Watch<S> {
                 if kind == "ERROR" {
                     return Err(BenchError::Scenario(format!("watch {path}: {object}")));
                 }
-                apply(&mut shared.lock().expect("watch state"), &kind, &object, now);
+                apply(
+                    &mut shared.lock().expect("watch state"),
+                    &kind,
+                    &object,
+                    now,
+                );
             }
             Err(BenchError::Scenario(format!(
                 "watch {path}: the server ended it"
@@ -290,7 +297,9 @@ impl PodState {
             self.running.remove(name);
             return;
         }
-        if pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty())
+        if pod["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
             && !self.bound.contains_key(name)
         {
             self.bound.insert(name.to_string(), now);
@@ -401,7 +410,9 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
     delete_pods(&mut conns, NAMESPACE, "pod-", pods).await?;
     watch
         .wait_until(&mut cluster.sim, began + limit, "pods deleted", |s| {
-            (s.deleted.len() >= pods).then_some(()).ok_or(s.deleted.len())
+            (s.deleted.len() >= pods)
+                .then_some(())
+                .ok_or(s.deleted.len())
         })
         .await?;
     let deleted = began.elapsed();

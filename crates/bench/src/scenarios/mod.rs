@@ -1,6 +1,8 @@
 //! One module per scenario; each returns its figures.
 
 pub mod api;
+pub mod bulk;
 pub mod memory;
+pub mod scheduler;
 pub mod startup;
 pub mod store;

@@ -247,21 +247,23 @@ struct Measured {
 
 const WRITERS: [usize; 2] = [1, 16];
 
-async fn measure(
+/// One round of every load on one backend: a third of the whole run's time and count.
+async fn measure_round(
     store: &dyn Store,
     label: String,
     options: &Options,
+    round: usize,
 ) -> Result<Measured, BenchError> {
     let value = Bytes::from(vec![b'v'; VALUE_BYTES]);
     let (time, count) = if options.quick {
-        (Duration::from_millis(500), 2_000)
+        (Duration::from_millis(500) / ROUNDS as u32, 2_000 / ROUNDS)
     } else {
-        (Duration::from_secs(10), 200_000)
+        (Duration::from_secs(10) / ROUNDS as u32, 200_000 / ROUNDS)
     };
     let mut rate = [0.0; 2];
     let mut writes = [Samples::new(), Samples::new()];
     for (n, writers) in WRITERS.iter().enumerate() {
-        let prefix = format!("/bench/writes-{writers}");
+        let prefix = format!("/bench/writes-{writers}-{round}");
         let (samples, r) = create_load(
             store,
             *writers,
@@ -273,11 +275,11 @@ async fn measure(
         rate[n] = r;
         writes[n] = samples;
     }
-    let events = if options.quick { 20 } else { 1_000 };
+    let events = if options.quick { 20 } else { 1_000 / ROUNDS };
     let watch = watch_load(
         store,
         1,
-        "/bench/watch",
+        &format!("/bench/watch-{round}"),
         value,
         Budget::new(events, time.max(Duration::from_secs(1))),
     )
@@ -290,20 +292,47 @@ async fn measure(
     })
 }
 
+/// Rounds each backend gets, alternating, so that a burst of load from elsewhere on the
+/// machine lands on both sides rather than on one.
+const ROUNDS: usize = 3;
+
+impl Measured {
+    fn absorb(&mut self, round: Measured) {
+        for n in 0..WRITERS.len() {
+            self.rate[n] += round.rate[n] / ROUNDS as f64;
+        }
+        for (mine, theirs) in self.writes.iter_mut().zip(round.writes) {
+            mine.extend(theirs);
+        }
+        self.watch.extend(round.watch);
+    }
+
+    fn empty(label: String) -> Measured {
+        Measured {
+            label,
+            rate: [0.0; 2],
+            writes: [Samples::new(), Samples::new()],
+            watch: Samples::new(),
+        }
+    }
+}
+
 pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
     let embedded = EmbeddedStore::open()?;
-    let mut ours = measure(embedded.store.as_ref(), "embedded".into(), options).await?;
-    drop(embedded);
-
-    let mut etcd = match start_etcd().await? {
-        Some((process, client, version)) => {
-            let measured = measure(&client, format!("etcd {version}"), options).await?;
-            drop(client);
-            drop(process);
-            Some(measured)
+    let reference = start_etcd().await?;
+    let mut ours = Measured::empty("embedded".into());
+    let mut etcd = reference
+        .as_ref()
+        .map(|(_, _, version)| Measured::empty(format!("etcd {version}")));
+    for round in 0..ROUNDS {
+        let label = format!("embedded-{round}");
+        ours.absorb(measure_round(embedded.store.as_ref(), label, options, round).await?);
+        if let (Some((_, client, _)), Some(etcd)) = (&reference, etcd.as_mut()) {
+            etcd.absorb(measure_round(client, format!("etcd-{round}"), options, round).await?);
         }
-        None => None,
-    };
+    }
+    drop(embedded);
+    drop(reference);
 
     let mut figures = Vec::new();
     for (n, writers) in WRITERS.iter().enumerate() {

@@ -24,6 +24,10 @@ pub enum BenchCommand {
     Startup(RunArgs),
     /// 100,000 ConfigMaps of 1 KiB through the API: server RSS against the stored bytes.
     Memory(RunArgs),
+    /// kwok's benchmark: 5,000 simulated nodes Ready, 10,000 pods Running, then deleted; server and simulator RSS.
+    Bulk(RunArgs),
+    /// scheduler_perf SchedulingBasic 5000Nodes_10000Pods: pods bound per second (average, p50, p90, p99).
+    Scheduler(RunArgs),
     /// Every scenario; rewrites the whole document.
     All(RunArgs),
     /// Print which figures of NEW got worse than in OLD beyond their noise; exit 1 if any did.
@@ -60,6 +64,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Api(a) => (vec![bench::Scenario::Api], a),
         BenchCommand::Startup(a) => (vec![bench::Scenario::Startup], a),
         BenchCommand::Memory(a) => (vec![bench::Scenario::Memory], a),
+        BenchCommand::Bulk(a) => (vec![bench::Scenario::Bulk], a),
+        BenchCommand::Scheduler(a) => (vec![bench::Scenario::Scheduler], a),
         BenchCommand::All(a) => (bench::Scenario::ALL.to_vec(), a),
     };
     let rewrite = scenarios.len() == bench::Scenario::ALL.len();
