@@ -372,9 +372,7 @@ impl WatchReader {
 
     /// The next event as its type and whole object (for scenarios that look at more than the
     /// name), or `None` when the server ended the stream.
-    pub async fn next_object(
-        &mut self,
-    ) -> Result<Option<(String, serde_json::Value)>, BenchError> {
+    pub async fn next_object(&mut self) -> Result<Option<(String, serde_json::Value)>, BenchError> {
         let Some(line) = self.next_line().await? else {
             return Ok(None);
         };

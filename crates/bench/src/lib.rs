@@ -100,7 +100,7 @@ impl Scenario {
                  16 concurrent writers, and the time from a write until a watcher of its prefix sees it."
             }
             Scenario::Api => {
-                "A real `rkube server --disable-agent` (fsync on) driven by 8 clients, each on its own \
+                "A real `rkube server --disable-agent --disable-scheduler --disable-controller-manager` (the API server alone, fsync on) driven by 8 clients, each on its own \
                  HTTPS keep-alive connection with the admin client certificate. Creates of pods (the \
                  pods the list returns), GETs, updates of ConfigMaps and a create until a watch of the \
                  namespace sees it; the reference is the same operation on the embedded store alone \

@@ -75,7 +75,17 @@ impl ServerProcess {
         data_dir: &Path,
         port: u16,
     ) -> Result<(Self, ApiClient), BenchError> {
-        let mut server = Self::spawn(binary, data_dir, port)?;
+        Self::start_with(binary, data_dir, port, &[]).await
+    }
+
+    /// [`ServerProcess::start`] with more flags for `rkube server`.
+    pub async fn start_with(
+        binary: &Path,
+        data_dir: &Path,
+        port: u16,
+        extra_args: &[&str],
+    ) -> Result<(Self, ApiClient), BenchError> {
+        let mut server = Self::spawn_with(binary, data_dir, port, extra_args)?;
         let client = server.wait_ready(None).await?;
         Ok((server, client))
     }

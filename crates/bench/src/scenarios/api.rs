@@ -39,10 +39,13 @@ impl BenchServer {
                 context: "create a temporary directory for rkube server".into(),
                 source,
             })?;
-        let (process, client) = ServerProcess::start(
+        // The API server alone: its own cost is what these figures are about, so the
+        // in-process scheduler and controllers (which react to every pod) are left out.
+        let (process, client) = ServerProcess::start_with(
             &options.binary,
             &dir.path().join("data"),
             testing::free_port(),
+            &["--disable-scheduler", "--disable-controller-manager"],
         )
         .await?;
         Ok(Self {

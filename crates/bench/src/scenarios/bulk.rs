@@ -365,8 +365,17 @@ async fn delete_pods(
     let runs = conns.iter_mut().enumerate().map(|(w, conn)| async move {
         for i in (w..count).step_by(writers) {
             let path = format!("/api/v1/namespaces/{namespace}/pods/{prefix}{i}");
-            conn.expect(Method::DELETE, &path, None, StatusCode::OK)
-                .await?;
+            // 202 while the pod terminates gracefully (the simulator then removes it).
+            let response = conn.send(Method::DELETE, &path, None).await?;
+            if !matches!(response.status, StatusCode::OK | StatusCode::ACCEPTED) {
+                return Err(BenchError::Status {
+                    method: "DELETE".into(),
+                    path,
+                    status: response.status.as_u16(),
+                    body: String::from_utf8_lossy(&response.body[..response.body.len().min(500)])
+                        .into_owned(),
+                });
+            }
         }
         Ok::<_, BenchError>(())
     });

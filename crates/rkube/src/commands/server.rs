@@ -27,6 +27,12 @@ pub struct ServerArgs {
     /// Do not run a node agent on this host.
     #[arg(long)]
     pub disable_agent: bool,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    pub disable_scheduler: bool,
+    /// Do not run the controllers in this process.
+    #[arg(long)]
+    pub disable_controller_manager: bool,
     /// Pod network of the cluster; each node gets a /24 of it.
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
@@ -260,14 +266,19 @@ async fn start_components(pki: &pki::Pki, args: &ServerArgs, host: &str) -> anyh
             }
         });
     }
-    let scheduler_client =
-        controllers::client_from_kubeconfig_yaml(&client_for("system:kube-scheduler")?).await?;
-    tokio::spawn(scheduler::run(scheduler_client, identity.clone()));
-    let election = controllers::leader::LeaderElection::new("kube-controller-manager", &identity);
-    tokio::spawn(async move {
-        election
-            .run(controller_client, move || controllers::run_all(ctx.clone()))
-            .await;
-    });
+    if !args.disable_scheduler {
+        let scheduler_client =
+            controllers::client_from_kubeconfig_yaml(&client_for("system:kube-scheduler")?).await?;
+        tokio::spawn(scheduler::run(scheduler_client, identity.clone()));
+    }
+    if !args.disable_controller_manager {
+        let election =
+            controllers::leader::LeaderElection::new("kube-controller-manager", &identity);
+        tokio::spawn(async move {
+            election
+                .run(controller_client, move || controllers::run_all(ctx.clone()))
+                .await;
+        });
+    }
     Ok(())
 }
