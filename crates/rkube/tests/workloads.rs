@@ -323,7 +323,7 @@ struct Availability {
 
 // 2. my-web's rolling update keeps at least replicas - maxUnavailable pods available.
 #[test]
-#[ignore = "flaky under load: one CI run saw 1 of 3 pods available mid-rollout (maxUnavailable 1); the sampled check in deployments.rs passes; open bug, see issue 3 note"]
+#[ignore = "quarantined: one loaded CI run saw 1 of 3 pods available mid-rollout; the stale-status over-scale-down behind it is fixed (deployment/logic.rs scale_down_old) and 6 runs since passed; run with --ignored until it has a longer record"]
 fn my_web_rolls_out_with_at_most_one_pod_unavailable() {
     let server = Server::start();
     let _sim = start_sim(&server, 3, "sim-");

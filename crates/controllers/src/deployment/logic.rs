@@ -528,7 +528,13 @@ pub fn scale_down_old(
     old: &[&ReplicaSet],
 ) -> Vec<(String, i32)> {
     let min_available = spec_replicas(d) - max_unavailable(d);
-    let available = available_replica_count(all.iter().copied());
+    // A ReplicaSet this controller just scaled down still reports its old availableReplicas
+    // until its own controller catches up; counting more than its spec would scale the old
+    // pods down twice and break maxUnavailable.
+    let available: i32 = all
+        .iter()
+        .map(|rs| rs_status(rs).2.min(rs_replicas(rs)))
+        .sum();
     if available <= min_available {
         return Vec::new();
     }

@@ -235,6 +235,15 @@ fn old_replica_sets_scale_down_by_available_pods_above_the_minimum() {
         scale_down_old(&d, &[&old, &new], &[&old]),
         vec![("old".to_string(), 2)]
     );
+    // Just scaled from 3 to 2 with a status that still says 3 available: counting that stale
+    // figure would take the old ReplicaSet to 0 and leave 1 available pod, below maxUnavailable.
+    let mut stale = rs("old", 2, 2, 0);
+    stale.status.as_mut().unwrap().available_replicas = Some(3);
+    let ready_new = rs("new", 1, 1, 10);
+    assert_eq!(
+        scale_down_old(&d, &[&stale, &ready_new], &[&stale]),
+        vec![("old".to_string(), 1)]
+    );
     // Nothing above the minimum: nothing goes.
     let old = rs("old", 2, 2, 0);
     assert!(scale_down_old(&d, &[&old, &new], &[&old]).is_empty());
