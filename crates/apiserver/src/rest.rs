@@ -120,12 +120,22 @@ pub async fn handle(
     user: UserInfo,
 ) -> (Response<Body>, String) {
     let query = Query::parse(req.uri().query());
-    let verb = match target.verb(req.method(), &query) {
+    let verb = target.verb(req.method(), &query);
+    let accept = header_str(&req, header::ACCEPT).to_string();
+    // Read the body before answering anything: closing a connection with unread request
+    // data makes the kernel reset it, and the client may lose the error response.
+    let input = if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+        Ok((String::new(), Bytes::new()))
+    } else {
+        read_body(req).await
+    };
+    let verb = match verb {
         Ok(v) => v,
         Err(e) => return (crate::http::error(&e), "unknown".into()),
     };
     let result = async {
-        let format = Format::from_request(header_str(&req, header::ACCEPT), &query)?;
+        let input = input?;
+        let format = Format::from_request(&accept, &query)?;
         let dry_run = match query.get("dryRun") {
             None => false,
             Some("All") => true,
@@ -146,53 +156,35 @@ pub async fn handle(
         if let (Some(ns), true) = (&ctx.target.namespace, matches!(verb, Verb::Create)) {
             strategy::check_namespace_writable(server, ns, ctx.resource())?;
         }
-        dispatch(&ctx, verb, req).await
+        dispatch(&ctx, verb, input).await
     }
     .await;
     let response = result.unwrap_or_else(|e| crate::http::error(&e));
     (response, verb.as_str().to_string())
 }
 
-async fn dispatch(ctx: &Ctx<'_>, verb: Verb, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+async fn dispatch(
+    ctx: &Ctx<'_>,
+    verb: Verb,
+    (content_type, body): (String, Bytes),
+) -> ApiResult<Response<Body>> {
     let sub = ctx.target.subresource.as_deref();
     match (verb, sub) {
         (Verb::Get, None | Some("status")) => get(ctx).await,
         (Verb::Get, Some("scale")) => get_scale(ctx).await,
         (Verb::List, None) => list(ctx).await,
         (Verb::Watch, None) => watch(ctx).await,
-        (Verb::Create, None) => {
-            let (content_type, body) = read_body(req).await?;
-            create(ctx, &content_type, &body).await
-        }
-        (Verb::Create, Some("binding")) => {
-            let (_, body) = read_body(req).await?;
-            bind(ctx, &body).await
-        }
+        (Verb::Create, None) => create(ctx, &content_type, &body).await,
+        (Verb::Create, Some("binding")) => bind(ctx, &body).await,
         (Verb::Create, Some("eviction")) => evict(ctx).await,
         (Verb::Update, None | Some("status") | Some("finalize")) => {
-            let (content_type, body) = read_body(req).await?;
             update(ctx, &content_type, &body).await
         }
-        (Verb::Update, Some("scale")) => {
-            let (_, body) = read_body(req).await?;
-            update_scale(ctx, None, &body).await
-        }
-        (Verb::Patch, None | Some("status")) => {
-            let (content_type, body) = read_body(req).await?;
-            patch(ctx, &content_type, &body).await
-        }
-        (Verb::Patch, Some("scale")) => {
-            let (content_type, body) = read_body(req).await?;
-            update_scale(ctx, Some(&content_type), &body).await
-        }
-        (Verb::Delete, None) => {
-            let (_, body) = read_body(req).await?;
-            delete(ctx, &body).await
-        }
-        (Verb::DeleteCollection, None) => {
-            let (_, body) = read_body(req).await?;
-            delete_collection(ctx, &body).await
-        }
+        (Verb::Update, Some("scale")) => update_scale(ctx, None, &body).await,
+        (Verb::Patch, None | Some("status")) => patch(ctx, &content_type, &body).await,
+        (Verb::Patch, Some("scale")) => update_scale(ctx, Some(&content_type), &body).await,
+        (Verb::Delete, None) => delete(ctx, &body).await,
+        (Verb::DeleteCollection, None) => delete_collection(ctx, &body).await,
         (_, Some(sub)) => Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "NotImplemented",
