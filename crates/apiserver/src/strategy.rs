@@ -131,17 +131,14 @@ pub fn prepare_create(
         }
     }
     match resource.plural {
-        "pods" => {
-            let qos = qos_class(obj);
-            obj["status"] = json!({"phase": "Pending", "qosClass": qos});
-        }
-        "namespaces" => {
-            obj["status"] = json!({"phase": "Active"});
-        }
         "services" => {
             obj["status"] = json!({"loadBalancer": {}});
         }
-        "deployments"
+        // Defaulting fills in the status a new object starts with (Pending and the QoS
+        // class for pods, Active for namespaces).
+        "pods"
+        | "namespaces"
+        | "deployments"
         | "replicasets"
         | "statefulsets"
         | "daemonsets"
@@ -157,13 +154,6 @@ pub fn prepare_create(
         _ => {}
     }
     api::defaults::apply(resource, obj);
-    if resource.plural == "namespaces" {
-        obj["status"]["phase"] = json!("Active");
-    }
-    if resource.plural == "pods" {
-        let qos = qos_class(obj);
-        obj["status"]["qosClass"] = json!(qos);
-    }
     if resource.plural == "jobs" {
         api::defaults::job_selector(obj);
     }
@@ -171,40 +161,6 @@ pub fn prepare_create(
         allocate_service(&server.allocator, obj, None)?;
     }
     Ok(())
-}
-
-/// The QoS class of a pod, from its containers' requests and limits (as upstream computes it).
-pub fn qos_class(pod: &Value) -> &'static str {
-    let containers: Vec<&Value> = ["containers", "initContainers"]
-        .iter()
-        .filter_map(|f| pod.pointer(&format!("/spec/{f}")).and_then(Value::as_array))
-        .flatten()
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &containers {
-        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
-        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
-        for name in ["cpu", "memory"] {
-            let request = requests.and_then(|r| r.get(name));
-            let limit = limits.and_then(|l| l.get(name));
-            if request.is_some() || limit.is_some() {
-                any = true;
-            }
-            match (request, limit) {
-                (_, None) => guaranteed = false,
-                (Some(r), Some(l)) if r != l => guaranteed = false,
-                _ => {}
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed && !containers.is_empty() {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
 }
 
 fn service_uses_node_ports(svc: &Value) -> bool {
@@ -230,18 +186,8 @@ fn allocate_service(allocator: &Allocator, svc: &mut Value, old: Option<&Value>)
     }
     // Keep what the old object had when the new one leaves it out (as upstream's service REST does).
     if let Some(old) = old {
-        let new_ip = svc
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if new_ip.is_empty()
-            && let Some(ip) = old.pointer("/spec/clusterIP").cloned()
-        {
-            svc["spec"]["clusterIP"] = ip;
-            if let Some(ips) = old.pointer("/spec/clusterIPs").cloned() {
-                svc["spec"]["clusterIPs"] = ips;
-            }
-        }
+        let services = api::resources::lookup("", "v1", "services").expect("registered");
+        api::defaults::apply_update(services, svc, old);
     }
     let ip = svc
         .pointer("/spec/clusterIP")
@@ -278,11 +224,6 @@ fn allocate_service(allocator: &Allocator, svc: &mut Value, old: Option<&Value>)
         svc["spec"]["clusterIPs"] = json!(["None"]);
     }
     let node_ports = service_uses_node_ports(svc);
-    let old_ports: Vec<Value> = old
-        .and_then(|o| o.pointer("/spec/ports"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
     if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
         for port in ports.iter_mut() {
             if !node_ports {
@@ -298,15 +239,7 @@ fn allocate_service(allocator: &Allocator, svc: &mut Value, old: Option<&Value>)
             {
                 continue;
             }
-            let same = old_ports.iter().find(|o| {
-                o.get("port") == port.get("port") && o.get("protocol") == port.get("protocol")
-            });
-            let kept = same
-                .and_then(|o| o.get("nodePort"))
-                .and_then(Value::as_i64)
-                .filter(|p| *p != 0);
-            let value = kept.unwrap_or_else(|| i64::from(allocator.random_node_port()));
-            port["nodePort"] = json!(value);
+            port["nodePort"] = json!(allocator.random_node_port());
         }
     }
     for (i, port) in svc
@@ -703,19 +636,6 @@ pub fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: Option<&
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn qos_classes() {
-        assert_eq!(
-            qos_class(&json!({"spec": {"containers": [{"name": "a"}]}})),
-            "BestEffort"
-        );
-        let guaranteed = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}}]}});
-        assert_eq!(qos_class(&guaranteed), "Guaranteed");
-        let burstable =
-            json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "100m"}}}]}});
-        assert_eq!(qos_class(&burstable), "Burstable");
-    }
 
     #[test]
     fn status_update_only_touches_status() {
