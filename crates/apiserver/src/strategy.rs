@@ -34,7 +34,12 @@ fn tracks_generation(resource: &ResourceInfo) -> bool {
 }
 
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    rfc3339(chrono::Utc::now())
+}
+
+/// A timestamp as Kubernetes writes metadata times: RFC 3339, whole seconds, UTC.
+fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
@@ -572,10 +577,7 @@ pub fn plan_delete(
         if is_pod && grace < current {
             meta_mut(obj).insert("deletionGracePeriodSeconds".into(), json!(grace));
             let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
-            meta_mut(obj).insert(
-                "deletionTimestamp".into(),
-                json!(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
-            );
+            meta_mut(obj).insert("deletionTimestamp".into(), json!(rfc3339(at)));
             return if grace == 0 && !has_finalizers(obj) {
                 DeletePlan::Remove
             } else {
@@ -595,10 +597,7 @@ pub fn plan_delete(
     }
     let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
     let meta = meta_mut(obj);
-    meta.insert(
-        "deletionTimestamp".into(),
-        json!(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
-    );
+    meta.insert("deletionTimestamp".into(), json!(rfc3339(at)));
     meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
     if resource.plural == "namespaces" {
         obj["status"]["phase"] = json!("Terminating");
