@@ -5,4 +5,8 @@
 //! Architecture Invariant: this crate knows nothing about the API server; the kubelet turns
 //! pod specs into calls here.
 
+pub mod cgroups;
+pub mod container;
 pub mod images;
+pub mod sandbox;
+pub mod shim;
