@@ -21,10 +21,19 @@ enum Command {
     Sim(commands::sim::SimArgs),
     /// The node's images: ls, rm, import, pull.
     Images(commands::images::ImagesArgs),
+    /// Join a cluster as a node: kubelet and service proxy.
+    Agent(commands::agent::AgentArgs),
+    /// Internal: the per-container shim the node agent starts.
+    #[command(hide = true)]
+    Shim(runtime::shim::ShimArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The shim stays small: no logging setup, no async runtime.
+    if let Command::Shim(args) = cli.command {
+        return runtime::shim::main(args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RKUBE_LOG")
@@ -37,5 +46,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => commands::bench::run(args),
         Command::Sim(args) => commands::sim::run(args),
         Command::Images(args) => commands::images::run(args),
+        Command::Agent(args) => commands::agent::run(args),
+        Command::Shim(_) => unreachable!("handled above"),
     }
 }

@@ -2,3 +2,4 @@ pub mod bench;
 pub mod images;
 pub mod server;
 pub mod sim;
+pub mod agent;
