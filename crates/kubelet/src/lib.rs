@@ -51,6 +51,8 @@ pub struct KubeletConfig {
     pub serving_tls: Arc<rustls::ServerConfig>,
     pub runc: PathBuf,
     pub cni_bin_dir: PathBuf,
+    /// The bridge pods attach to (`cni0`; unique per agent when several share a network namespace).
+    pub cni_bridge: String,
     /// Parent cgroup of all pods: `/kubepods` (`/rkube-<node>/kubepods` when several agents
     /// share a machine).
     pub cgroup_root: String,
@@ -90,7 +92,7 @@ pub async fn run(client: kube::Client, config: KubeletConfig) -> anyhow::Result<
         root: root.join("sandboxes"),
         cni_bin_dir: config.cni_bin_dir.clone(),
         cni_conf_dir: root.join("cni"),
-        bridge: "cni0".into(),
+        bridge: config.cni_bridge.clone(),
         mtu: 1500,
     })?;
     let images = runtime::images::ImageStore::open(&config.image_root)?;
