@@ -23,6 +23,8 @@ enum Command {
     Images(commands::images::ImagesArgs),
     /// Join a cluster as a node: kubelet and service proxy.
     Agent(commands::agent::AgentArgs),
+    /// Stop every container of this node and remove its sandboxes, mounts and cgroups.
+    Killall(commands::killall::KillallArgs),
     /// Internal: the per-container shim the node agent starts.
     #[command(hide = true)]
     Shim(runtime::shim::ShimArgs),
@@ -47,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sim(args) => commands::sim::run(args),
         Command::Images(args) => commands::images::run(args),
         Command::Agent(args) => commands::agent::run(args),
+        Command::Killall(args) => commands::killall::run(args),
         Command::Shim(_) => unreachable!("handled above"),
     }
 }

@@ -3,3 +3,4 @@ pub mod images;
 pub mod server;
 pub mod sim;
 pub mod agent;
+pub mod killall;

@@ -10,6 +10,35 @@ pub struct Server {
     pub data_dir: tempfile::TempDir,
     pub port: u16,
     extra: Vec<String>,
+    /// Set when the server runs its node agent (real containers).
+    pub agent: Option<AgentOptions>,
+}
+
+/// What keeps one test cluster's node agent apart from the others on this machine.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub node_name: String,
+    pub kubelet_port: u16,
+    pub cgroup_root: String,
+    pub bridge: String,
+    pub cluster_cidr: String,
+}
+
+impl AgentOptions {
+    pub fn unique() -> AgentOptions {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = std::process::id() % 100_000;
+        AgentOptions {
+            node_name: format!("node-{id}-{n}"),
+            kubelet_port: testing::free_port(),
+            cgroup_root: format!("/rkube-test-{id}-{n}/kubepods"),
+            bridge: format!("rk{id}x{n}"),
+            // A /16 of 10.64.0.0/10 per cluster, so that concurrent test clusters never share pod IPs.
+            cluster_cidr: format!("10.{}.0.0/16", 64 + (id * 7 + n) % 64),
+        }
+    }
 }
 
 impl Server {
@@ -23,7 +52,24 @@ impl Server {
             data_dir: tempfile::tempdir().expect("temp dir"),
             port: testing::free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            agent: None,
         };
+        server.spawn();
+        server
+    }
+
+    /// A server that also runs its node agent, so pods run as real containers. `prepare` sees
+    /// the data dir before the server starts (e.g. to write `registries.yaml`).
+    pub fn start_with_agent(extra: &[&str], prepare: impl FnOnce(&Path)) -> Server {
+        let agent = AgentOptions::unique();
+        let mut server = Server {
+            child: None,
+            data_dir: tempfile::tempdir().expect("temp dir"),
+            port: testing::free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            agent: Some(agent),
+        };
+        prepare(server.data_dir.path());
         server.spawn();
         server
     }
@@ -42,7 +88,7 @@ impl Server {
             .arg(self.port.to_string())
             .arg("--bind-address")
             .arg("127.0.0.1")
-            .arg("--disable-agent")
+            .args(self.agent_args())
             .args(&self.extra)
             .env("RKUBE_LOG", "info,apiserver=debug")
             .stdout(Stdio::null())
@@ -51,6 +97,45 @@ impl Server {
             .expect("start rkube server");
         self.child = Some(child);
         self.wait_ready();
+    }
+
+    fn agent_args(&self) -> Vec<String> {
+        match &self.agent {
+            None => vec!["--disable-agent".into()],
+            Some(a) => vec![
+                "--node-name".into(),
+                a.node_name.clone(),
+                "--kubelet-port".into(),
+                a.kubelet_port.to_string(),
+                "--cgroup-root".into(),
+                a.cgroup_root.clone(),
+                "--cni-bridge".into(),
+                a.bridge.clone(),
+                "--cluster-cidr".into(),
+                a.cluster_cidr.clone(),
+            ],
+        }
+    }
+
+    /// Stop every container, sandbox, mount and cgroup the node agent made (`rkube killall`).
+    pub fn clean_up_agent(&self) {
+        let Some(a) = &self.agent else { return };
+        let out = Command::new(env!("CARGO_BIN_EXE_rkube"))
+            .arg("killall")
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .arg("--cgroup-root")
+            .arg(&a.cgroup_root)
+            .arg("--cni-bridge")
+            .arg(&a.bridge)
+            .output()
+            .expect("run rkube killall");
+        if !out.status.success() {
+            eprintln!(
+                "rkube killall failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -173,6 +258,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill_9();
+        self.clean_up_agent();
     }
 }
 

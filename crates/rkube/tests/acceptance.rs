@@ -1,0 +1,147 @@
+//! The acceptance scenarios (`../shared/acceptance/`, beside this repository) against a real
+//! `rkube server` with its node agent: images built offline by `images.sh`, served by a
+//! docker-registry on loopback, pulled through a docker.io mirror in `registries.yaml`.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::Server;
+
+/// Scenarios the node agent makes pass; the Service-dependent ones come with the proxy and DNS.
+const SCENARIOS: &[&str] = &[
+    "01-seed-nginx",
+    "04-self-healing",
+    "05-scaling",
+    "06-config",
+    "07-batch",
+    "08-namespaces",
+    "09-storage",
+    "10-logs",
+];
+
+fn acceptance_dir() -> PathBuf {
+    let dir = std::env::var_os("RKUBE_ACCEPTANCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/acceptance")
+        });
+    assert!(
+        dir.join("run.sh").exists(),
+        "acceptance scenarios not found at {} (set RKUBE_ACCEPTANCE_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+/// A docker-registry of the test's own on a free loopback port, killed on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addr = format!("127.0.0.1:{}", testing::free_port());
+        let config = dir.path().join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("write registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry (scripts/install-deps.sh installs it)");
+        let registry = Registry {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !registry.answers() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        registry
+    }
+
+    fn answers(&self) -> bool {
+        Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", &format!("http://{}/v2/", self.addr)])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn acceptance_scenarios_pass_on_a_real_node() {
+    let dir = acceptance_dir();
+    let registry = Registry::start();
+    let work = tempfile::tempdir().expect("temp dir");
+    let built = Command::new("bash")
+        .arg(dir.join("images.sh"))
+        .arg(&registry.addr)
+        .env("IMAGES_WORK", work.path())
+        .output()
+        .expect("run images.sh");
+    assert!(
+        built.status.success(),
+        "images.sh failed:\n{}{}",
+        String::from_utf8_lossy(&built.stdout),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let mirror = format!(
+        "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{}\"\n",
+        registry.addr
+    );
+    let server = Server::start_with_agent(&[], |data_dir| {
+        std::fs::write(data_dir.join("registries.yaml"), &mirror).expect("write registries.yaml");
+    });
+    let node = server.agent.as_ref().unwrap().node_name.clone();
+    support::eventually(Duration::from_secs(60), "the node to be Ready", || {
+        let out = server.kubectl(&[
+            "get",
+            "node",
+            &node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+    });
+    let out = Command::new("bash")
+        .arg(dir.join("run.sh"))
+        .args(SCENARIOS)
+        .env("KUBECONFIG", server.kubeconfig())
+        .env("KUBECTL", support::kubectl_binary())
+        .output()
+        .expect("run the acceptance scenarios");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "acceptance scenarios failed:\n{stdout}\n{stderr}\nserver log (tail):\n{}",
+        support::tail(&server.log(), 80)
+    );
+    assert!(
+        stdout.contains(&format!("{} passed, 0 failed", SCENARIOS.len())),
+        "not every scenario ran:\n{stdout}"
+    );
+}
