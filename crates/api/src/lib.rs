@@ -11,6 +11,7 @@ pub mod decode;
 pub mod defaults;
 pub mod field_error;
 pub mod fields;
+pub mod node;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;

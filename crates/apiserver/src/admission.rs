@@ -4,6 +4,7 @@
 //! `status.used` atomically before the object is written). Both read the namespace's
 //! LimitRanges and ResourceQuotas from the watch cache.
 
+mod defaultstorageclass;
 mod limitranger;
 
 use std::collections::HashMap;
@@ -22,13 +23,17 @@ use crate::error::{ApiError, ApiResult, Subject};
 
 pub use limitranger::ANNOTATION as LIMIT_RANGER_ANNOTATION;
 
-/// Mutating admission on create (after defaulting, before validation): LimitRange defaults and
-/// limits for pods, storage limits for PersistentVolumeClaims.
+/// Mutating admission on create (after defaulting, before validation): the default
+/// StorageClass of PersistentVolumeClaims, LimitRange defaults and limits for pods, storage
+/// limits for PersistentVolumeClaims.
 pub async fn mutate(
     server: &Arc<ApiServer>,
     resource: &ResourceInfo,
     obj: &mut Value,
 ) -> ApiResult<()> {
+    if resource.group.is_empty() && resource.plural == "persistentvolumeclaims" {
+        defaultstorageclass::admit(server, obj);
+    }
     if !resource.group.is_empty() || !matches!(resource.plural, "pods" | "persistentvolumeclaims") {
         return Ok(());
     }

@@ -1,5 +1,5 @@
 //! Objects every cluster has from the start: the system namespaces, the `kubernetes` Service
-//! with its endpoints, and the system priority classes.
+//! with its endpoints, the system priority classes and the default StorageClass.
 
 use std::sync::Arc;
 
@@ -98,6 +98,9 @@ pub async fn ensure_builtin_objects(server: &Arc<ApiServer>) -> anyhow::Result<(
         }),
     )
     .await?;
+    if let Some(tls) = &server.config.cluster_tls {
+        publish_client_ca(server, &tls.client_ca_pem).await?;
+    }
     for (name, value) in [
         ("system-node-critical", 2_000_001_000i64),
         ("system-cluster-critical", 2_000_000_000),
@@ -114,5 +117,69 @@ pub async fn ensure_builtin_objects(server: &Arc<ApiServer>) -> anyhow::Result<(
         )
         .await?;
     }
+    // k3s's default StorageClass: claims without a class get local-path volumes on the node
+    // of their first consumer.
+    ensure(
+        server,
+        "storage.k8s.io",
+        "storageclasses",
+        json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "rancher.io/local-path",
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer",
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// ConfigMap `kube-system/extension-apiserver-authentication` with the client CA under
+/// `client-ca-file`, as upstream's API server keeps it: agents read it to verify who calls
+/// their kubelet. Kept current when the CA changes.
+async fn publish_client_ca(server: &Arc<ApiServer>, client_ca_pem: &str) -> anyhow::Result<()> {
+    const NAME: &str = "extension-apiserver-authentication";
+    ensure(
+        server,
+        "",
+        "configmaps",
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": NAME, "namespace": "kube-system"},
+            "data": {"client-ca-file": client_ca_pem},
+        }),
+    )
+    .await?;
+    let resource = api::resources::storage_row("configmaps").expect("configmaps are registered");
+    let key = resource.key(Some("kube-system"), NAME);
+    let current = server.cache.get(resource, &key).map(|o| o.value());
+    if current
+        .as_ref()
+        .and_then(|cm| cm.pointer("/data/client-ca-file"))
+        .and_then(Value::as_str)
+        == Some(client_ca_pem)
+    {
+        return Ok(());
+    }
+    crate::rest::update_object(
+        server,
+        resource,
+        &key,
+        crate::error::Subject {
+            group: "",
+            resource: "configmaps",
+            name: NAME,
+        },
+        None,
+        false,
+        |old| {
+            let mut new = old.clone();
+            new["data"]["client-ca-file"] = json!(client_ca_pem);
+            Ok(new)
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("updating configmap kube-system/{NAME}: {e}"))?;
     Ok(())
 }

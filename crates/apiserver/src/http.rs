@@ -108,6 +108,18 @@ async fn dispatch(
             return (text(StatusCode::OK, "ok"), "get".into(), path);
         }
         "/version" if get => return (json(StatusCode::OK, &version()), "get".into(), path),
+        // Agents joining with a node token fetch the CA here and check it against the token.
+        "/cacerts" if get => {
+            let response = match &server.config.cluster_tls {
+                Some(tls) => bytes(
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    Bytes::from(tls.server_ca_pem.clone()),
+                ),
+                None => error(&not_found_path(&path)),
+            };
+            return (response, "get".into(), path);
+        }
         _ => {}
     }
     let authorization = req
@@ -124,6 +136,13 @@ async fn dispatch(
     };
     let accept = header_str(&req, header::ACCEPT).to_string();
     match crate::request::route(&path) {
+        // Logs, exec, attach and port-forward go to the pod's kubelet; upgraded requests must
+        // reach it with their body unread.
+        Route::Resource(target) if crate::proxy::is_kubelet_subresource(&target) => {
+            let resource = target.resource.group_resource();
+            let (response, verb) = crate::proxy::handle(server, req, target, user).await;
+            (response, verb, resource)
+        }
         Route::Resource(target) => {
             let resource = target.resource.group_resource();
             let (response, verb) = crate::rest::handle(server, req, target, user).await;

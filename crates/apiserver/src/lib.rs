@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod proxy;
 pub mod request;
 pub mod rest;
 pub mod strategy;
@@ -36,6 +37,22 @@ pub struct Config {
     pub advertise_address: IpAddr,
     pub service_cidr: allocator::Cidr,
     pub node_port_range: (u16, u16),
+    /// The cluster's certificates, for nodes: None in tests that run no nodes.
+    pub cluster_tls: Option<ClusterTls>,
+}
+
+/// What the API server shares with nodes, or uses to reach them.
+#[derive(Debug, Clone)]
+pub struct ClusterTls {
+    /// The server CA (PEM), served unauthenticated at `/cacerts` to agents that join with a
+    /// node token (they check its hash against the token).
+    pub server_ca_pem: String,
+    /// The client CA (PEM), published in ConfigMap `kube-system/extension-apiserver-authentication`
+    /// (`client-ca-file`), as upstream does: kubelets trust it for their HTTPS endpoint.
+    pub client_ca_pem: String,
+    /// TLS towards kubelets (logs, exec, attach, port-forward), with the API server's
+    /// kubelet-client certificate.
+    pub kubelet_client: Arc<rustls::ClientConfig>,
 }
 
 /// Shared state of a running API server.

@@ -16,9 +16,11 @@ pub mod endpointslice;
 pub mod garbagecollector;
 pub mod job;
 pub mod leader;
+pub mod localpath;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
@@ -39,6 +41,8 @@ pub struct ControllerConfig {
     pub cluster_cidr: String,
     /// How long a node may miss its Lease renewals before it is NotReady.
     pub node_monitor_grace_period: Duration,
+    /// Where local-path volumes live on the nodes (`<data-dir>/storage` of `rkube server`).
+    pub local_storage_path: String,
 }
 
 impl Default for ControllerConfig {
@@ -46,6 +50,7 @@ impl Default for ControllerConfig {
         ControllerConfig {
             cluster_cidr: "10.42.0.0/16".into(),
             node_monitor_grace_period: Duration::from_secs(40),
+            local_storage_path: "/var/lib/rkube/storage".into(),
         }
     }
 }
@@ -133,6 +138,15 @@ pub fn registry() -> Vec<Registration> {
         Registration {
             name: "daemonset",
             start: |ctx| Box::pin(daemonset::run(ctx)),
+        },
+        Registration {
+            name: "persistentvolume-binder",
+            start: |ctx| Box::pin(persistentvolume::run(ctx)),
+        },
+        Registration {
+            // k3s's dynamic provisioner for the default `local-path` StorageClass.
+            name: "local-path-provisioner",
+            start: |ctx| Box::pin(localpath::run(ctx)),
         },
     ]
 }

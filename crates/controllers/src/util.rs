@@ -359,3 +359,50 @@ impl OwnerIndex {
         out
     }
 }
+
+/// Whether any of the node selector terms matches a node with this name and these labels
+/// (upstream `MatchNodeSelectorTerms`): a term holds when all its label expressions and field
+/// requirements (only `metadata.name`) do; a term with neither matches nothing.
+pub fn node_selector_terms_match(
+    terms: &[k8s_openapi::api::core::v1::NodeSelectorTerm],
+    node_name: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    fn requirement(
+        req: &k8s_openapi::api::core::v1::NodeSelectorRequirement,
+        value: Option<&str>,
+    ) -> bool {
+        let values = req.values.as_deref().unwrap_or_default();
+        match req.operator.as_str() {
+            "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+            "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            "Gt" | "Lt" => {
+                let (Some(v), Some(bound)) = (
+                    value.and_then(|v| v.parse::<i64>().ok()),
+                    values.first().and_then(|b| b.parse::<i64>().ok()),
+                ) else {
+                    return false;
+                };
+                if req.operator == "Gt" {
+                    v > bound
+                } else {
+                    v < bound
+                }
+            }
+            _ => false,
+        }
+    }
+    terms.iter().any(|term| {
+        let expressions = term.match_expressions.as_deref().unwrap_or_default();
+        let fields = term.match_fields.as_deref().unwrap_or_default();
+        (!expressions.is_empty() || !fields.is_empty())
+            && expressions
+                .iter()
+                .all(|r| requirement(r, labels.get(&r.key).map(String::as_str)))
+            && fields
+                .iter()
+                .all(|r| r.key == "metadata.name" && requirement(r, Some(node_name)))
+    })
+}

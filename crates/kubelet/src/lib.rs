@@ -120,6 +120,7 @@ pub async fn run(client: kube::Client, config: KubeletConfig) -> anyhow::Result<
         ),
         events: events::EventRecorder::new(client.clone(), config.node_name.clone()),
         log_root: log_root.clone(),
+        workers: pods::PodWorkers::new(),
     });
     let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, config.port))
         .await

@@ -19,6 +19,7 @@
 
 mod files;
 mod kubeconfig;
+mod node;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -40,6 +41,10 @@ use x509_parser::prelude::FromDer;
 
 use files::{PRIVATE_MODE, PUBLIC_MODE, ensure_private_dir, read_optional, write_atomic};
 pub use kubeconfig::{kubeconfig_yaml, kubeconfig_yaml_with_token, write_kubeconfig};
+pub use node::{
+    KUBELET_CLIENT_USER, NodeToken, NodeTokenError, insecure_client_config, kubelet_client_config,
+    kubelet_server_config, load_or_create_node_token, self_signed_serving_cert, sha256_hex,
+};
 
 /// File stem of the CA that signs serving certificates.
 pub const SERVER_CA: &str = "server-ca";
@@ -56,7 +61,7 @@ pub const ADMIN_USER: &str = "system:admin";
 pub const ADMIN_GROUP: &str = "system:masters";
 
 const CA_VALIDITY_DAYS: i64 = 3650;
-const LEAF_VALIDITY_DAYS: i64 = 365;
+pub(crate) const LEAF_VALIDITY_DAYS: i64 = 365;
 /// A leaf that expires sooner than this is re-issued at start (k3s uses the same margin).
 const RENEW_BEFORE_DAYS: i64 = 90;
 /// Backdating tolerates clocks of other machines that run slightly behind ours.
@@ -410,7 +415,7 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-fn validity(params: &mut CertificateParams, days: i64) {
+pub(crate) fn validity(params: &mut CertificateParams, days: i64) {
     let now = OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::minutes(BACKDATE_MINUTES);
     params.not_after = now + time::Duration::days(days);
@@ -574,7 +579,7 @@ fn load_or_issue_leaf(
 
 /// Issues a 1-year leaf certificate with a fresh key (fresh key, fresh serial: rcgen derives
 /// the serial from the public key).
-fn issue_leaf(
+pub(crate) fn issue_leaf(
     ca: &Ca,
     subject: DistinguishedName,
     sans: Vec<SanType>,

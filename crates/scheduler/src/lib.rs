@@ -17,8 +17,9 @@ pub mod scheduler;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::sync::mpsc;
@@ -82,16 +83,66 @@ pub async fn lead(client: kube::Client, identity: String) {
     );
     tasks.spawn(forward(stream, tx.clone(), |e| Some(Msg::Pod(e))));
 
-    let scheduler = Scheduler::new(
-        client,
-        &identity,
-        Arc::new(Framework::default_profile()),
-        classes,
-        pods,
-        tx,
-    );
+    let volume_listers = watch_storage(&client, &tx, &mut tasks).await;
+    let mut framework = Framework::default_profile();
+    framework.replace_plugin(plugins::volume_binding::with_listers(volume_listers));
+
+    let scheduler = Scheduler::new(client, &identity, Arc::new(framework), classes, pods, tx);
     scheduler.run(rx).await;
     tasks.abort_all();
+}
+
+/// Informers of claims, volumes and classes for VolumeBinding; their changes retry the pods it
+/// rejected. Returns once they are synced.
+async fn watch_storage(
+    client: &kube::Client,
+    tx: &mpsc::UnboundedSender<Msg>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> plugins::volume_binding::VolumeListers {
+    let (claims, writer) = reflector::store::<PersistentVolumeClaim>();
+    let stream = reflector(
+        writer,
+        watcher(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    );
+    tasks.spawn(forward(stream, tx.clone(), |_| Some(Msg::StorageChanged)));
+    let (volumes, writer) = reflector::store::<PersistentVolume>();
+    let stream = reflector(
+        writer,
+        watcher(
+            Api::<PersistentVolume>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    );
+    tasks.spawn(forward(stream, tx.clone(), |_| Some(Msg::StorageChanged)));
+    let (classes, writer) = reflector::store::<StorageClass>();
+    let stream = reflector(
+        writer,
+        watcher(
+            Api::<StorageClass>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    );
+    tasks.spawn(forward(stream, tx.clone(), |_| Some(Msg::StorageChanged)));
+    for ready in [
+        claims.wait_until_ready().await,
+        volumes.wait_until_ready().await,
+        classes.wait_until_ready().await,
+    ] {
+        if ready.is_err() {
+            tracing::warn!("storage informer stopped before syncing");
+        }
+    }
+    plugins::volume_binding::VolumeListers {
+        claims,
+        volumes,
+        classes,
+    }
 }
 
 /// Send each watch event into the loop; watch errors are retried by the backoff.

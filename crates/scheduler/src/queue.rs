@@ -34,6 +34,8 @@ pub enum ClusterEvent {
     AssignedPodAddOrUpdate,
     /// The periodic flush, or anything else: every pod moves.
     Other,
+    /// A PersistentVolumeClaim, PersistentVolume or StorageClass changed.
+    StorageChange,
 }
 
 /// Whether `event` can help a pod rejected by `plugin` (upstream's EventsToRegister).
@@ -54,6 +56,7 @@ pub fn plugin_interested(plugin: &str, event: ClusterEvent) -> bool {
             plugin,
             plugins::inter_pod_affinity::NAME | plugins::pod_topology_spread::NAME
         ),
+        StorageChange => plugin == plugins::volume_binding::NAME,
     }
 }
 

@@ -118,6 +118,9 @@ pub enum Msg {
     Namespace(watcher::Event<Namespace>),
     /// A PriorityClass changed (the store has it); pending pods' priorities are recomputed.
     PriorityClassesChanged,
+    /// A claim, volume or StorageClass changed (the stores have it): pods VolumeBinding
+    /// rejected are retried.
+    StorageChanged,
     Bound {
         queued: QueuedPodInfo,
         node: String,
@@ -448,6 +451,10 @@ impl Scheduler {
                 }
                 watcher::Event::Init | watcher::Event::InitDone => {}
             },
+            Msg::StorageChanged => {
+                self.queue
+                    .move_all_to_active_or_backoff(ClusterEvent::StorageChange, now);
+            }
             Msg::PriorityClassesChanged => {
                 // Recompute pending pods' priorities (the order of the active queue).
                 let pending: Vec<Arc<PodInfo>> = self.queue.pods().cloned().collect();

@@ -46,7 +46,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{self, Action, Controller};
@@ -251,11 +250,7 @@ impl Sim {
             node: name.clone(),
             source,
         };
-        let patch = json!({"spec": {
-            "holderIdentity": name,
-            "leaseDurationSeconds": self.config.lease_duration_seconds,
-            "renewTime": MicroTime(*now),
-        }});
+        let patch = api::node::lease_renew_patch(&name, self.config.lease_duration_seconds, now);
         match leases
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await

@@ -3,20 +3,18 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
-    NodeSystemInfo,
+    DaemonEndpoint, Node, NodeAddress, NodeDaemonEndpoints, NodeStatus, NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use serde_json::{Value, json};
 
 use crate::SimConfig;
 
-/// The namespace of node heartbeat Leases.
-pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+// The conditions and the Lease are the real kubelet's (shared through `api::node`).
+pub use api::node::{LEASE_NAMESPACE, healthy_conditions, heartbeat_patch, is_ready, lease};
+
 /// Marks a Node as simulated (as kwok's `kwok.x-k8s.io/node` does).
 pub const SIMULATED_ANNOTATION: &str = "rkube.io/simulated-node";
 
@@ -37,44 +35,6 @@ pub(crate) fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// The node conditions a healthy kubelet reports, heartbeat now.
-pub fn healthy_conditions(now: &Timestamp) -> Vec<NodeCondition> {
-    let c = |type_: &str, status: &str, reason: &str, message: &str| NodeCondition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        last_heartbeat_time: Some(Time(*now)),
-        last_transition_time: Some(Time(*now)),
-    };
-    vec![
-        c(
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available",
-        ),
-        c(
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure",
-        ),
-        c(
-            "PIDPressure",
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available",
-        ),
-        c(
-            "Ready",
-            "True",
-            "KubeletReady",
-            "kubelet is posting ready status",
-        ),
-    ]
 }
 
 /// The Node a simulated kubelet registers.
@@ -157,62 +117,6 @@ pub fn node(config: &SimConfig, index: usize, now: &Timestamp) -> Node {
     }
 }
 
-/// A status patch (strategic merge: conditions by type) that renews every condition's
-/// heartbeat and, where a condition is not in its healthy state, sets it back.
-pub fn heartbeat_patch(current: Option<&Node>, now: &Timestamp) -> Value {
-    let existing = current
-        .and_then(|n| n.status.as_ref())
-        .and_then(|s| s.conditions.as_deref())
-        .unwrap_or_default();
-    let conditions: Vec<NodeCondition> = healthy_conditions(now)
-        .into_iter()
-        .map(|mut c| {
-            if let Some(old) = existing.iter().find(|o| o.type_ == c.type_)
-                && old.status == c.status
-            {
-                c.last_transition_time = old.last_transition_time.clone();
-            }
-            c
-        })
-        .collect();
-    json!({"status": {"conditions": conditions}})
-}
-
-/// Whether the node reports itself Ready.
-pub fn is_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// The heartbeat Lease of a node, owned by the Node (so it goes when the Node goes).
-pub fn lease(node: &Node, duration_seconds: i32, now: &Timestamp) -> Lease {
-    let name = node.metadata.name.clone().unwrap_or_default();
-    Lease {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(LEASE_NAMESPACE.into()),
-            owner_references: node.metadata.uid.clone().map(|uid| {
-                vec![OwnerReference {
-                    api_version: "v1".into(),
-                    kind: "Node".into(),
-                    name: name.clone(),
-                    uid,
-                    ..Default::default()
-                }]
-            }),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some(name),
-            lease_duration_seconds: Some(duration_seconds),
-            renew_time: Some(MicroTime(*now)),
-            ..Default::default()
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,28 +151,5 @@ mod tests {
             ips.iter()
                 .all(|ip| ip.octets()[0] == 10 && (240..=255).contains(&ip.octets()[1]))
         );
-    }
-
-    #[test]
-    fn heartbeat_restores_ready_and_keeps_transition_times() {
-        let then = Timestamp::from_second(1_700_000_000).unwrap();
-        let mut n = node(&SimConfig::default(), 0, &then);
-        for c in n.status.as_mut().unwrap().conditions.as_mut().unwrap() {
-            if c.type_ == "Ready" {
-                c.status = "Unknown".into();
-            }
-        }
-        let now = Timestamp::from_second(1_700_000_100).unwrap();
-        let patch = heartbeat_patch(Some(&n), &now);
-        let conditions = patch["status"]["conditions"].as_array().unwrap();
-        let ready = conditions.iter().find(|c| c["type"] == "Ready").unwrap();
-        assert_eq!(ready["status"], "True");
-        assert_eq!(ready["lastTransitionTime"], "2023-11-14T22:15:00Z");
-        let memory = conditions
-            .iter()
-            .find(|c| c["type"] == "MemoryPressure")
-            .unwrap();
-        assert_eq!(memory["lastTransitionTime"], "2023-11-14T22:13:20Z");
-        assert_eq!(memory["lastHeartbeatTime"], "2023-11-14T22:15:00Z");
     }
 }

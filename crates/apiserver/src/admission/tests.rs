@@ -23,6 +23,7 @@ async fn server(dir: &tempfile::TempDir) -> Arc<ApiServer> {
         advertise_address: "127.0.0.1".parse().unwrap(),
         service_cidr: "10.43.0.0/16".parse().unwrap(),
         node_port_range: (30000, 32767),
+        cluster_tls: None,
     };
     let tokens = crate::TokenAuthenticator::parse("").unwrap();
     ApiServer::new(config, Arc::new(store), tokens)

@@ -57,6 +57,11 @@ pub struct ServerArgs {
     /// Also run this many simulated nodes in the server (see `rkube sim`).
     #[arg(long, default_value_t = 0)]
     pub sim_nodes: usize,
+    /// The node agent's address (InternalIP); default: the advertise address.
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    #[command(flatten)]
+    pub kubelet: super::agent::KubeletArgs,
     /// Skip fsync on store commits (faster, loses recent writes on power loss). For tests only.
     #[arg(long, hide = true)]
     pub unsafe_no_fsync: bool,
@@ -171,16 +176,33 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .server_config()
         .context("building the TLS configuration")?;
 
-    let tokens = match &args.token_file {
+    let mut tokens = match &args.token_file {
         Some(path) => apiserver::TokenAuthenticator::from_file(path)?,
         None => apiserver::TokenAuthenticator::default(),
     };
+    // Agents join with the node token (k3s's format); its secret authenticates them.
+    let token_path = args.data_dir.join("node-token");
+    let node_token = pki::load_or_create_node_token(&token_path, pki.ca_pem())
+        .with_context(|| format!("preparing {}", token_path.display()))?;
+    let bootstrap_user = apiserver::UserInfo {
+        name: "system:node-bootstrap".into(),
+        uid: String::new(),
+        groups: vec!["system:nodes".into(), "system:authenticated".into()],
+    };
+    tokens.insert(node_token.secret.clone(), bootstrap_user.clone());
+    tokens.insert(node_token.to_string(), bootstrap_user);
+    let (kubelet_client_cert, kubelet_client_key) = pki.kubelet_client_cert()?;
     let bind = SocketAddr::new(args.bind_address, args.https_port);
     let config = apiserver::Config {
         bind,
         advertise_address: advertise,
-        service_cidr,
+        service_cidr: service_cidr.clone(),
         node_port_range: node_ports,
+        cluster_tls: Some(apiserver::ClusterTls {
+            server_ca_pem: pki.ca_pem().to_string(),
+            client_ca_pem: pki.client_ca_pem().to_string(),
+            kubelet_client: pki::kubelet_client_config(&kubelet_client_cert, &kubelet_client_key)?,
+        }),
     };
     let listener = tokio::net::TcpListener::bind(bind)
         .await
@@ -195,11 +217,6 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     };
     pki.write_admin_kubeconfig(&kubeconfig, &format!("https://{local}:{}", args.https_port))
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
-    if !args.disable_agent {
-        tracing::warn!(
-            "the node agent is not part of this build yet; running the control plane only"
-        );
-    }
     tracing::info!(%bind, elapsed_ms = started.elapsed().as_millis() as u64, "rkube server is ready");
     println!(
         "rkube server is running at https://{local}:{}",
@@ -213,6 +230,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
 
     let serving = tokio::spawn(apiserver::serve(server, tls, listener));
     start_components(&pki, &args, &local).await?;
+    if !args.disable_agent {
+        start_agent(&pki, &args, &local, advertise, &service_cidr).await?;
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = serving => { result??; }
@@ -246,6 +266,7 @@ async fn start_components(pki: &pki::Pki, args: &ServerArgs, host: &str) -> anyh
         config: controllers::ControllerConfig {
             cluster_cidr: args.cluster_cidr.clone(),
             node_monitor_grace_period: args.node_monitor_grace_period,
+            local_storage_path: args.data_dir.join("storage").to_string_lossy().into_owned(),
         },
     });
     if args.sim_nodes > 0 {
@@ -280,5 +301,67 @@ async fn start_components(pki: &pki::Pki, args: &ServerArgs, host: &str) -> anyh
                 .await;
         });
     }
+    Ok(())
+}
+
+/// The node agent of this host, in this process: like any kubelet it reaches the API server
+/// over HTTPS, as `system:node:<name>` (group `system:nodes`).
+async fn start_agent(
+    pki: &pki::Pki,
+    args: &ServerArgs,
+    host: &str,
+    advertise: IpAddr,
+    service_cidr: &apiserver::allocator::Cidr,
+) -> anyhow::Result<()> {
+    let node_name = args
+        .node_name
+        .clone()
+        .unwrap_or_else(super::agent::hostname);
+    let node_ip = args.node_ip.unwrap_or(advertise);
+    let url = format!("https://{host}:{}", args.https_port);
+    let (cert, key) =
+        pki.issue_client_cert(&format!("system:node:{node_name}"), &["system:nodes"])?;
+    let client = controllers::client_from_kubeconfig_yaml(&pki::kubeconfig_yaml(
+        &url,
+        pki.ca_pem(),
+        &cert,
+        &key,
+    ))
+    .await?;
+    let mut dns = vec![node_name.clone(), "localhost".to_string()];
+    let host_name = super::agent::hostname();
+    if !dns.contains(&host_name) {
+        dns.push(host_name);
+    }
+    let mut ips = vec![node_ip, IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    ips.dedup();
+    let (serving_cert, serving_key) = pki.issue_serving_cert(&node_name, &dns, &ips)?;
+    let serving_tls = pki::kubelet_server_config(&serving_cert, &serving_key, pki.client_ca_pem())?;
+    // Without the controllers there is no node IPAM to give the node its podCIDR.
+    let default_pod_cidr = args.disable_controller_manager.then(|| {
+        let cluster: apiserver::allocator::Cidr = args
+            .cluster_cidr
+            .parse()
+            .expect("--cluster-cidr was checked at start");
+        format!("{}/24", cluster.network)
+    });
+    let config = super::agent::kubelet_config(
+        &args.data_dir,
+        &args.kubelet,
+        super::agent::NodeIdentity {
+            node_name: node_name.clone(),
+            node_ip,
+            serving_tls,
+            default_pod_cidr,
+            cluster_dns: vec![IpAddr::V4(service_cidr.nth(10))],
+            extra_labels: [(
+                "node-role.kubernetes.io/control-plane".to_string(),
+                "true".to_string(),
+            )]
+            .into(),
+        },
+    )?;
+    tracing::info!(node = %node_name, %node_ip, port = args.kubelet.kubelet_port, "starting the node agent");
+    tokio::spawn(super::agent::run_kubelet_forever(client, config));
     Ok(())
 }

@@ -336,3 +336,71 @@ impl Server {
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
 }
+
+/// Build a busybox image offline with umoci (as `shared/acceptance/images.sh` does) and import
+/// it as `name` into the image store of `data_dir` (before the server starts).
+pub fn import_busybox(data_dir: &Path, name: &str) {
+    let work = tempfile::tempdir().expect("temp dir");
+    let layout = work.path().join("layout");
+    let bundle = work.path().join("bundle");
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().expect("run image tool");
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let image = format!("{}:img", layout.display());
+    run(Command::new("umoci")
+        .arg("init")
+        .arg("--layout")
+        .arg(&layout));
+    run(Command::new("umoci").args(["new", "--image", &image]));
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image", &image])
+        .arg(&bundle));
+    let root = bundle.join("rootfs");
+    for dir in ["bin", "tmp", "etc"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::copy("/usr/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+    let applets = Command::new("/usr/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap();
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        let link = root.join("bin").join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", link).unwrap();
+        }
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image])
+        .arg(&bundle));
+    run(Command::new("umoci").args([
+        "config",
+        "--image",
+        &image,
+        "--config.env",
+        "PATH=/bin",
+        "--config.cmd",
+        "sh",
+    ]));
+    let tar = work.path().join("image.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    run(Command::new(env!("CARGO_BIN_EXE_rkube"))
+        .arg("images")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("import")
+        .arg(&tar)
+        .args(["--name", name]));
+}

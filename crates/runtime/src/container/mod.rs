@@ -7,11 +7,19 @@
 //! containers/<id>/upper, work   overlayfs upper and work dirs
 //! containers/<id>/meta.json     ContainerMeta: which pod and container this is (survives agent restarts)
 //! containers/<id>/exit.json     written by the shim when the container process exits
+//! containers/<id>/started.json  written by the shim once the container runs (pids, start time)
+//! containers/<id>/stdin         FIFO of the container's stdin (with `stdin: true`)
 //! ```
 //! Everything here is rebuilt from disk on start: the agent keeps no state of its own.
 
+mod bundle;
+mod exec;
+mod rootfs;
+mod runc;
+mod seccomp;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -135,14 +143,24 @@ pub struct ContainerSpec {
 }
 
 /// The process a container runs: the pod spec's command/args against the image's
-/// Entrypoint/Cmd, as upstream resolves them.
+/// Entrypoint/Cmd, as upstream resolves them: `command` replaces the Entrypoint and drops the
+/// Cmd; `args` alone replace the Cmd; neither runs Entrypoint + Cmd.
 pub fn resolve_process_args(
     command: &[String],
     args: &[String],
     image: &ImageConfig,
 ) -> Vec<String> {
-    let _ = (command, args, image);
-    todo!("runtime helper: resolve command/args against entrypoint/cmd")
+    if !command.is_empty() {
+        return command.iter().chain(args).cloned().collect();
+    }
+    let args = if args.is_empty() { &image.cmd } else { args };
+    // An image may reset its Entrypoint with [""]: that means none.
+    let entrypoint: &[String] = if image.entrypoint.len() == 1 && image.entrypoint[0].is_empty() {
+        &[]
+    } else {
+        &image.entrypoint
+    };
+    entrypoint.iter().chain(args).cloned().collect()
 }
 
 /// What a container is doing now.
@@ -151,7 +169,10 @@ pub enum ContainerState {
     /// Created but not started.
     Created,
     /// Running since this time (unix nanoseconds), with this pid.
-    Running { started_at: i64, pid: u32 },
+    Running {
+        started_at: i64,
+        pid: u32,
+    },
     Exited(ExitInfo),
     /// The runtime lost track of it (e.g. its process vanished without an exit record).
     Unknown,
@@ -226,6 +247,41 @@ pub enum RuntimeError {
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
+const META_FILE: &str = "meta.json";
+
+/// `meta.json`: the container's [`ContainerMeta`] and what the runtime needs after a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MetaFile {
+    #[serde(flatten)]
+    meta: ContainerMeta,
+    log_path: PathBuf,
+    #[serde(default)]
+    stop_signal: Option<String>,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |source| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A new container ID: 64 hex digits, like containerd's.
+fn new_id() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    let path = Path::new("/dev/urandom");
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(io_error(path))?;
+    Ok(hex::encode(bytes))
+}
+
+/// A container directory's name must be an ID we made: no path tricks through the API.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// The node's container runtime. Cheap to clone (shares its config).
 #[derive(Debug, Clone)]
 pub struct ContainerRuntime {
@@ -234,7 +290,12 @@ pub struct ContainerRuntime {
 
 impl ContainerRuntime {
     /// Prepare the directories; does not touch existing containers.
-    pub fn new(config: RuntimeConfig) -> Result<ContainerRuntime> {
+    pub fn new(mut config: RuntimeConfig) -> Result<ContainerRuntime> {
+        for dir in [&mut config.root, &mut config.runc_root] {
+            std::fs::create_dir_all(&*dir).map_err(io_error(dir))?;
+            // The shim and runc run elsewhere: paths must not depend on our cwd.
+            *dir = std::path::absolute(&*dir).map_err(io_error(dir))?;
+        }
         Ok(ContainerRuntime {
             config: std::sync::Arc::new(config),
         })
@@ -244,40 +305,275 @@ impl ContainerRuntime {
         &self.config
     }
 
+    fn dir(&self, id: &str) -> Result<PathBuf> {
+        if !valid_id(id) {
+            return Err(RuntimeError::NotFound { id: id.to_string() });
+        }
+        Ok(self.config.root.join(id))
+    }
+
+    fn existing_dir(&self, id: &str) -> Result<PathBuf> {
+        let dir = self.dir(id)?;
+        if !dir.join(META_FILE).exists() {
+            return Err(RuntimeError::NotFound { id: id.to_string() });
+        }
+        Ok(dir)
+    }
+
+    /// The FIFO that feeds the container's stdin (only for containers created with `stdin`).
+    pub fn stdin_path(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.existing_dir(id)?.join(crate::shim::STDIN_FIFO))
+    }
+
     /// Build the rootfs and bundle, start the shim, which creates and starts the container with
     /// runc. Returns the new container's ID once it runs (or an error if it could not start).
     pub async fn run_container(&self, spec: &ContainerSpec) -> Result<String> {
-        let _ = spec;
-        todo!("runtime helper")
+        let id = new_id()?;
+        let dir = self.config.root.join(&id);
+        let name = spec.meta.container_name.clone();
+        let prepared = {
+            let (dir, id, spec, config) =
+                (dir.clone(), id.clone(), spec.clone(), self.config.clone());
+            tokio::task::spawn_blocking(move || prepare_bundle(&dir, &id, &spec, &config)).await
+        };
+        let prepared = prepared.unwrap_or_else(|e| Err(format!("preparing the bundle: {e}")));
+        if let Err(message) = prepared {
+            let _ = self.remove_container(&id).await;
+            return Err(RuntimeError::Create { name, message });
+        }
+        match self.start_shim(&id, &dir, spec).await {
+            Ok(()) => Ok(id),
+            Err(message) => {
+                let _ = self.remove_container(&id).await;
+                Err(RuntimeError::Start { name, message })
+            }
+        }
+    }
+
+    /// Runs the shim and waits for its word on whether the container started.
+    async fn start_shim(
+        &self,
+        id: &str,
+        dir: &Path,
+        spec: &ContainerSpec,
+    ) -> std::result::Result<(), String> {
+        use tokio::io::AsyncReadExt;
+        let c = &self.config;
+        let mut cmd = tokio::process::Command::new(&c.shim_exe);
+        cmd.arg("shim")
+            .arg("--id")
+            .arg(id)
+            .arg("--bundle")
+            .arg(dir)
+            .arg("--runc")
+            .arg(&c.runc)
+            .arg("--runc-root")
+            .arg(&c.runc_root)
+            .arg("--log-path")
+            .arg(std::path::absolute(&spec.log_path).unwrap_or(spec.log_path.clone()))
+            .arg("--log-max-size")
+            .arg(spec.log_max_size.to_string())
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        if spec.stdin {
+            cmd.arg("--stdin");
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("starting shim {}: {e}", c.shim_exe.display()))?;
+        let mut out = Vec::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            // EOF once the detached shim reported and let go of the pipe.
+            let read = stdout.read_to_end(&mut out);
+            if tokio::time::timeout(Duration::from_secs(120), read)
+                .await
+                .is_err()
+            {
+                return Err("the shim did not report within 120s".to_string());
+            }
+        }
+        let _ = child.wait().await;
+        let line = String::from_utf8_lossy(&out);
+        match serde_json::from_str::<crate::shim::StartStatus>(line.trim()) {
+            Ok(crate::shim::StartStatus::Started(_)) => Ok(()),
+            Ok(crate::shim::StartStatus::Failed(message)) => Err(message),
+            Err(_) => {
+                let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
+                Err(format!("the shim exited without a status: {}", log.trim()))
+            }
+        }
     }
 
     /// Every container in the state dir, with its current state.
     pub async fn list_containers(&self) -> Result<Vec<ContainerInfo>> {
-        todo!("runtime helper")
+        let root = &self.config.root;
+        let entries = std::fs::read_dir(root).map_err(io_error(root))?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().to_string();
+            if !valid_id(&id) {
+                continue;
+            }
+            let Ok(meta) = read_meta(&entry.path()) else {
+                continue;
+            };
+            let state = self.state_of(&id, &entry.path()).await;
+            out.push(ContainerInfo {
+                id,
+                meta: meta.meta,
+                state,
+                log_path: meta.log_path,
+            });
+        }
+        out.sort_by_key(|c| c.meta.created_at);
+        Ok(out)
     }
 
     pub async fn container_state(&self, id: &str) -> Result<ContainerState> {
-        let _ = id;
-        todo!("runtime helper")
+        let dir = self.existing_dir(id)?;
+        Ok(self.state_of(id, &dir).await)
+    }
+
+    /// From the shim's records: exit.json wins; started.json with a live process is Running.
+    /// /proc is read rather than `runc state` (a Go process per call) for each container on
+    /// every sync; runc is asked only about containers not started yet.
+    async fn state_of(&self, id: &str, dir: &Path) -> ContainerState {
+        if let Some(exit) = read_exit(dir) {
+            return ContainerState::Exited(exit);
+        }
+        let Some(started) = read_started(dir) else {
+            return match runc::state(&self.config, id).await.as_deref() {
+                Ok("created") | Ok("running") => ContainerState::Created,
+                _ if recently_created(dir) => ContainerState::Created,
+                _ => ContainerState::Unknown,
+            };
+        };
+        if crate::shim::process_alive(started.pid, started.pid_start) {
+            return ContainerState::Running {
+                started_at: started.started_at,
+                pid: started.pid,
+            };
+        }
+        // The process is gone: a live shim is about to write the exit record.
+        if crate::shim::process_alive(started.shim_pid, started.shim_start) {
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if let Some(exit) = read_exit(dir) {
+                    return ContainerState::Exited(exit);
+                }
+                if !crate::shim::process_alive(started.shim_pid, started.shim_start) {
+                    break;
+                }
+            }
+        }
+        read_exit(dir).map_or(ContainerState::Unknown, ContainerState::Exited)
     }
 
     /// Send the stop signal, wait up to `grace`, then SIGKILL; returns once the process is gone.
     pub async fn stop_container(&self, id: &str, grace: Duration) -> Result<()> {
-        let _ = (id, grace);
-        todo!("runtime helper")
+        let dir = self.existing_dir(id)?;
+        let meta = read_meta(&dir)?;
+        let started = read_started(&dir);
+        let running = match self.state_of(id, &dir).await {
+            ContainerState::Running { .. } | ContainerState::Created => true,
+            ContainerState::Exited(_) => false,
+            // Lost track: make sure, but do not wait for a record nobody will write.
+            ContainerState::Unknown => {
+                let _ = runc::kill(&self.config, id, "KILL").await;
+                false
+            }
+        };
+        if !running {
+            return Ok(());
+        }
+        let signal = meta
+            .stop_signal
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "SIGTERM".to_string());
+        let gone = |dir: &Path| {
+            read_exit(dir).is_some()
+                || started
+                    .as_ref()
+                    .is_some_and(|s| !crate::shim::process_alive(s.shim_pid, s.shim_start))
+        };
+        if !grace.is_zero() {
+            let _ = runc::kill(&self.config, id, &signal).await;
+            let deadline = tokio::time::Instant::now() + grace;
+            while tokio::time::Instant::now() < deadline {
+                if gone(&dir) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        let killed = runc::kill(&self.config, id, "KILL").await;
+        if killed.is_err()
+            && let Some(s) = &started
+            && crate::shim::process_alive(s.pid, s.pid_start)
+            && let Some(pid) = rustix::process::Pid::from_raw(s.pid as i32)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            if gone(&dir) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Err(RuntimeError::Runc {
+            command: "kill".to_string(),
+            id: id.to_string(),
+            message: "the container did not exit 10s after SIGKILL".to_string(),
+        })
     }
 
     /// Delete a stopped container: runc state, overlay mount, bundle dir (its log file stays until
     /// the pod is removed).
     pub async fn remove_container(&self, id: &str) -> Result<()> {
-        let _ = id;
-        todo!("runtime helper")
+        let dir = self.dir(id)?;
+        if !dir.exists() {
+            return Ok(());
+        }
+        let _ = runc::delete_force(&self.config, id).await;
+        // A shim still running will record the exit and run runc delete itself: let it finish
+        // before its files go.
+        if let Some(s) = read_started(&dir) {
+            for _ in 0..250 {
+                if !crate::shim::process_alive(s.shim_pid, s.shim_start) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            rootfs::unmount(&d).map_err(io_error(&d.join("rootfs")))?;
+            if rootfs::is_mounted(&d.join("rootfs")) {
+                return Err(RuntimeError::Io {
+                    path: d.join("rootfs"),
+                    source: std::io::Error::other("still mounted"),
+                });
+            }
+            match std::fs::remove_dir_all(&d) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_error(&d)(e)),
+            }
+        })
+        .await
+        .map_err(|e| RuntimeError::Io {
+            path: dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?
     }
 
     /// Run a command inside a running container (`runc exec`).
     pub async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<ExecProcess> {
-        let _ = (id, spec);
-        todo!("runtime helper")
+        let dir = self.existing_dir(id)?;
+        exec::exec(&self.config, id, &dir, spec).await
     }
 
     /// Run a command to completion inside a container, with a timeout: (exit code, combined
@@ -288,7 +584,113 @@ impl ContainerRuntime {
         command: &[String],
         timeout: Duration,
     ) -> Result<(i32, Vec<u8>)> {
-        let _ = (id, command, timeout);
-        todo!("runtime helper")
+        let dir = self.existing_dir(id)?;
+        exec::exec_sync(&self.config, id, &dir, command, timeout).await
+    }
+}
+
+/// Rootfs, config.json and meta.json of a new container (blocking: mounts and file writes).
+fn prepare_bundle(
+    dir: &Path,
+    id: &str,
+    spec: &ContainerSpec,
+    config: &RuntimeConfig,
+) -> std::result::Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let meta = MetaFile {
+        meta: spec.meta.clone(),
+        log_path: spec.log_path.clone(),
+        stop_signal: spec.stop_signal.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| format!("encoding meta: {e}"))?;
+    crate::shim::write_atomic(&dir.join(META_FILE), &json).map_err(|e| format!("{e:#}"))?;
+    let rootfs =
+        rootfs::mount(dir, &spec.layers).map_err(|e| format!("mounting the rootfs: {e}"))?;
+    let oci = bundle::build_spec(id, spec, &rootfs, &config.cgroup_root)?;
+    let json = serde_json::to_vec_pretty(&oci).map_err(|e| format!("encoding config.json: {e}"))?;
+    crate::shim::write_atomic(&dir.join("config.json"), &json).map_err(|e| format!("{e:#}"))?;
+    Ok(())
+}
+
+fn read_meta(dir: &Path) -> Result<MetaFile> {
+    let path = dir.join(META_FILE);
+    let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+    serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Io {
+        path,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })
+}
+
+fn read_exit(dir: &Path) -> Option<ExitInfo> {
+    let bytes = std::fs::read(dir.join(crate::shim::EXIT_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn read_started(dir: &Path) -> Option<crate::shim::StartRecord> {
+    let bytes = std::fs::read(dir.join(crate::shim::STARTED_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A container whose shim may still be starting it (run_container allows the shim 120 s).
+fn recently_created(dir: &Path) -> bool {
+    std::fs::metadata(dir.join(META_FILE))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < Duration::from_secs(130))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_and_args_resolve_against_entrypoint_and_cmd() {
+        let image = ImageConfig {
+            entrypoint: s(&["/entry"]),
+            cmd: s(&["serve", "--port=80"]),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve_process_args(&[], &[], &image),
+            s(&["/entry", "serve", "--port=80"])
+        );
+        assert_eq!(
+            resolve_process_args(&[], &s(&["x"]), &image),
+            s(&["/entry", "x"])
+        );
+        assert_eq!(resolve_process_args(&s(&["sh"]), &[], &image), s(&["sh"]));
+        assert_eq!(
+            resolve_process_args(&s(&["sh", "-c"]), &s(&["echo hi"]), &image),
+            s(&["sh", "-c", "echo hi"])
+        );
+        let cmd_only = ImageConfig {
+            cmd: s(&["sh"]),
+            ..Default::default()
+        };
+        assert_eq!(resolve_process_args(&[], &[], &cmd_only), s(&["sh"]));
+        assert_eq!(
+            resolve_process_args(&[], &s(&["ls"]), &cmd_only),
+            s(&["ls"])
+        );
+        let reset = ImageConfig {
+            entrypoint: s(&[""]),
+            cmd: s(&["top"]),
+            ..Default::default()
+        };
+        assert_eq!(resolve_process_args(&[], &[], &reset), s(&["top"]));
+        assert!(resolve_process_args(&[], &[], &ImageConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn ids_are_hex_and_checked() {
+        let id = new_id().unwrap();
+        assert_eq!(id.len(), 64);
+        assert!(valid_id(&id));
+        assert!(!valid_id("../etc") && !valid_id("") && !valid_id("a/b"));
     }
 }

@@ -413,6 +413,22 @@ impl Framework {
             .expect("the default plugins are registered")
     }
 
+    /// Swap in another instance of an enabled plugin (same name, same extension points), for
+    /// plugins built with informers, such as VolumeBinding's. False if no plugin has the name.
+    pub fn replace_plugin(&mut self, plugin: Arc<dyn Plugin>) -> bool {
+        match self
+            .plugins
+            .iter_mut()
+            .find(|p| p.plugin.name() == plugin.name())
+        {
+            Some(enabled) => {
+                enabled.plugin = plugin;
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn plugin_names(&self) -> Vec<&'static str> {
         self.plugins.iter().map(|p| p.plugin.name()).collect()
     }

@@ -1,0 +1,367 @@
+//! The proxier: a cache of Services and EndpointSlices (what is wanted) and the table as last
+//! programmed (what is there), and the scripts that move one to the other: the whole table at
+//! start, or only the chains and elements of the Services that changed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::model::{self, ServiceKey, ServicePort, ServicePortName, SliceInfo};
+use crate::nft::{Nft, NftError};
+use crate::rules::{self, Element, RuleConfig, ServiceRules};
+
+/// Services and EndpointSlices as the watches report them, and which Services changed.
+#[derive(Debug, Default)]
+pub struct Cache {
+    services: HashMap<ServiceKey, Vec<ServicePort>>,
+    slices: HashMap<ServiceKey, BTreeMap<String, SliceInfo>>,
+    dirty: HashSet<ServiceKey>,
+}
+
+/// The rules one Service wants, port by port.
+pub type DesiredService = Vec<(ServicePortName, ServiceRules)>;
+
+impl Cache {
+    pub fn upsert_service(&mut self, svc: &Service) {
+        let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) else {
+            return;
+        };
+        let key = ServiceKey::new(ns, name);
+        let ports = model::service_ports(svc);
+        if self.services.get(&key) != Some(&ports) {
+            self.services.insert(key.clone(), ports);
+            self.dirty.insert(key);
+        }
+    }
+
+    pub fn remove_service(&mut self, svc: &Service) {
+        let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) else {
+            return;
+        };
+        let key = ServiceKey::new(ns, name);
+        if self.services.remove(&key).is_some() {
+            self.dirty.insert(key);
+        }
+    }
+
+    /// A re-list: everything not listed is gone.
+    pub fn replace_services(&mut self, all: &[Service]) {
+        let before: HashSet<ServiceKey> = self.services.keys().cloned().collect();
+        let mut seen = HashSet::new();
+        for svc in all {
+            if let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) {
+                seen.insert(ServiceKey::new(ns, name));
+            }
+            self.upsert_service(svc);
+        }
+        for key in before.difference(&seen) {
+            self.services.remove(key);
+            self.dirty.insert(key.clone());
+        }
+    }
+
+    pub fn upsert_slice(&mut self, slice: &EndpointSlice) {
+        let Some((key, name)) = model::slice_owner(slice) else {
+            return;
+        };
+        let info = model::slice_info(slice);
+        let slices = self.slices.entry(key.clone()).or_default();
+        if slices.get(&name) != Some(&info) {
+            slices.insert(name, info);
+            self.dirty.insert(key);
+        }
+    }
+
+    pub fn remove_slice(&mut self, slice: &EndpointSlice) {
+        let Some((key, name)) = model::slice_owner(slice) else {
+            return;
+        };
+        if let Some(slices) = self.slices.get_mut(&key) {
+            if slices.remove(&name).is_some() {
+                self.dirty.insert(key.clone());
+            }
+            if slices.is_empty() {
+                self.slices.remove(&key);
+            }
+        }
+    }
+
+    pub fn replace_slices(&mut self, all: &[EndpointSlice]) {
+        let mut listed: HashMap<ServiceKey, BTreeMap<String, SliceInfo>> = HashMap::new();
+        for slice in all {
+            if let Some((key, name)) = model::slice_owner(slice) {
+                listed.entry(key).or_default().insert(name, model::slice_info(slice));
+            }
+        }
+        for (key, old) in &self.slices {
+            if listed.get(key) != Some(old) {
+                self.dirty.insert(key.clone());
+            }
+        }
+        for key in listed.keys() {
+            if !self.slices.contains_key(key) {
+                self.dirty.insert(key.clone());
+            }
+        }
+        self.slices = listed;
+    }
+
+    /// Services changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<ServiceKey> {
+        let mut keys: Vec<ServiceKey> = self.dirty.drain().collect();
+        keys.sort();
+        keys
+    }
+
+    pub fn service_keys(&self) -> Vec<ServiceKey> {
+        let mut keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// What a Service wants now (nothing once it is gone).
+    pub fn desired(&self, key: &ServiceKey, cfg: &RuleConfig) -> DesiredService {
+        let Some(ports) = self.services.get(key) else {
+            return Vec::new();
+        };
+        let slices = self.slices.get(key);
+        ports
+            .iter()
+            .map(|sp| {
+                let eps = model::port_endpoints(slices.into_iter().flat_map(|s| s.values()), &sp.name);
+                (sp.name.clone(), rules::service_port_rules(sp, &eps, cfg))
+            })
+            .collect()
+    }
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    pub services: usize,
+    pub script_bytes: usize,
+}
+
+/// The table as programmed, and how to change it.
+#[derive(Debug)]
+pub struct Proxier {
+    pub table: String,
+    pub config: RuleConfig,
+    pub nft: Nft,
+    programmed: HashMap<ServiceKey, DesiredService>,
+    /// Elements are shared (a ClusterIP by its ports, a pod by its Services): added on the
+    /// first user, deleted after the last.
+    element_refs: HashMap<Element, usize>,
+    chains: usize,
+    rules: usize,
+}
+
+impl Proxier {
+    pub fn new(table: &str, config: RuleConfig, nft: Nft) -> Proxier {
+        Proxier {
+            table: table.to_string(),
+            config,
+            nft,
+            programmed: HashMap::new(),
+            element_refs: HashMap::new(),
+            chains: 0,
+            rules: 0,
+        }
+    }
+
+    /// Chains and rules in the table, fixed part included.
+    pub fn counts(&self) -> (usize, usize) {
+        (rules::BASE_CHAINS + self.chains, self.rules)
+    }
+
+    /// The script that replaces the whole table in one transaction: traffic keeps flowing,
+    /// since established connections live in conntrack and new ones see the old table or
+    /// the new, never an empty one.
+    pub fn full_script(&self, desired: &[(ServiceKey, DesiredService)]) -> String {
+        let t = &self.table;
+        let mut s = String::with_capacity(desired.len() * 2048 + 8192);
+        let _ = writeln!(s, "add table inet {t}\ndelete table inet {t}");
+        s.push_str(&rules::base_declaration(t, &self.config));
+        let _ = writeln!(s, "table inet {t} {{");
+        let mut elements: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut seen: HashSet<&Element> = HashSet::new();
+        for (_, ports) in desired {
+            for (_, r) in ports {
+                for (name, decl) in &r.sets {
+                    let _ = writeln!(s, "\tset {name} {{ {decl} }}");
+                }
+                for (name, body) in &r.chains {
+                    let _ = writeln!(s, "\tchain {name} {{");
+                    for rule in body {
+                        let _ = writeln!(s, "\t\t{rule}");
+                    }
+                    s.push_str("\t}\n");
+                }
+                for e in &r.elements {
+                    if seen.insert(e) {
+                        elements.entry(&e.set).or_default().push(e.text());
+                    }
+                }
+            }
+        }
+        s.push_str("}\n");
+        for (set, items) in elements {
+            // chunks keep single commands (and nft's memory for them) bounded
+            for chunk in items.chunks(2000) {
+                let _ = writeln!(s, "add element inet {t} {set} {{ {} }}", chunk.join(", "));
+            }
+        }
+        s
+    }
+
+    /// Replace the table with `desired`.
+    pub fn full_sync(&mut self, desired: Vec<(ServiceKey, DesiredService)>) -> Result<SyncStats, NftError> {
+        let script = self.full_script(&desired);
+        self.nft.apply(&script)?;
+        self.programmed.clear();
+        self.element_refs.clear();
+        self.chains = 0;
+        self.rules = 0;
+        let services = desired.len();
+        for (key, ports) in desired {
+            for (_, r) in &ports {
+                self.chains += r.chains.len();
+                self.rules += r.rule_count();
+                for e in &r.elements {
+                    *self.element_refs.entry(e.clone()).or_default() += 1;
+                }
+            }
+            if !ports.is_empty() {
+                self.programmed.insert(key, ports);
+            }
+        }
+        Ok(SyncStats {
+            services,
+            script_bytes: script.len(),
+        })
+    }
+
+    /// The script that moves the given Services from what is programmed to `changes`, and the
+    /// element reference counts after it.
+    pub fn partial_script(&self, changes: &[(ServiceKey, DesiredService)]) -> (String, HashMap<Element, isize>) {
+        let t = &self.table;
+        let empty = Vec::new();
+        let mut rewrite = String::new();
+        let mut stale_chains: Vec<&str> = Vec::new();
+        let mut stale_sets: Vec<&str> = Vec::new();
+        let mut delta: HashMap<Element, isize> = HashMap::new();
+        for (key, new_ports) in changes {
+            let old_ports = self.programmed.get(key).unwrap_or(&empty);
+            let old_chains: BTreeMap<&str, &Vec<String>> =
+                old_ports.iter().flat_map(|(_, r)| r.chains.iter().map(|(n, b)| (n.as_str(), b))).collect();
+            let old_sets: BTreeMap<&str, &String> =
+                old_ports.iter().flat_map(|(_, r)| r.sets.iter().map(|(n, d)| (n.as_str(), d))).collect();
+            let mut new_chains: HashSet<&str> = HashSet::new();
+            let mut new_sets: HashSet<&str> = HashSet::new();
+            for (_, r) in new_ports {
+                for (name, decl) in &r.sets {
+                    new_sets.insert(name);
+                    if old_sets.get(name.as_str()) != Some(&decl) {
+                        if old_sets.contains_key(name.as_str()) {
+                            // a new timeout: sets cannot be redeclared
+                            let _ = writeln!(rewrite, "flush set inet {t} {name}");
+                        }
+                        let _ = writeln!(rewrite, "add set inet {t} {name} {{ {decl} }}");
+                    }
+                }
+            }
+            for (_, r) in new_ports {
+                for (name, body) in &r.chains {
+                    new_chains.insert(name);
+                    if old_chains.get(name.as_str()) == Some(&body) {
+                        continue;
+                    }
+                    let _ = writeln!(rewrite, "add chain inet {t} {name}");
+                    if old_chains.contains_key(name.as_str()) {
+                        let _ = writeln!(rewrite, "flush chain inet {t} {name}");
+                    }
+                    for rule in body {
+                        let _ = writeln!(rewrite, "add rule inet {t} {name} {rule}");
+                    }
+                }
+                for e in &r.elements {
+                    *delta.entry(e.clone()).or_default() += 1;
+                }
+            }
+            for (_, r) in old_ports {
+                for e in &r.elements {
+                    *delta.entry(e.clone()).or_default() -= 1;
+                }
+            }
+            stale_chains.extend(old_chains.keys().filter(|n| !new_chains.contains(*n)));
+            stale_sets.extend(old_sets.keys().filter(|n| !new_sets.contains(*n)));
+        }
+        let mut s = rewrite;
+        let mut deletes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut adds: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (e, d) in &delta {
+            let before = self.element_refs.get(e).copied().unwrap_or(0) as isize;
+            let after = before + d;
+            if before > 0 && after <= 0 {
+                deletes.entry(&e.set).or_default().push(&e.key);
+            } else if before <= 0 && after > 0 {
+                adds.entry(&e.set).or_default().push(e.text());
+            }
+        }
+        // Deletes first: an element may come back under the same key with another verdict.
+        for (set, mut keys) in deletes {
+            keys.sort();
+            let _ = writeln!(s, "delete element inet {t} {set} {{ {} }}", keys.join(", "));
+        }
+        for (set, mut items) in adds {
+            items.sort();
+            let _ = writeln!(s, "add element inet {t} {set} {{ {} }}", items.join(", "));
+        }
+        // Unreferenced now: empty them first, as they may still jump to one another.
+        for c in &stale_chains {
+            let _ = writeln!(s, "flush chain inet {t} {c}");
+        }
+        for c in &stale_chains {
+            let _ = writeln!(s, "delete chain inet {t} {c}");
+        }
+        for set in &stale_sets {
+            let _ = writeln!(s, "delete set inet {t} {set}");
+        }
+        (s, delta)
+    }
+
+    /// Program the new state of some Services.
+    pub fn partial_sync(&mut self, changes: Vec<(ServiceKey, DesiredService)>) -> Result<SyncStats, NftError> {
+        let (script, delta) = self.partial_script(&changes);
+        if !script.is_empty() {
+            self.nft.apply(&script)?;
+        }
+        for (e, d) in delta {
+            let refs = self.element_refs.entry(e).or_default();
+            *refs = (*refs as isize + d).max(0) as usize;
+        }
+        self.element_refs.retain(|_, n| *n > 0);
+        let services = changes.len();
+        for (key, ports) in changes {
+            if let Some(old) = self.programmed.remove(&key) {
+                for (_, r) in &old {
+                    self.chains -= r.chains.len();
+                    self.rules -= r.rule_count();
+                }
+            }
+            for (_, r) in &ports {
+                self.chains += r.chains.len();
+                self.rules += r.rule_count();
+            }
+            if !ports.is_empty() {
+                self.programmed.insert(key, ports);
+            }
+        }
+        Ok(SyncStats {
+            services,
+            script_bytes: script.len(),
+        })
+    }
+}
