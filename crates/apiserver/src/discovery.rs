@@ -88,11 +88,18 @@ pub fn api_group_list() -> Value {
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, versions)| api_group(g, &versions))
+        .chain([crate::metrics_api::api_group()])
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 pub fn api_group_doc(group: &str) -> Option<Value> {
+    if group == crate::metrics_api::GROUP {
+        let mut doc = crate::metrics_api::api_group();
+        doc["kind"] = json!("APIGroup");
+        doc["apiVersion"] = json!("v1");
+        return Some(doc);
+    }
     let (_, versions) = api::resources::groups()
         .into_iter()
         .find(|(g, _)| *g == group && !g.is_empty())?;
@@ -103,6 +110,10 @@ pub fn api_group_doc(group: &str) -> Option<Value> {
 }
 
 pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
+    if group == crate::metrics_api::GROUP {
+        return (version == crate::metrics_api::VERSION)
+            .then(crate::metrics_api::api_resource_list);
+    }
     let mut resources = Vec::new();
     for r in served(group, version) {
         let mut entry = json!({
@@ -196,6 +207,7 @@ pub fn aggregated(core: bool, version: &str) -> Value {
             };
             json!({"metadata": metadata, "versions": versions})
         })
+        .chain((!core).then(crate::metrics_api::aggregated_group))
         .collect();
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"), "metadata": {}, "items": items})
 }

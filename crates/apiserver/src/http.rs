@@ -135,6 +135,10 @@ async fn dispatch(
         );
     };
     let accept = header_str(&req, header::ACCEPT).to_string();
+    // metrics.k8s.io is served from kubelet summaries, not from the store.
+    if let Some(target) = crate::metrics_api::route(&path) {
+        return crate::metrics_api::handle(server, req.method(), req.uri(), target).await;
+    }
     match crate::request::route(&path) {
         // Logs, exec, attach and port-forward go to the pod's kubelet; upgraded requests must
         // reach it with their body unread.

@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod metrics_api;
 pub mod proxy;
 pub mod request;
 pub mod rest;
@@ -63,6 +64,8 @@ pub struct ApiServer {
     pub tokens: TokenAuthenticator,
     pub metrics: metrics::Metrics,
     pub allocator: allocator::Allocator,
+    /// The `metrics.k8s.io` scraper and its cache of kubelet summaries.
+    pub metrics_api: metrics_api::MetricsApi,
     /// The OpenAPI v2 document as JSON and as protobuf, built on first request.
     openapi_v2: OnceLock<(Bytes, Bytes)>,
     openapi_v3: OnceLock<std::collections::BTreeMap<String, (String, Bytes)>>,
@@ -85,6 +88,7 @@ impl ApiServer {
             tokens,
             metrics: metrics::Metrics::new(),
             allocator,
+            metrics_api: metrics_api::MetricsApi::new(),
             openapi_v2: OnceLock::new(),
             openapi_v3: OnceLock::new(),
         });

@@ -408,7 +408,8 @@ fn forwarded_headers(incoming: &HeaderMap, upgrade: bool) -> HeaderMap {
     headers
 }
 
-async fn connect(
+/// An HTTP/1.1 connection to a kubelet over TLS (also used by [`crate::metrics_api`]).
+pub(crate) async fn connect(
     address: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
 ) -> std::io::Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {

@@ -62,7 +62,10 @@ pub fn static_pod(manifest: &[u8], node: &str) -> Result<Pod, String> {
         pod.metadata.namespace = Some("default".into());
     }
     pod.metadata.uid = Some(uid.clone());
-    let annotations = pod.metadata.annotations.get_or_insert_with(Default::default);
+    let annotations = pod
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
     annotations.insert(HASH_ANNOTATION.into(), uid);
     annotations.insert(SOURCE_ANNOTATION.into(), "file".into());
     let spec = pod.spec.get_or_insert_with(Default::default);
@@ -100,7 +103,9 @@ pub fn load_manifests(dir: &Path, node: &str) -> HashMap<String, Pod> {
 /// The UIDs of the static pods configured now (their containers are not orphans).
 pub fn manifest_uids(ctx: &PodContext) -> HashSet<String> {
     match &ctx.config.static_pod_dir {
-        Some(dir) => load_manifests(dir, &ctx.config.node_name).into_keys().collect(),
+        Some(dir) => load_manifests(dir, &ctx.config.node_name)
+            .into_keys()
+            .collect(),
         None => HashSet::new(),
     }
 }
@@ -132,11 +137,15 @@ async fn ensure_mirror(ctx: &PodContext, pod: &Pod) {
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(MIRROR_ANNOTATION).cloned());
-            if hash.as_deref() == Some(uid.as_str()) && existing.metadata.deletion_timestamp.is_none() {
+            if hash.as_deref() == Some(uid.as_str())
+                && existing.metadata.deletion_timestamp.is_none()
+            {
                 return;
             }
             // A stale mirror (older manifest) or a pod of the same name: replace it.
-            let _ = api.delete(&name, &DeleteParams::default().grace_period(0)).await;
+            let _ = api
+                .delete(&name, &DeleteParams::default().grace_period(0))
+                .await;
             return;
         }
         Ok(None) => {}
@@ -147,7 +156,9 @@ async fn ensure_mirror(ctx: &PodContext, pod: &Pod) {
     }
     match api.create(&PostParams::default(), &mirror_of(pod)).await {
         Ok(_) => tracing::info!(pod = %format!("{namespace}/{name}"), "created mirror pod"),
-        Err(e) => tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "creating the mirror pod"),
+        Err(e) => {
+            tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "creating the mirror pod")
+        }
     }
 }
 
@@ -163,7 +174,9 @@ async fn delete_mirror(ctx: &PodContext, pod: &Pod) {
             .and_then(|a| a.get(MIRROR_ANNOTATION))
             == pod.metadata.uid.as_ref();
         if ours {
-            let _ = api.delete(&name, &DeleteParams::default().grace_period(0)).await;
+            let _ = api
+                .delete(&name, &DeleteParams::default().grace_period(0))
+                .await;
         }
     }
 }
@@ -210,7 +223,10 @@ mod tests {
         let a = static_pod(MANIFEST.as_bytes(), "node-1").unwrap();
         assert_eq!(a.metadata.name.as_deref(), Some("web-node-1"));
         assert_eq!(a.metadata.namespace.as_deref(), Some("default"));
-        assert_eq!(a.spec.as_ref().unwrap().node_name.as_deref(), Some("node-1"));
+        assert_eq!(
+            a.spec.as_ref().unwrap().node_name.as_deref(),
+            Some("node-1")
+        );
         let again = static_pod(MANIFEST.as_bytes(), "node-1").unwrap();
         assert_eq!(a.metadata.uid, again.metadata.uid);
         let other_node = static_pod(MANIFEST.as_bytes(), "node-2").unwrap();

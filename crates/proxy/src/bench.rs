@@ -58,10 +58,13 @@ pub struct TempNetns {
 
 impl TempNetns {
     pub fn create(name: &str) -> Result<TempNetns, BenchError> {
-        let out = Command::new("ip").args(["netns", "add", name]).output().map_err(|e| BenchError::Netns {
-            name: name.into(),
-            detail: e.to_string(),
-        })?;
+        let out = Command::new("ip")
+            .args(["netns", "add", name])
+            .output()
+            .map_err(|e| BenchError::Netns {
+                name: name.into(),
+                detail: e.to_string(),
+            })?;
         if !out.status.success() {
             return Err(BenchError::Netns {
                 name: name.into(),
@@ -74,7 +77,9 @@ impl TempNetns {
 
 impl Drop for TempNetns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 

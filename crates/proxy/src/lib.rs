@@ -136,7 +136,11 @@ pub async fn run(client: kube::Client, config: ProxyConfig) -> anyhow::Result<()
     let _ = slices_ready.wait_for(|s| *s).await;
     tracing::info!(table = %config.table, "service proxy synced its caches");
 
-    let mut proxier = Some(Proxier::new(&config.table, rule_config.clone(), Nft::default()));
+    let mut proxier = Some(Proxier::new(
+        &config.table,
+        rule_config.clone(),
+        Nft::default(),
+    ));
     let mut need_full = true;
     let mut next_full = tokio::time::Instant::now();
     loop {
@@ -156,7 +160,7 @@ pub async fn run(client: kube::Client, config: ProxyConfig) -> anyhow::Result<()
         let started = Instant::now();
         let mut p = proxier.take().expect("proxier is back after each sync");
         // A periodic resync rewrites only what differs, unless the table is gone.
-        let replace = need_full || !p.nft.table_exists(&config.table);
+        let replace = need_full || (full && !p.nft.table_exists(&config.table));
         let changes = {
             let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
             let dirty = c.take_dirty();
@@ -225,7 +229,13 @@ async fn watch_objects<K>(
     synced: watch::Sender<bool>,
     apply: fn(&mut Cache, Change<K>),
 ) where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);

@@ -85,7 +85,9 @@ impl Metrics {
         } else {
             self.partial_sync_duration.observe(secs);
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         self.last_sync_timestamp.set(now.as_secs_f64());
         self.chains.set(chains as i64);
         self.rules.set(rules as i64);

@@ -75,13 +75,7 @@ pub struct ServicePortName {
 
 impl fmt::Display for ServicePortName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}/{}",
-            self.service,
-            self.protocol.nft(),
-            self.port
-        )
+        write!(f, "{}/{}/{}", self.service, self.protocol.nft(), self.port)
     }
 }
 
@@ -105,7 +99,9 @@ pub struct ServicePort {
 impl ServicePort {
     /// NodePort, externalIPs or LoadBalancer ingress: traffic from outside the cluster.
     pub fn externally_accessible(&self) -> bool {
-        self.node_port.is_some() || !self.external_ips.is_empty() || !self.load_balancer_ips.is_empty()
+        self.node_port.is_some()
+            || !self.external_ips.is_empty()
+            || !self.load_balancer_ips.is_empty()
     }
 }
 
@@ -196,7 +192,10 @@ pub fn service_ports(svc: &Service) -> Vec<ServicePort> {
             external_local: false,
         };
         let external_local = external_local && sp.externally_accessible();
-        out.push(ServicePort { external_local, ..sp });
+        out.push(ServicePort {
+            external_local,
+            ..sp
+        });
     }
     out
 }

@@ -62,7 +62,10 @@ impl Nft {
         } else {
             let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
             if stderr.len() > 4000 {
-                let cut = (0..=4000).rev().find(|i| stderr.is_char_boundary(*i)).unwrap_or(0);
+                let cut = (0..=4000)
+                    .rev()
+                    .find(|i| stderr.is_char_boundary(*i))
+                    .unwrap_or(0);
                 stderr.truncate(cut);
             }
             Err(NftError::Failed { stderr })
@@ -80,6 +83,8 @@ impl Nft {
 
     /// Remove `inet <table>` if present.
     pub fn delete_table(&self, table: &str) -> Result<(), NftError> {
-        self.apply(&format!("add table inet {table}\ndelete table inet {table}\n"))
+        self.apply(&format!(
+            "add table inet {table}\ndelete table inet {table}\n"
+        ))
     }
 }

@@ -92,7 +92,10 @@ impl Cache {
         let mut listed: HashMap<ServiceKey, BTreeMap<String, SliceInfo>> = HashMap::new();
         for slice in all {
             if let Some((key, name)) = model::slice_owner(slice) {
-                listed.entry(key).or_default().insert(name, model::slice_info(slice));
+                listed
+                    .entry(key)
+                    .or_default()
+                    .insert(name, model::slice_info(slice));
             }
         }
         for (key, old) in &self.slices {
@@ -130,7 +133,8 @@ impl Cache {
         ports
             .iter()
             .map(|sp| {
-                let eps = model::port_endpoints(slices.into_iter().flat_map(|s| s.values()), &sp.name);
+                let eps =
+                    model::port_endpoints(slices.into_iter().flat_map(|s| s.values()), &sp.name);
                 (sp.name.clone(), rules::service_port_rules(sp, &eps, cfg))
             })
             .collect()
@@ -217,7 +221,10 @@ impl Proxier {
     }
 
     /// Replace the table with `desired`.
-    pub fn full_sync(&mut self, desired: Vec<(ServiceKey, DesiredService)>) -> Result<SyncStats, NftError> {
+    pub fn full_sync(
+        &mut self,
+        desired: Vec<(ServiceKey, DesiredService)>,
+    ) -> Result<SyncStats, NftError> {
         let script = self.full_script(&desired);
         self.nft.apply(&script)?;
         self.programmed.clear();
@@ -245,7 +252,10 @@ impl Proxier {
 
     /// The script that moves the given Services from what is programmed to `changes`, and the
     /// element reference counts after it.
-    pub fn partial_script(&self, changes: &[(ServiceKey, DesiredService)]) -> (String, HashMap<Element, isize>) {
+    pub fn partial_script(
+        &self,
+        changes: &[(ServiceKey, DesiredService)],
+    ) -> (String, HashMap<Element, isize>) {
         let t = &self.table;
         let empty = Vec::new();
         let mut rewrite = String::new();
@@ -254,10 +264,14 @@ impl Proxier {
         let mut delta: HashMap<Element, isize> = HashMap::new();
         for (key, new_ports) in changes {
             let old_ports = self.programmed.get(key).unwrap_or(&empty);
-            let old_chains: BTreeMap<&str, &Vec<String>> =
-                old_ports.iter().flat_map(|(_, r)| r.chains.iter().map(|(n, b)| (n.as_str(), b))).collect();
-            let old_sets: BTreeMap<&str, &String> =
-                old_ports.iter().flat_map(|(_, r)| r.sets.iter().map(|(n, d)| (n.as_str(), d))).collect();
+            let old_chains: BTreeMap<&str, &Vec<String>> = old_ports
+                .iter()
+                .flat_map(|(_, r)| r.chains.iter().map(|(n, b)| (n.as_str(), b)))
+                .collect();
+            let old_sets: BTreeMap<&str, &String> = old_ports
+                .iter()
+                .flat_map(|(_, r)| r.sets.iter().map(|(n, d)| (n.as_str(), d)))
+                .collect();
             let mut new_chains: HashSet<&str> = HashSet::new();
             let mut new_sets: HashSet<&str> = HashSet::new();
             for (_, r) in new_ports {
@@ -333,17 +347,33 @@ impl Proxier {
     }
 
     /// Program the new state of some Services.
-    pub fn partial_sync(&mut self, changes: Vec<(ServiceKey, DesiredService)>) -> Result<SyncStats, NftError> {
+    pub fn partial_sync(
+        &mut self,
+        changes: Vec<(ServiceKey, DesiredService)>,
+    ) -> Result<SyncStats, NftError> {
         let (script, delta) = self.partial_script(&changes);
         if !script.is_empty() {
             self.nft.apply(&script)?;
         }
+        let stats = SyncStats {
+            services: changes.len(),
+            script_bytes: script.len(),
+        };
+        self.record(changes, delta);
+        Ok(stats)
+    }
+
+    /// Take a committed partial script's changes as the programmed state.
+    fn record(
+        &mut self,
+        changes: Vec<(ServiceKey, DesiredService)>,
+        delta: HashMap<Element, isize>,
+    ) {
         for (e, d) in delta {
             let refs = self.element_refs.entry(e).or_default();
             *refs = (*refs as isize + d).max(0) as usize;
         }
         self.element_refs.retain(|_, n| *n > 0);
-        let services = changes.len();
         for (key, ports) in changes {
             if let Some(old) = self.programmed.remove(&key) {
                 for (_, r) in &old {
@@ -359,9 +389,8 @@ impl Proxier {
                 self.programmed.insert(key, ports);
             }
         }
-        Ok(SyncStats {
-            services,
-            script_bytes: script.len(),
-        })
     }
 }
+
+#[cfg(test)]
+mod tests;

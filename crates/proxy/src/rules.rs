@@ -160,7 +160,10 @@ fn addr_port(ep: &Endpoint) -> String {
 
 /// Upstream's CategorizeEndpoints: the endpoints for cluster-wide traffic and for traffic
 /// kept on this node. Ready ones; only when none is ready, the serving-but-terminating ones.
-pub fn categorize<'a>(eps: &'a [Endpoint], node_name: &str) -> (Vec<&'a Endpoint>, Vec<&'a Endpoint>) {
+pub fn categorize<'a>(
+    eps: &'a [Endpoint],
+    node_name: &str,
+) -> (Vec<&'a Endpoint>, Vec<&'a Endpoint>) {
     let pick = |local_only: bool| {
         let is_local = |e: &&Endpoint| !local_only || e.node_name.as_deref() == Some(node_name);
         let ready: Vec<&Endpoint> = eps.iter().filter(|e| e.ready).filter(is_local).collect();
@@ -176,7 +179,11 @@ pub fn categorize<'a>(eps: &'a [Endpoint], node_name: &str) -> (Vec<&'a Endpoint
 }
 
 /// The rules of one service port.
-pub fn service_port_rules(sp: &ServicePort, endpoints: &[Endpoint], cfg: &RuleConfig) -> ServiceRules {
+pub fn service_port_rules(
+    sp: &ServicePort,
+    endpoints: &[Endpoint],
+    cfg: &RuleConfig,
+) -> ServiceRules {
     let mut out = ServiceRules::default();
     let families: BTreeSet<Family> = sp.cluster_ips.iter().map(Family::of).collect();
     for family in families {
@@ -185,10 +192,21 @@ pub fn service_port_rules(sp: &ServicePort, endpoints: &[Endpoint], cfg: &RuleCo
     out
 }
 
-fn family_rules(out: &mut ServiceRules, sp: &ServicePort, endpoints: &[Endpoint], cfg: &RuleConfig, f: Family) {
+fn family_rules(
+    out: &mut ServiceRules,
+    sp: &ServicePort,
+    endpoints: &[Endpoint],
+    cfg: &RuleConfig,
+    f: Family,
+) {
     let ipf = f.nft();
     let proto = sp.name.protocol.nft();
-    let of_family = |ips: &[IpAddr]| -> Vec<IpAddr> { ips.iter().copied().filter(|ip| Family::of(ip) == f).collect() };
+    let of_family = |ips: &[IpAddr]| -> Vec<IpAddr> {
+        ips.iter()
+            .copied()
+            .filter(|ip| Family::of(ip) == f)
+            .collect()
+    };
     let cluster_ips = of_family(&sp.cluster_ips);
     let external_ips: Vec<IpAddr> = of_family(&sp.external_ips)
         .into_iter()
@@ -196,18 +214,34 @@ fn family_rules(out: &mut ServiceRules, sp: &ServicePort, endpoints: &[Endpoint]
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let eps: Vec<Endpoint> = endpoints.iter().filter(|e| Family::of(&e.ip) == f).cloned().collect();
+    let eps: Vec<Endpoint> = endpoints
+        .iter()
+        .filter(|e| Family::of(&e.ip) == f)
+        .cloned()
+        .collect();
     let (cluster, local) = categorize(&eps, &cfg.node_name);
     let uses_local = sp.internal_local || sp.external_local;
     let has_endpoints = !cluster.is_empty();
-    let has_internal = if sp.internal_local { !local.is_empty() } else { has_endpoints };
-    let has_external = if sp.external_local { !local.is_empty() } else { has_endpoints };
+    let has_internal = if sp.internal_local {
+        !local.is_empty()
+    } else {
+        has_endpoints
+    };
+    let has_external = if sp.external_local {
+        !local.is_empty()
+    } else {
+        has_endpoints
+    };
     let external = sp.externally_accessible();
 
     let service_chain = port_chain("service", f, &sp.name);
     let local_chain = port_chain("local", f, &sp.name);
     let external_chain = port_chain("external", f, &sp.name);
-    let internal_chain = if sp.internal_local { &local_chain } else { &service_chain };
+    let internal_chain = if sp.internal_local {
+        &local_chain
+    } else {
+        &service_chain
+    };
 
     let service_ips = f.set("service-ips");
     let no_endpoint_services = f.set("no-endpoint-services");
@@ -217,17 +251,26 @@ fn family_rules(out: &mut ServiceRules, sp: &ServicePort, endpoints: &[Endpoint]
     let node_port_key = |np: u16| format!("{proto} . {np}");
 
     for ip in &cluster_ips {
-        out.elements.insert(Element::new(f.set("cluster-ips"), ip.to_string(), None));
+        out.elements
+            .insert(Element::new(f.set("cluster-ips"), ip.to_string(), None));
     }
 
     if !has_endpoints {
         // Nothing serves: refuse rather than let connections hang.
         let reject = Some("goto reject-chain".to_string());
         for ip in cluster_ips.iter().chain(&external_ips) {
-            out.elements.insert(Element::new(no_endpoint_services.clone(), ip_key(ip), reject.clone()));
+            out.elements.insert(Element::new(
+                no_endpoint_services.clone(),
+                ip_key(ip),
+                reject.clone(),
+            ));
         }
         if let Some(np) = sp.node_port {
-            out.elements.insert(Element::new(no_endpoint_nodeports, node_port_key(np), reject));
+            out.elements.insert(Element::new(
+                no_endpoint_nodeports,
+                node_port_key(np),
+                reject,
+            ));
         }
         return;
     }
@@ -239,8 +282,14 @@ fn family_rules(out: &mut ServiceRules, sp: &ServicePort, endpoints: &[Endpoint]
         if cfg.masquerade_all {
             rules.push(format!("{matches} jump mark-for-masquerade"));
         } else {
-            for cidr in cfg.cluster_cidrs.iter().filter(|c| cidr_family(c) == Some(f)) {
-                rules.push(format!("{matches} {ipf} saddr != {cidr} jump mark-for-masquerade"));
+            for cidr in cfg
+                .cluster_cidrs
+                .iter()
+                .filter(|c| cidr_family(c) == Some(f))
+            {
+                rules.push(format!(
+                    "{matches} {ipf} saddr != {cidr} jump mark-for-masquerade"
+                ));
             }
         }
     }
@@ -252,15 +301,27 @@ fn family_rules(out: &mut ServiceRules, sp: &ServicePort, endpoints: &[Endpoint]
         out.chains.insert(local_chain.clone(), rules);
     }
     for ep in cluster.iter().chain(&local) {
-        out.elements.insert(Element::new(f.set("hairpin-ips"), format!("{} . {}", ep.ip, ep.ip), None));
+        out.elements.insert(Element::new(
+            f.set("hairpin-ips"),
+            format!("{} . {}", ep.ip, ep.ip),
+            None,
+        ));
     }
 
     for ip in &cluster_ips {
         if has_internal {
-            out.elements.insert(Element::new(service_ips.clone(), ip_key(ip), Some(format!("goto {internal_chain}"))));
+            out.elements.insert(Element::new(
+                service_ips.clone(),
+                ip_key(ip),
+                Some(format!("goto {internal_chain}")),
+            ));
         } else {
             // internalTrafficPolicy Local without a local endpoint
-            out.elements.insert(Element::new(no_endpoint_services.clone(), ip_key(ip), Some("drop".into())));
+            out.elements.insert(Element::new(
+                no_endpoint_services.clone(),
+                ip_key(ip),
+                Some("drop".into()),
+            ));
         }
     }
 
@@ -271,7 +332,11 @@ fn family_rules(out: &mut ServiceRules, sp: &ServicePort, endpoints: &[Endpoint]
     if sp.external_local {
         // Pods and the node itself may still use any endpoint; only traffic from outside
         // is kept on this node, with its source address.
-        for cidr in cfg.cluster_cidrs.iter().filter(|c| cidr_family(c) == Some(f)) {
+        for cidr in cfg
+            .cluster_cidrs
+            .iter()
+            .filter(|c| cidr_family(c) == Some(f))
+        {
             rules.push(format!("{ipf} saddr {cidr} goto {service_chain}"));
         }
         rules.push("fib saddr type local jump mark-for-masquerade".into());
@@ -286,16 +351,29 @@ fn family_rules(out: &mut ServiceRules, sp: &ServicePort, endpoints: &[Endpoint]
     let drop = Some("drop".to_string());
     for ip in &external_ips {
         if has_external {
-            out.elements.insert(Element::new(service_ips.clone(), ip_key(ip), to_external.clone()));
+            out.elements.insert(Element::new(
+                service_ips.clone(),
+                ip_key(ip),
+                to_external.clone(),
+            ));
         } else {
-            out.elements.insert(Element::new(no_endpoint_services.clone(), ip_key(ip), drop.clone()));
+            out.elements.insert(Element::new(
+                no_endpoint_services.clone(),
+                ip_key(ip),
+                drop.clone(),
+            ));
         }
     }
     if let Some(np) = sp.node_port {
         if has_external {
-            out.elements.insert(Element::new(service_nodeports, node_port_key(np), to_external));
+            out.elements.insert(Element::new(
+                service_nodeports,
+                node_port_key(np),
+                to_external,
+            ));
         } else {
-            out.elements.insert(Element::new(no_endpoint_nodeports, node_port_key(np), drop));
+            out.elements
+                .insert(Element::new(no_endpoint_nodeports, node_port_key(np), drop));
         }
     }
 }
@@ -303,7 +381,13 @@ fn family_rules(out: &mut ServiceRules, sp: &ServicePort, endpoints: &[Endpoint]
 /// Random choice among `eps`: rule i takes 1/(n-i) of what reaches it, so each endpoint
 /// gets 1/n. (A `numgen … vmap { … }` would make an anonymous set per Service, which the
 /// kernel binds in time quadratic in the transaction's length.)
-fn balance(out: &mut ServiceRules, rules: &mut Vec<String>, sp: &ServicePort, eps: &[&Endpoint], f: Family) {
+fn balance(
+    out: &mut ServiceRules,
+    rules: &mut Vec<String>,
+    sp: &ServicePort,
+    eps: &[&Endpoint],
+    f: Family,
+) {
     let ipf = f.nft();
     let proto = sp.name.protocol.nft();
     let n = eps.len();
@@ -314,7 +398,10 @@ fn balance(out: &mut ServiceRules, rules: &mut Vec<String>, sp: &ServicePort, ep
             let set = affinity_set(&sp.name, ep);
             out.sets.insert(
                 set.clone(),
-                format!("type {} ; flags dynamic,timeout ; timeout {timeout}s ;", f.addr_type()),
+                format!(
+                    "type {} ; flags dynamic,timeout ; timeout {timeout}s ;",
+                    f.addr_type()
+                ),
             );
             // A client seen recently goes back to the same endpoint.
             rules.push(format!("{ipf} saddr @{set} goto {chain}"));
@@ -329,7 +416,10 @@ fn balance(out: &mut ServiceRules, rules: &mut Vec<String>, sp: &ServicePort, ep
         }
     } else {
         for ep in eps {
-            targets.push(format!("meta l4proto {proto} dnat {ipf} to {}", addr_port(ep)));
+            targets.push(format!(
+                "meta l4proto {proto} dnat {ipf} to {}",
+                addr_port(ep)
+            ));
         }
     }
     for (i, target) in targets.into_iter().enumerate() {
@@ -351,14 +441,26 @@ pub fn base_declaration(table: &str, cfg: &RuleConfig) -> String {
         let _ = writeln!(s, "\tset {} {{ type {a} ; }}", f.set("cluster-ips"));
         let _ = writeln!(s, "\tset {} {{ type {a} ; }}", f.set("nodeport-ips"));
         let _ = writeln!(s, "\tset {} {{ type {a} . {a} ; }}", f.set("hairpin-ips"));
-        let _ = writeln!(s, "\tmap {} {{ type {a} . inet_proto . inet_service : verdict ; }}", f.set("service-ips"));
-        let _ = writeln!(s, "\tmap {} {{ type inet_proto . inet_service : verdict ; }}", f.set("service-nodeports"));
+        let _ = writeln!(
+            s,
+            "\tmap {} {{ type {a} . inet_proto . inet_service : verdict ; }}",
+            f.set("service-ips")
+        );
+        let _ = writeln!(
+            s,
+            "\tmap {} {{ type inet_proto . inet_service : verdict ; }}",
+            f.set("service-nodeports")
+        );
         let _ = writeln!(
             s,
             "\tmap {} {{ type {a} . inet_proto . inet_service : verdict ; }}",
             f.set("no-endpoint-services")
         );
-        let _ = writeln!(s, "\tmap {} {{ type inet_proto . inet_service : verdict ; }}", f.set("no-endpoint-nodeports"));
+        let _ = writeln!(
+            s,
+            "\tmap {} {{ type inet_proto . inet_service : verdict ; }}",
+            f.set("no-endpoint-nodeports")
+        );
     }
     let chain = |s: &mut String, name: &str, hook: Option<&str>, rules: &[String]| {
         let _ = writeln!(s, "\tchain {name} {{");
@@ -383,7 +485,12 @@ pub fn base_declaration(table: &str, cfg: &RuleConfig) -> String {
     }
     input.push("ct state new jump nodeport-endpoints-check".into());
     input.push("ct state new jump service-endpoints-check".into());
-    chain(&mut s, "filter-input", Some("type filter hook input priority -110"), &input);
+    chain(
+        &mut s,
+        "filter-input",
+        Some("type filter hook input priority -110"),
+        &input,
+    );
     chain(
         &mut s,
         "filter-forward",
@@ -405,9 +512,24 @@ pub fn base_declaration(table: &str, cfg: &RuleConfig) -> String {
         Some("type filter hook output priority -90"),
         &["ct state new jump cluster-ips-check".into()],
     );
-    chain(&mut s, "nat-prerouting", Some("type nat hook prerouting priority -100"), &["jump services".into()]);
-    chain(&mut s, "nat-output", Some("type nat hook output priority -100"), &["jump services".into()]);
-    chain(&mut s, "nat-postrouting", Some("type nat hook postrouting priority 100"), &["jump masquerading".into()]);
+    chain(
+        &mut s,
+        "nat-prerouting",
+        Some("type nat hook prerouting priority -100"),
+        &["jump services".into()],
+    );
+    chain(
+        &mut s,
+        "nat-output",
+        Some("type nat hook output priority -100"),
+        &["jump services".into()],
+    );
+    chain(
+        &mut s,
+        "nat-postrouting",
+        Some("type nat hook postrouting priority 100"),
+        &["jump masquerading".into()],
+    );
 
     let mut services = Vec::new();
     let mut endpoints_check = Vec::new();
@@ -470,7 +592,10 @@ pub fn base_declaration(table: &str, cfg: &RuleConfig) -> String {
         &mut s,
         "reject-chain",
         None,
-        &["meta l4proto tcp reject with tcp reset".into(), "reject".into()],
+        &[
+            "meta l4proto tcp reject with tcp reset".into(),
+            "reject".into(),
+        ],
     );
     let _ = writeln!(s, "}}");
     // node addresses for NodePorts
@@ -479,9 +604,18 @@ pub fn base_declaration(table: &str, cfg: &RuleConfig) -> String {
         node_ips.push(IpAddr::from([127, 0, 0, 1]));
     }
     for f in Family::ALL {
-        let ips: Vec<String> = node_ips.iter().filter(|ip| Family::of(ip) == f).map(|ip| ip.to_string()).collect();
+        let ips: Vec<String> = node_ips
+            .iter()
+            .filter(|ip| Family::of(ip) == f)
+            .map(|ip| ip.to_string())
+            .collect();
         if !ips.is_empty() {
-            let _ = writeln!(s, "add element inet {table} {} {{ {} }}", f.set("nodeport-ips"), ips.join(", "));
+            let _ = writeln!(
+                s,
+                "add element inet {table} {} {{ {} }}",
+                f.set("nodeport-ips"),
+                ips.join(", ")
+            );
         }
     }
     s

@@ -71,7 +71,7 @@ pub fn plan(
             let mut ips = node_ips.to_vec();
             ips.sort();
             ips.dedup();
-            for (key, s) in services.iter().filter(|(_, s)| s.wants_lb) {
+            for key in services.iter().filter(|(_, s)| s.wants_lb).map(|(k, _)| k) {
                 want.insert(key.clone(), ips.clone());
             }
         }
@@ -85,7 +85,11 @@ pub fn plan(
             let mut pending = Vec::new();
             // Keep what a Service already has, first come first kept.
             for (key, s) in services.iter().filter(|(_, s)| s.wants_lb) {
-                match s.ingress.iter().find(|ip| in_pool.contains(ip) && !used.contains(ip)) {
+                match s
+                    .ingress
+                    .iter()
+                    .find(|ip| in_pool.contains(ip) && !used.contains(ip))
+                {
                     Some(ip) => {
                         used.insert(*ip);
                         want.insert(key.clone(), vec![*ip]);
@@ -94,7 +98,9 @@ pub fn plan(
                 }
             }
             for (key, s) in pending {
-                let requested = s.requested.filter(|ip| in_pool.contains(ip) && !used.contains(ip));
+                let requested = s
+                    .requested
+                    .filter(|ip| in_pool.contains(ip) && !used.contains(ip));
                 let ip = requested.or_else(|| pool.iter().copied().find(|ip| !used.contains(ip)));
                 match ip {
                     Some(ip) => {
@@ -166,7 +172,10 @@ pub async fn run_service_lb(client: kube::Client, config: LbConfig) -> anyhow::R
             while let Some(ev) = stream.next().await {
                 let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
                 let key_of = |s: &Service| {
-                    Some(ServiceKey::new(s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?))
+                    Some(ServiceKey::new(
+                        s.metadata.namespace.as_deref()?,
+                        s.metadata.name.as_deref()?,
+                    ))
                 };
                 match ev {
                     Ok(watcher::Event::Init) => listing.clear(),
@@ -245,17 +254,28 @@ pub async fn run_service_lb(client: kube::Client, config: LbConfig) -> anyhow::R
             if !st.synced_services || !st.synced_nodes {
                 continue;
             }
-            plan(&st.services, config.pool.as_deref(), &ready_node_ips(&st.nodes))
+            plan(
+                &st.services,
+                config.pool.as_deref(),
+                &ready_node_ips(&st.nodes),
+            )
         };
         for (key, ips) in changes {
             let ingress = if ips.is_empty() {
                 serde_json::Value::Null
             } else {
-                json!(ips.iter().map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"})).collect::<Vec<_>>())
+                json!(
+                    ips.iter()
+                        .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+                        .collect::<Vec<_>>()
+                )
             };
             let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
             let api = Api::<Service>::namespaced(client.clone(), &key.namespace);
-            match api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match api
+                .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(svc) => {
                     tracing::info!(service = %key, ?ips, "load balancer ingress set");
                     state
@@ -265,7 +285,9 @@ pub async fn run_service_lb(client: kube::Client, config: LbConfig) -> anyhow::R
                         .insert(key, LbService::from_service(&svc));
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => tracing::warn!(service = %key, error = %e, "setting load balancer ingress"),
+                Err(e) => {
+                    tracing::warn!(service = %key, error = %e, "setting load balancer ingress")
+                }
             }
         }
     }
@@ -321,7 +343,10 @@ mod tests {
         assert!(plan(&services, Some(&pool), &[]).is_empty());
         // deleting x frees its address for y
         services.remove(&ServiceKey::new("a", "x"));
-        assert_eq!(plan(&services, Some(&pool), &[])[&ServiceKey::new("a", "y")], pool);
+        assert_eq!(
+            plan(&services, Some(&pool), &[])[&ServiceKey::new("a", "y")],
+            pool
+        );
     }
 
     #[test]
@@ -339,7 +364,10 @@ mod tests {
         );
         let nodes = ips(&["192.168.1.6", "192.168.1.5"]);
         let plan = plan(&services, None, &nodes);
-        assert_eq!(plan[&ServiceKey::new("a", "lb")], ips(&["192.168.1.5", "192.168.1.6"]));
+        assert_eq!(
+            plan[&ServiceKey::new("a", "lb")],
+            ips(&["192.168.1.5", "192.168.1.6"])
+        );
         assert_eq!(plan[&ServiceKey::new("a", "was-lb")], Vec::<IpAddr>::new());
     }
 }

@@ -135,6 +135,7 @@ fn acceptance_scenarios_pass_on_a_real_node() {
         .expect("run the acceptance scenarios");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
     assert!(
         out.status.success(),
         "acceptance scenarios failed:\n{stdout}\n{stderr}\nserver log (tail):\n{}",

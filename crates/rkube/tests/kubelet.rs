@@ -62,6 +62,67 @@ fn condition(pod: &Value, type_: &str) -> String {
         .to_string()
 }
 
+const STAGED: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: staged
+spec:
+  initContainers:
+  - name: prepare
+    image: busybox:1.36
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo prepared > /data/x"]
+    volumeMounts: [{name: data, mountPath: /data}]
+  - name: helper
+    image: busybox:1.36
+    imagePullPolicy: IfNotPresent
+    restartPolicy: Always
+    command: ["sleep", "3600"]
+  containers:
+  - name: main
+    image: busybox:1.36
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "cat /data/x; sleep 3600"]
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, emptyDir: {}}]
+"#;
+
+const BAD_INIT: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: badinit
+spec:
+  restartPolicy: Never
+  initContainers:
+  - name: prepare
+    image: busybox:1.36
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "exit 4"]
+  containers:
+  - name: main
+    image: busybox:1.36
+    imagePullPolicy: IfNotPresent
+    command: ["true"]
+"#;
+
+const LIVENESS: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: liveness
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:1.36
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 600"]
+    livenessProbe:
+      exec:
+        command: ["cat", "/tmp/healthy"]
+      periodSeconds: 1
+      failureThreshold: 2
+"#;
+
 fn pod_manifest(name: &str, policy: &str, script: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: {policy}\n  \
@@ -83,7 +144,8 @@ fn events(server: &Server, name: &str) -> String {
 
 #[test]
 fn pods_run_restart_finish_and_are_deleted_gracefully() {
-    let mut server = Server::start_with_agent(&[], |data_dir| support::import_busybox(data_dir, IMAGE));
+    let mut server =
+        Server::start_with_agent(&[], |data_dir| support::import_busybox(data_dir, IMAGE));
     let node = server.agent.as_ref().unwrap().node_name.clone();
     eventually(WAIT, "the node to be Ready", || {
         let out = server.kubectl(&[
@@ -126,6 +188,9 @@ fn pods_run_restart_finish_and_are_deleted_gracefully() {
         &fallback,
         no_config,
         never_pull,
+        STAGED,
+        BAD_INIT,
+        LIVENESS,
     ]
     .join("---\n");
     server.apply(&all);
@@ -138,10 +203,16 @@ fn pods_run_restart_finish_and_are_deleted_gracefully() {
     assert_eq!(status["ready"], true);
     assert_eq!(status["started"], true);
     assert_eq!(status["restartCount"], 0);
-    assert!(status["state"]["running"]["startedAt"].is_string(), "{status:#}");
+    assert!(
+        status["state"]["running"]["startedAt"].is_string(),
+        "{status:#}"
+    );
     let container_id = status["containerID"].as_str().unwrap().to_string();
     assert!(container_id.starts_with("runc://"), "{container_id}");
-    assert!(status["imageID"].as_str().unwrap().contains("@sha256:"), "{status:#}");
+    assert!(
+        status["imageID"].as_str().unwrap().contains("@sha256:"),
+        "{status:#}"
+    );
     let pod_ip = pod["status"]["podIP"].as_str().expect("podIP").to_string();
     assert!(pod["status"]["hostIP"].is_string());
     assert!(pod["status"]["startTime"].is_string());
@@ -168,26 +239,78 @@ fn pods_run_restart_finish_and_are_deleted_gracefully() {
     wait_pod(&server, "crasher", "CrashLoopBackOff", |p| {
         container_status(p, "main")["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     });
-    assert_eq!(pod_json(&server, "crasher").unwrap()["status"]["phase"], "Running");
+    assert_eq!(
+        pod_json(&server, "crasher").unwrap()["status"]["phase"],
+        "Running"
+    );
 
     // Job-like pods end with their exit codes and termination messages.
-    let pod = wait_pod(&server, "done", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
+    let pod = wait_pod(&server, "done", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
     let t = &container_status(&pod, "main")["state"]["terminated"];
     assert_eq!(t["exitCode"], 0, "{t:#}");
     assert_eq!(t["reason"], "Completed");
     assert_eq!(t["message"], "all good");
     assert_eq!(condition(&pod, "Ready"), "False");
-    let pod = wait_pod(&server, "failed", "Failed", |p| p["status"]["phase"] == "Failed");
+    let pod = wait_pod(&server, "failed", "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
     let t = &container_status(&pod, "main")["state"]["terminated"];
     assert_eq!(t["exitCode"], 7, "{t:#}");
     assert_eq!(container_status(&pod, "main")["restartCount"], 0);
-    let pod = wait_pod(&server, "fallback", "Failed", |p| p["status"]["phase"] == "Failed");
+    let pod = wait_pod(&server, "fallback", "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
     let t = &container_status(&pod, "main")["state"]["terminated"];
     assert_eq!(t["message"], "last words\n", "{t:#}");
     assert_eq!(
         server.kubectl_ok(&["logs", "failed"]).trim(),
         "oops",
         "logs of a finished pod stay until it is deleted"
+    );
+
+    // Init containers run in order before the app; a sidecar keeps running beside it.
+    let pod = wait_pod(&server, "staged", "Running and Ready", |p| {
+        p["status"]["phase"] == "Running" && condition(p, "Ready") == "True"
+    });
+    let inits = pod["status"]["initContainerStatuses"]
+        .as_array()
+        .expect("init statuses");
+    assert_eq!(inits[0]["name"], "prepare");
+    assert_eq!(
+        inits[0]["state"]["terminated"]["reason"], "Completed",
+        "{inits:?}"
+    );
+    assert_eq!(inits[1]["name"], "helper");
+    assert!(inits[1]["state"]["running"].is_object(), "{inits:?}");
+    assert_eq!(inits[1]["started"], true);
+    assert_eq!(condition(&pod, "Initialized"), "True");
+    let logs = eventually(WAIT, "the staged pod's logs", || {
+        let out = server.kubectl(&["logs", "staged", "-c", "main"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (!text.is_empty()).then_some(text)
+    });
+    assert_eq!(logs.trim(), "prepared");
+    // A failed init container under restartPolicy Never fails the pod.
+    let pod = wait_pod(&server, "badinit", "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    let init = &pod["status"]["initContainerStatuses"][0];
+    assert_eq!(init["state"]["terminated"]["exitCode"], 4, "{init:#}");
+    assert_eq!(
+        container_status(&pod, "main")["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
+    assert_eq!(condition(&pod, "Initialized"), "False");
+    // A failing liveness probe restarts the container.
+    wait_pod(&server, "liveness", "a liveness restart", |p| {
+        container_status(p, "main")["restartCount"].as_i64() >= Some(1)
+    });
+    let ev = events(&server, "liveness");
+    assert!(
+        ev.contains("Container main failed liveness probe, will be restarted"),
+        "{ev}"
     );
 
     // Bad specs wait with upstream's reasons.
@@ -199,7 +322,10 @@ fn pods_run_restart_finish_and_are_deleted_gracefully() {
     wait_pod(&server, "neverpull", "ErrImageNeverPull", |p| {
         container_status(p, "main")["state"]["waiting"]["reason"] == "ErrImageNeverPull"
     });
-    assert_eq!(pod_json(&server, "neverpull").unwrap()["status"]["phase"], "Pending");
+    assert_eq!(
+        pod_json(&server, "neverpull").unwrap()["status"]["phase"],
+        "Pending"
+    );
     let ev = events(&server, "sleeper");
     assert!(ev.contains("Created container: main"), "{ev}");
     assert!(ev.contains("Started container main"), "{ev}");
@@ -222,11 +348,17 @@ fn pods_run_restart_finish_and_are_deleted_gracefully() {
     eventually(WAIT, "the sleeper to be gone", || {
         (!server.kubectl(&["get", "pod", "sleeper"]).status.success()).then_some(())
     });
-    eventually(Duration::from_secs(10), "the pod's directory to be removed", || {
-        (!agent_root.join("pods").join(&uid).exists()).then_some(())
-    });
+    eventually(
+        Duration::from_secs(10),
+        "the pod's directory to be removed",
+        || (!agent_root.join("pods").join(&uid).exists()).then_some(()),
+    );
     let log_dirs: Vec<String> = std::fs::read_dir(agent_root.join("logs"))
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     assert!(
         !log_dirs.iter().any(|d| d.ends_with(&uid)),
@@ -236,7 +368,15 @@ fn pods_run_restart_finish_and_are_deleted_gracefully() {
     assert!(ev.contains("Stopping container main"), "{ev}");
 
     // Deleting a finished pod works the same.
-    server.kubectl_ok(&["delete", "pod", "done", "failed", "fallback", "crasher", "--wait=false"]);
+    server.kubectl_ok(&[
+        "delete",
+        "pod",
+        "done",
+        "failed",
+        "fallback",
+        "crasher",
+        "--wait=false",
+    ]);
     eventually(WAIT, "the finished pods to be gone", || {
         let out = server.kubectl(&["get", "pods", "-o", "name"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();

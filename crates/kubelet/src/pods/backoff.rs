@@ -106,7 +106,10 @@ mod tests {
             b.remaining_since(died, died + Duration::from_secs(4)),
             Some(Duration::from_secs(6))
         );
-        assert_eq!(b.remaining_since(died, died + Duration::from_secs(10)), None);
+        assert_eq!(
+            b.remaining_since(died, died + Duration::from_secs(10)),
+            None
+        );
         let mut now = died;
         let mut seen = Vec::new();
         for _ in 0..7 {
@@ -141,7 +144,10 @@ mod tests {
             b.remaining_since_update(start + Duration::from_secs(4)),
             Some(Duration::from_secs(6))
         );
-        assert_eq!(b.remaining_since_update(start + Duration::from_secs(10)), None);
+        assert_eq!(
+            b.remaining_since_update(start + Duration::from_secs(10)),
+            None
+        );
         b.reset();
         assert_eq!(b.delay(), Duration::ZERO);
     }

@@ -340,14 +340,23 @@ mod tests {
         let text = managed_hosts(&p, &ips, "cluster.local");
         assert!(text.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
         assert!(text.contains("\n10.42.0.7\tweb-0\n"), "{text}");
-        assert!(text.ends_with("# Entries added by HostAliases.\n10.1.2.3\tfoo.local\tbar.local\n"));
+        assert!(
+            text.ends_with("# Entries added by HostAliases.\n10.1.2.3\tfoo.local\tbar.local\n")
+        );
         let spec = p.spec.as_mut().unwrap();
         spec.hostname = Some("db".into());
         spec.subdomain = Some("backend".into());
         let text = managed_hosts(&p, &ips, "cluster.local");
-        assert!(text.contains("\n10.42.0.7\tdb.backend.shop.svc.cluster.local\tdb\n"), "{text}");
+        assert!(
+            text.contains("\n10.42.0.7\tdb.backend.shop.svc.cluster.local\tdb\n"),
+            "{text}"
+        );
         let text = host_network_hosts(&p, "127.0.0.1 localhost");
-        assert!(text.starts_with("# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n"));
+        assert!(
+            text.starts_with(
+                "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n"
+            )
+        );
     }
 
     #[test]

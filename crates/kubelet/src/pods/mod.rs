@@ -95,7 +95,8 @@ impl PodWorkers {
     /// The image puller, shared by all workers so that registry connections and tokens are
     /// reused.
     pub fn puller(&self, ctx: &PodContext) -> &Puller {
-        self.puller.get_or_init(|| Puller::new(ctx.registries.clone()))
+        self.puller
+            .get_or_init(|| Puller::new(ctx.registries.clone()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WorkersState> {
@@ -158,7 +159,9 @@ impl PodWorkers {
             worker.run().await;
             ctx2.workers.mark_finished(&uid2);
         });
-        state.workers.insert(uid, WorkerHandle { updates: tx, task });
+        state
+            .workers
+            .insert(uid, WorkerHandle { updates: tx, task });
     }
 
     /// The pod is gone: its worker removes everything it ran.
@@ -224,7 +227,10 @@ pub async fn run(ctx: Arc<PodContext>) -> anyhow::Result<()> {
         .list_containers()
         .await
         .context("listing the containers on disk")?;
-    let sandboxes = ctx.sandboxes.list().context("listing the pod sandboxes on disk")?;
+    let sandboxes = ctx
+        .sandboxes
+        .list()
+        .context("listing the pod sandboxes on disk")?;
     tracing::info!(
         containers = containers.len(),
         sandboxes = sandboxes.len(),
@@ -287,7 +293,11 @@ async fn cleanup_orphans(ctx: &PodContext, keep: &HashSet<String>, sandboxes: Ve
     for c in &orphans {
         tracing::info!(pod_uid = %c.meta.pod_uid, container = %c.meta.container_name, id = %c.id, "removing the container of a vanished pod");
         if matches!(c.state, runtime::container::ContainerState::Running { .. }) {
-            if let Err(e) = ctx.runtime.stop_container(&c.id, Duration::from_secs(2)).await {
+            if let Err(e) = ctx
+                .runtime
+                .stop_container(&c.id, Duration::from_secs(2))
+                .await
+            {
                 tracing::warn!(id = %c.id, error = %e, "stopping an orphaned container");
             }
         }

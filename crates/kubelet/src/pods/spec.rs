@@ -13,19 +13,28 @@ const SHARES_PER_CPU: u64 = 1024;
 const QUOTA_PERIOD: u64 = 100_000;
 const MIN_QUOTA: i64 = 1000;
 
-fn quantity(map: Option<&BTreeMap<String, Quantity>>, key: &str) -> Option<api::validation::Quantity> {
+fn quantity(
+    map: Option<&BTreeMap<String, Quantity>>,
+    key: &str,
+) -> Option<api::validation::Quantity> {
     let q = map?.get(key)?;
     api::validation::parse_quantity(&q.0).ok()
 }
 
 /// The cgroup settings of one container from its requests and limits.
 pub fn container_resources(container: &Container) -> Resources {
-    let reqs = container.resources.as_ref().and_then(|r| r.requests.as_ref());
+    let reqs = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref());
     let limits = container.resources.as_ref().and_then(|r| r.limits.as_ref());
     let cpu_request = quantity(reqs, "cpu").filter(|q| !q.is_zero());
     let cpu_limit = quantity(limits, "cpu").filter(|q| !q.is_zero());
     // A limit without a request requests the limit (API defaulting does the same).
-    let request_milli = cpu_request.or(cpu_limit).map(|q| q.milli_value()).unwrap_or(0);
+    let request_milli = cpu_request
+        .or(cpu_limit)
+        .map(|q| q.milli_value())
+        .unwrap_or(0);
     let shares = (request_milli.max(0) as u64 * SHARES_PER_CPU / 1000).max(MIN_SHARES);
     let cpu_quota = cpu_limit.map(|q| {
         let quota = (q.milli_value() as i64).saturating_mul(QUOTA_PERIOD as i64) / 1000;
@@ -48,15 +57,22 @@ pub fn container_resources(container: &Container) -> Resources {
 pub fn pod_memory_limit(spec: &PodSpec) -> Option<i64> {
     let limit = |c: &Container| container_resources(c).memory_limit;
     let mut sum: i64 = 0;
-    let long_running = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten().filter(|c| is_sidecar(c)));
+    let long_running = spec.containers.iter().chain(
+        spec.init_containers
+            .iter()
+            .flatten()
+            .filter(|c| is_sidecar(c)),
+    );
     for c in long_running {
         sum = sum.saturating_add(limit(c)?);
     }
     let mut max_init = 0;
-    for c in spec.init_containers.iter().flatten().filter(|c| !is_sidecar(c)) {
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| !is_sidecar(c))
+    {
         max_init = max_init.max(limit(c)?);
     }
     Some(sum.max(max_init))
@@ -73,7 +89,11 @@ pub fn qos_class(pod: &Pod) -> String {
 
 /// The container's securityContext over the pod's, as the runtime applies it.
 pub fn merged_security(pod: &Pod, container: &Container) -> Security {
-    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
+    let pod_sc = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.clone())
+        .unwrap_or_default();
     let sc = container.security_context.clone().unwrap_or_default();
     let mut supplemental_groups = pod_sc.supplemental_groups.clone().unwrap_or_default();
     if let Some(fs_group) = pod_sc.fs_group {
@@ -108,13 +128,21 @@ pub fn sysctls(pod: &Pod) -> BTreeMap<String, String> {
         .as_ref()
         .and_then(|s| s.security_context.as_ref())
         .and_then(|sc| sc.sysctls.as_ref())
-        .map(|list| list.iter().map(|s| (s.name.clone(), s.value.clone())).collect())
+        .map(|list| {
+            list.iter()
+                .map(|s| (s.name.clone(), s.value.clone()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// `runAsNonRoot` with a container that would run as root: upstream refuses to create it
 /// (CreateContainerConfigError) with this message.
-pub fn verify_run_as_non_root(pod: &Pod, container: &Container, image_user: &str) -> Result<(), String> {
+pub fn verify_run_as_non_root(
+    pod: &Pod,
+    container: &Container,
+    image_user: &str,
+) -> Result<(), String> {
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let sc = container.security_context.as_ref();
     let non_root = sc
@@ -124,7 +152,9 @@ pub fn verify_run_as_non_root(pod: &Pod, container: &Container, image_user: &str
     if !non_root {
         return Ok(());
     }
-    let uid = sc.and_then(|s| s.run_as_user).or(pod_sc.and_then(|s| s.run_as_user));
+    let uid = sc
+        .and_then(|s| s.run_as_user)
+        .or(pod_sc.and_then(|s| s.run_as_user));
     match uid {
         Some(0) => Err("container's runAsUser breaks non-root policy".into()),
         Some(_) => Ok(()),
@@ -171,7 +201,11 @@ pub fn grace_period(pod: &Pod) -> std::time::Duration {
     let secs = pod
         .metadata
         .deletion_grace_period_seconds
-        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
         .unwrap_or(30);
     std::time::Duration::from_secs(secs.max(0) as u64)
 }
@@ -204,19 +238,28 @@ mod tests {
 
     #[test]
     fn cpu_and_memory_become_cgroup_settings() {
-        let r = container_resources(&container(&[("cpu", "250m")], &[("cpu", "500m"), ("memory", "64Mi")]));
+        let r = container_resources(&container(
+            &[("cpu", "250m")],
+            &[("cpu", "500m"), ("memory", "64Mi")],
+        ));
         assert_eq!(r.cpu_shares, Some(256));
         assert_eq!(r.cpu_quota, Some(50_000));
         assert_eq!(r.cpu_period, Some(100_000));
         assert_eq!(r.memory_limit, Some(64 * 1024 * 1024));
         let none = container_resources(&container(&[], &[]));
         assert_eq!(none.cpu_shares, Some(2));
-        assert_eq!((none.cpu_quota, none.cpu_period, none.memory_limit), (None, None, None));
+        assert_eq!(
+            (none.cpu_quota, none.cpu_period, none.memory_limit),
+            (None, None, None)
+        );
         // Tiny values hit upstream's floors; a limit alone sets the shares too.
         let tiny = container_resources(&container(&[("cpu", "1m")], &[("cpu", "1m")]));
         assert_eq!((tiny.cpu_shares, tiny.cpu_quota), (Some(2), Some(1000)));
         let limit_only = container_resources(&container(&[], &[("cpu", "2")]));
-        assert_eq!((limit_only.cpu_shares, limit_only.cpu_quota), (Some(2048), Some(200_000)));
+        assert_eq!(
+            (limit_only.cpu_shares, limit_only.cpu_quota),
+            (Some(2048), Some(200_000))
+        );
         let mem = container_resources(&container(&[], &[("memory", "1G")]));
         assert_eq!(mem.memory_limit, Some(1_000_000_000));
     }
@@ -298,7 +341,11 @@ mod tests {
         let c = Container::default();
         assert!(verify_run_as_non_root(&pod, &c, "").is_err());
         assert!(verify_run_as_non_root(&pod, &c, "1000:1000").is_ok());
-        assert!(verify_run_as_non_root(&pod, &c, "nobody").unwrap_err().contains("non-numeric"));
+        assert!(
+            verify_run_as_non_root(&pod, &c, "nobody")
+                .unwrap_err()
+                .contains("non-numeric")
+        );
         assert!(verify_run_as_non_root(&Pod::default(), &c, "").is_ok());
     }
 

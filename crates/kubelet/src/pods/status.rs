@@ -147,7 +147,11 @@ pub fn pod_phase(
     }
     if run == 0 && stopped > 0 && unknown == 0 {
         if terminal {
-            return if stopped == succeeded { SUCCEEDED } else { FAILED };
+            return if stopped == succeeded {
+                SUCCEEDED
+            } else {
+                FAILED
+            };
         }
         if policy == "Always" {
             return RUNNING;
@@ -224,15 +228,25 @@ pub fn initialized_condition(pod: &Pod, statuses: &[ContainerStatus], phase: &st
     }
     let mut messages = Vec::new();
     if !unknown.is_empty() {
-        messages.push(format!("containers with unknown status: {}", go_list(&unknown)));
+        messages.push(format!(
+            "containers with unknown status: {}",
+            go_list(&unknown)
+        ));
     }
     if !incomplete.is_empty() {
-        messages.push(format!("containers with incomplete status: {}", go_list(&incomplete)));
+        messages.push(format!(
+            "containers with incomplete status: {}",
+            go_list(&incomplete)
+        ));
     }
     if messages.is_empty() {
         Cond::ok("Initialized")
     } else {
-        Cond::not("Initialized", "ContainersNotInitialized", Some(messages.join(", ")))
+        Cond::not(
+            "Initialized",
+            "ContainersNotInitialized",
+            Some(messages.join(", ")),
+        )
     }
 }
 
@@ -240,7 +254,11 @@ pub fn containers_ready_condition(pod: &Pod, statuses: &[ContainerStatus], phase
     let spec = pod.spec.clone().unwrap_or_default();
     let mut unknown = Vec::new();
     let mut unready = Vec::new();
-    let sidecars = spec.init_containers.iter().flatten().filter(|c| is_sidecar(c));
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| is_sidecar(c));
     for c in sidecars.chain(spec.containers.iter()) {
         match find(statuses, &c.name) {
             Some(s) if !s.ready => unready.push(c.name.clone()),
@@ -256,15 +274,25 @@ pub fn containers_ready_condition(pod: &Pod, statuses: &[ContainerStatus], phase
     }
     let mut messages = Vec::new();
     if !unknown.is_empty() {
-        messages.push(format!("containers with unknown status: {}", go_list(&unknown)));
+        messages.push(format!(
+            "containers with unknown status: {}",
+            go_list(&unknown)
+        ));
     }
     if !unready.is_empty() {
-        messages.push(format!("containers with unready status: {}", go_list(&unready)));
+        messages.push(format!(
+            "containers with unready status: {}",
+            go_list(&unready)
+        ));
     }
     if messages.is_empty() {
         Cond::ok("ContainersReady")
     } else {
-        Cond::not("ContainersReady", "ContainersNotReady", Some(messages.join(", ")))
+        Cond::not(
+            "ContainersReady",
+            "ContainersNotReady",
+            Some(messages.join(", ")),
+        )
     }
 }
 
@@ -304,7 +332,11 @@ pub fn ready_condition(pod: &Pod, containers_ready: &Cond, conditions: &[PodCond
 
 /// Turn computed conditions into API conditions, keeping `lastTransitionTime` of those whose
 /// status did not change.
-pub fn to_pod_conditions(computed: &[Cond], previous: &[PodCondition], now: &Time) -> Vec<PodCondition> {
+pub fn to_pod_conditions(
+    computed: &[Cond],
+    previous: &[PodCondition],
+    now: &Time,
+) -> Vec<PodCondition> {
     computed
         .iter()
         .map(|c| {
@@ -425,12 +457,21 @@ mod tests {
     fn phase_of_regular_containers() {
         let p = pod("Always", &[], &["a", "b"]);
         assert_eq!(pod_phase(&p, &[], false, false), PENDING);
-        let s = [st("a", "running", 0, None, true), st("b", "waiting", 0, None, false)];
+        let s = [
+            st("a", "running", 0, None, true),
+            st("b", "waiting", 0, None, false),
+        ];
         assert_eq!(pod_phase(&p, &s, false, true), PENDING);
-        let s = [st("a", "running", 0, None, true), st("b", "running", 0, None, true)];
+        let s = [
+            st("a", "running", 0, None, true),
+            st("b", "running", 0, None, true),
+        ];
         assert_eq!(pod_phase(&p, &s, false, true), RUNNING);
         // Crash looping under Always is still Running.
-        let s = [st("a", "waiting", 0, Some(1), false), st("b", "terminated", 1, None, false)];
+        let s = [
+            st("a", "waiting", 0, Some(1), false),
+            st("b", "terminated", 1, None, false),
+        ];
         assert_eq!(pod_phase(&p, &s, false, true), RUNNING);
         assert_eq!(pod_phase(&p, &s, true, true), FAILED);
     }
@@ -438,15 +479,41 @@ mod tests {
     #[test]
     fn phase_of_jobs() {
         let never = pod("Never", &[], &["a"]);
-        assert_eq!(pod_phase(&never, &[st("a", "terminated", 0, None, false)], false, true), SUCCEEDED);
-        assert_eq!(pod_phase(&never, &[st("a", "terminated", 3, None, false)], false, true), FAILED);
+        assert_eq!(
+            pod_phase(
+                &never,
+                &[st("a", "terminated", 0, None, false)],
+                false,
+                true
+            ),
+            SUCCEEDED
+        );
+        assert_eq!(
+            pod_phase(
+                &never,
+                &[st("a", "terminated", 3, None, false)],
+                false,
+                true
+            ),
+            FAILED
+        );
         let on_failure = pod("OnFailure", &[], &["a"]);
         assert_eq!(
-            pod_phase(&on_failure, &[st("a", "terminated", 3, None, false)], false, true),
+            pod_phase(
+                &on_failure,
+                &[st("a", "terminated", 3, None, false)],
+                false,
+                true
+            ),
             RUNNING
         );
         assert_eq!(
-            pod_phase(&on_failure, &[st("a", "terminated", 0, None, false)], false, true),
+            pod_phase(
+                &on_failure,
+                &[st("a", "terminated", 0, None, false)],
+                false,
+                true
+            ),
             SUCCEEDED
         );
     }
@@ -454,18 +521,33 @@ mod tests {
     #[test]
     fn phase_with_init_containers_and_sidecars() {
         let p = pod("Never", &[("init", false)], &["a"]);
-        let s = [st("init", "running", 0, None, false), st("a", "waiting", 0, None, false)];
+        let s = [
+            st("init", "running", 0, None, false),
+            st("a", "waiting", 0, None, false),
+        ];
         assert_eq!(pod_phase(&p, &s, false, false), PENDING);
-        let s = [st("init", "terminated", 1, None, false), st("a", "waiting", 0, None, false)];
+        let s = [
+            st("init", "terminated", 1, None, false),
+            st("a", "waiting", 0, None, false),
+        ];
         assert_eq!(pod_phase(&p, &s, false, false), FAILED);
         let p = pod("Always", &[("init", false)], &["a"]);
         // A failed init container restarting under Always keeps the pod Pending.
-        let s = [st("init", "waiting", 0, Some(1), false), st("a", "waiting", 0, None, false)];
+        let s = [
+            st("init", "waiting", 0, Some(1), false),
+            st("a", "waiting", 0, None, false),
+        ];
         assert_eq!(pod_phase(&p, &s, false, false), PENDING);
         let p = pod("Never", &[("proxy", true)], &["a"]);
-        let s = [st("proxy", "running", 0, None, true), st("a", "terminated", 0, None, false)];
+        let s = [
+            st("proxy", "running", 0, None, true),
+            st("a", "terminated", 0, None, false),
+        ];
         assert_eq!(pod_phase(&p, &s, false, true), RUNNING);
-        let s = [st("proxy", "terminated", 137, None, false), st("a", "terminated", 0, None, false)];
+        let s = [
+            st("proxy", "terminated", 137, None, false),
+            st("a", "terminated", 0, None, false),
+        ];
         assert_eq!(pod_phase(&p, &s, true, true), SUCCEEDED);
         // A sidecar not yet started keeps an uninitialized pod Pending.
         let mut starting = st("proxy", "running", 0, None, false);
@@ -481,7 +563,9 @@ mod tests {
         assert_eq!(init.reason.as_deref(), Some("ContainersNotInitialized"));
         assert_eq!(
             init.message.as_deref(),
-            Some("containers with unknown status: [proxy], containers with incomplete status: [init]")
+            Some(
+                "containers with unknown status: [proxy], containers with incomplete status: [init]"
+            )
         );
         let s = [
             st("init", "terminated", 0, None, false),
@@ -492,7 +576,10 @@ mod tests {
         assert!(initialized_condition(&p, &s, RUNNING).status);
         let cr = containers_ready_condition(&p, &s, RUNNING);
         assert_eq!(cr.reason.as_deref(), Some("ContainersNotReady"));
-        assert_eq!(cr.message.as_deref(), Some("containers with unready status: [b]"));
+        assert_eq!(
+            cr.message.as_deref(),
+            Some("containers with unready status: [b]")
+        );
         let ready = ready_condition(&p, &cr, &[]);
         assert_eq!((ready.type_, ready.status), ("Ready", false));
         assert_eq!(ready.message, cr.message);
@@ -562,6 +649,11 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(patch["status"]["conditions"][0]["reason"], Value::Null);
-        assert!(patch["status"]["conditions"][0].as_object().unwrap().contains_key("message"));
+        assert!(
+            patch["status"]["conditions"][0]
+                .as_object()
+                .unwrap()
+                .contains_key("message")
+        );
     }
 }

@@ -163,11 +163,19 @@ impl Slot {
     }
 
     fn started(&self) -> bool {
-        self.is_running() && self.probes.as_ref().is_some_and(|p| *p.probes.started.borrow())
+        self.is_running()
+            && self
+                .probes
+                .as_ref()
+                .is_some_and(|p| *p.probes.started.borrow())
     }
 
     fn ready(&self) -> bool {
-        self.started() && self.probes.as_ref().is_some_and(|p| *p.probes.ready.borrow())
+        self.started()
+            && self
+                .probes
+                .as_ref()
+                .is_some_and(|p| *p.probes.ready.borrow())
     }
 }
 
@@ -205,6 +213,7 @@ pub struct Worker {
     last_conditions: Vec<PodCondition>,
     notify: Arc<Notify>,
     retry_at: Option<Instant>,
+    status_retry_at: Option<Instant>,
     is_static: bool,
 }
 
@@ -262,7 +271,11 @@ impl Worker {
                 Slot::new(c.name.clone(), kind)
             })
             .collect();
-        slots.extend(spec.containers.iter().map(|c| Slot::new(c.name.clone(), Kind::App)));
+        slots.extend(
+            spec.containers
+                .iter()
+                .map(|c| Slot::new(c.name.clone(), Kind::App)),
+        );
         let start_time = pod.status.as_ref().and_then(|s| s.start_time.clone());
         let mut worker = Worker {
             ctx,
@@ -284,6 +297,7 @@ impl Worker {
             last_conditions: Vec::new(),
             notify: Arc::new(Notify::new()),
             retry_at: None,
+            status_retry_at: None,
             is_static,
             pod,
         };
@@ -297,7 +311,11 @@ impl Worker {
         adopted.sort_by_key(|c| std::cmp::Reverse(c.meta.attempt));
         let mut leftovers = Vec::new();
         for info in adopted {
-            let Some(i) = self.slots.iter().position(|s| s.name == info.meta.container_name) else {
+            let Some(i) = self
+                .slots
+                .iter()
+                .position(|s| s.name == info.meta.container_name)
+            else {
                 leftovers.push(info.id.clone());
                 continue;
             };
@@ -317,7 +335,9 @@ impl Worker {
                     state: info.state.clone(),
                     terminated: None,
                 });
-            } else if slot.last_id.is_none() && !matches!(info.state, ContainerState::Running { .. }) {
+            } else if slot.last_id.is_none()
+                && !matches!(info.state, ContainerState::Running { .. })
+            {
                 slot.last_id = Some(info.id.clone());
                 slot.last_attempt = Some(info.meta.attempt);
                 slot.last = Some(self_terminated(&info.id, &info.state));
@@ -325,7 +345,11 @@ impl Worker {
                 leftovers.push(info.id.clone());
             }
         }
-        if self.slots.iter().any(|s| s.kind == Kind::App && s.current.is_some()) {
+        if self
+            .slots
+            .iter()
+            .any(|s| s.kind == Kind::App && s.current.is_some())
+        {
             self.initialized = true;
         }
         for slot in &self.slots {
@@ -441,6 +465,7 @@ impl Worker {
                 wake = wake.min(t.max(now));
             }
         };
+        consider(self.status_retry_at);
         if self.terminal.is_none() && self.slots.iter().any(Slot::is_running) {
             consider(Some(now + POLL));
         }
@@ -519,7 +544,11 @@ impl Worker {
             && t.exit_code != 0
             && container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
         {
-            let log = crate::container_log_path(&self.pod_log_dir(), &self.slots[i].name, current.attempt);
+            let log = crate::container_log_path(
+                &self.pod_log_dir(),
+                &self.slots[i].name,
+                current.attempt,
+            );
             message = log_tail(&log);
         }
         t.message = (!message.is_empty()).then_some(message);
@@ -538,7 +567,12 @@ impl Worker {
             }
             return;
         }
-        if self.pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == status::SUCCEEDED || p == status::FAILED)
+        if self
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == status::SUCCEEDED || p == status::FAILED)
             && self.slots.iter().all(|s| !s.is_running())
             && self.last_patch.is_none()
         {
@@ -627,8 +661,14 @@ impl Worker {
         let spec = self.spec();
         if self.needs_new_sandbox {
             self.needs_new_sandbox = false;
-            if self.sandbox.is_some() || self.ctx.sandboxes.get(&self.uid).ok().flatten().is_some() {
-                self.event(None, "Normal", "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.");
+            if self.sandbox.is_some() || self.ctx.sandboxes.get(&self.uid).ok().flatten().is_some()
+            {
+                self.event(
+                    None,
+                    "Normal",
+                    "SandboxChanged",
+                    "Pod sandbox changed, it will be killed and re-created.",
+                );
             }
             // Containers still in the old namespaces go with it.
             let grace = spec::grace_period(&self.pod);
@@ -720,9 +760,7 @@ impl Worker {
     async fn ensure_volumes(&mut self, resync: bool) -> bool {
         let due = self.volumes.is_none()
             || resync
-            || self
-                .last_volume_setup
-                .is_none_or(|t| t.elapsed() >= RESYNC);
+            || self.last_volume_setup.is_none_or(|t| t.elapsed() >= RESYNC);
         if !due {
             return true;
         }
@@ -817,7 +855,9 @@ impl Worker {
             }
             match self.slots[i].exited().map(|t| t.exit_code) {
                 Some(code) => {
-                    let unknown = self.slots[i].exited().is_some_and(|t| t.reason == "Unknown");
+                    let unknown = self.slots[i]
+                        .exited()
+                        .is_some_and(|t| t.reason == "Unknown");
                     if spec::should_restart(&policy, code) || (unknown && policy == "Always") {
                         all_done = false;
                         self.restart(i).await;
@@ -867,7 +907,10 @@ impl Worker {
                     go_duration(delay),
                     self.format_pod()
                 );
-                let first = self.slots[i].waiting.as_ref().is_none_or(|(r, _)| r != "CrashLoopBackOff");
+                let first = self.slots[i]
+                    .waiting
+                    .as_ref()
+                    .is_none_or(|(r, _)| r != "CrashLoopBackOff");
                 self.slots[i].waiting = Some(("CrashLoopBackOff".into(), message));
                 if first {
                     let pod = self.format_pod();
@@ -928,7 +971,8 @@ impl Worker {
     async fn ensure_image(&mut self, i: usize, container: &Container) -> Result<Image, Instant> {
         let name = container.image.clone().unwrap_or_default();
         let now = Instant::now();
-        let policy = match PullPolicy::for_container(container.image_pull_policy.as_deref(), &name) {
+        let policy = match PullPolicy::for_container(container.image_pull_policy.as_deref(), &name)
+        {
             Ok(p) => p,
             Err(e) => {
                 let message = format!("Failed to apply default image tag {name:?}: {e}");
@@ -964,7 +1008,8 @@ impl Worker {
                 );
                 return Ok(image);
             }
-            let message = format!("Container image {name:?} is not present with pull policy of Never");
+            let message =
+                format!("Container image {name:?} is not present with pull policy of Never");
             self.event(Some(i), "Warning", "ErrImageNeverPull", message.clone());
             self.slots[i].waiting = Some(("ErrImageNeverPull".into(), message));
             return Err(now + RETRY);
@@ -972,7 +1017,12 @@ impl Worker {
         let entry = self.image_backoff.entry(name.clone()).or_default();
         if let Some(remaining) = entry.0.remaining_since_update(now) {
             let last_error = entry.1.clone();
-            self.event(Some(i), "Normal", "BackOff", format!("Back-off pulling image {name:?}"));
+            self.event(
+                Some(i),
+                "Normal",
+                "BackOff",
+                format!("Back-off pulling image {name:?}"),
+            );
             self.event(Some(i), "Warning", "Failed", "Error: ImagePullBackOff");
             self.slots[i].waiting = Some((
                 "ImagePullBackOff".into(),
@@ -980,13 +1030,24 @@ impl Worker {
             ));
             return Err(now + remaining);
         }
-        self.event(Some(i), "Normal", "Pulling", format!("Pulling image {name:?}"));
+        self.event(
+            Some(i),
+            "Normal",
+            "Pulling",
+            format!("Pulling image {name:?}"),
+        );
         // Show ContainerCreating while the pull runs.
         self.report_status().await;
         let credentials = self.pull_credentials().await;
         let started = Instant::now();
         let progress: ProgressFn = Arc::new(|_: runtime::images::PullProgress| {});
-        let result = pull_image(self.ctx.clone(), name.clone(), PullOptions { credentials }, progress).await;
+        let result = pull_image(
+            self.ctx.clone(),
+            name.clone(),
+            PullOptions { credentials },
+            progress,
+        )
+        .await;
         match result {
             Ok(image) => {
                 let took = go_elapsed(started.elapsed());
@@ -1044,7 +1105,9 @@ impl Worker {
                 }
             };
             let data = secret.data.unwrap_or_default();
-            let blob = data.get(".dockerconfigjson").or_else(|| data.get(".dockercfg"));
+            let blob = data
+                .get(".dockerconfigjson")
+                .or_else(|| data.get(".dockercfg"));
             if let Some(blob) = blob {
                 if let Err(e) = credentials.add_docker_config(&blob.0) {
                     tracing::warn!(pod = %self.key, secret = %name, error = %e, "bad image pull secret");
@@ -1077,7 +1140,9 @@ impl Worker {
         } else {
             dns::managed_hosts(&self.pod, &self.pod_ips, cluster_domain)
         };
-        let host_resolv = dns::ResolvConf::parse(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+        let host_resolv = dns::ResolvConf::parse(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        );
         let settings = dns::DnsSettings {
             cluster_dns: &self.ctx.config.cluster_dns,
             cluster_domain,
@@ -1145,7 +1210,8 @@ impl Worker {
             .container_mounts(pod, container, &volumes)
             .map_err(|e| e.to_string())?;
         let (hosts, resolv, hostname_file) = self.write_pod_files()?;
-        let mounted = |path: &str, mounts: &[Mount]| mounts.iter().any(|m| m.container_path == path);
+        let mounted =
+            |path: &str, mounts: &[Mount]| mounts.iter().any(|m| m.container_path == path);
         for (path, host_path) in [
             ("/etc/hosts", hosts),
             ("/etc/resolv.conf", resolv),
@@ -1264,7 +1330,9 @@ impl Worker {
             Err(e) => {
                 let (reason, message) = match &e {
                     RuntimeError::Start { message, .. } => ("RunContainerError", message.clone()),
-                    RuntimeError::Create { message, .. } => ("CreateContainerError", message.clone()),
+                    RuntimeError::Create { message, .. } => {
+                        ("CreateContainerError", message.clone())
+                    }
                     other => ("CreateContainerError", other.to_string()),
                 };
                 tracing::warn!(pod = %self.key, container = %container.name, error = %e, "running container");
@@ -1279,15 +1347,22 @@ impl Worker {
             }
         };
         tracing::info!(pod = %self.key, container = %container.name, id = %id, attempt, "container started");
-        self.event(Some(i), "Normal", "Created", format!("Created container: {}", container.name));
-        self.event(Some(i), "Normal", "Started", format!("Started container {}", container.name));
+        self.event(
+            Some(i),
+            "Normal",
+            "Created",
+            format!("Created container: {}", container.name),
+        );
+        self.event(
+            Some(i),
+            "Normal",
+            "Started",
+            format!("Started container {}", container.name),
+        );
         let started_at = now_nanos();
         let state = match self.ctx.runtime.container_state(&id).await {
             Ok(s) => s,
-            Err(_) => ContainerState::Running {
-                started_at,
-                pid: 0,
-            },
+            Err(_) => ContainerState::Running { started_at, pid: 0 },
         };
         let old_last = {
             let slot = &mut self.slots[i];
@@ -1325,10 +1400,19 @@ impl Worker {
             container: container.clone(),
         };
         self.start_probes(i, target.clone());
-        if let Some(post_start) = container.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+        if let Some(post_start) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+        {
             if let Err(message) = crate::prober::run_handler(post_start, &target).await {
                 tracing::warn!(pod = %self.key, container = %container.name, %message, "postStart hook failed");
-                self.event(Some(i), "Warning", "FailedPostStartHook", "PostStartHook failed");
+                self.event(
+                    Some(i),
+                    "Warning",
+                    "FailedPostStartHook",
+                    "PostStartHook failed",
+                );
                 let grace = spec::grace_period(&self.pod);
                 self.stop_slot(i, grace).await;
                 self.refresh().await;
@@ -1450,9 +1534,18 @@ impl Worker {
                 format!("Stopping container {}", container.name),
             );
             if run_pre_stop {
-                if let Some(pre_stop) = container.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+                if let Some(pre_stop) = container
+                    .lifecycle
+                    .as_ref()
+                    .and_then(|l| l.pre_stop.as_ref())
+                {
                     let budget = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(budget, crate::prober::run_handler(pre_stop, &target)).await {
+                    match tokio::time::timeout(
+                        budget,
+                        crate::prober::run_handler(pre_stop, &target),
+                    )
+                    .await
+                    {
                         Ok(Ok(())) => {}
                         Ok(Err(message)) => {
                             tracing::warn!(pod = %key, container = %container.name, %message, "preStop hook failed");
@@ -1470,7 +1563,9 @@ impl Worker {
                     }
                 }
             }
-            let grace = deadline.saturating_duration_since(Instant::now()).max(MIN_GRACE);
+            let grace = deadline
+                .saturating_duration_since(Instant::now())
+                .max(MIN_GRACE);
             tracing::info!(pod = %key, container = %container.name, ?grace, "stopping container");
             if let Err(e) = runtime.stop_container(&id, grace).await {
                 tracing::warn!(pod = %key, container = %container.name, error = %e, "stopping container");
@@ -1531,10 +1626,9 @@ impl Worker {
             ok = false;
         }
         let qos = spec::qos_class(&self.pod);
-        let path = self
-            .pod_cgroup
-            .take()
-            .unwrap_or_else(|| runtime::cgroups::pod_cgroup_path(&self.ctx.config.cgroup_root, &qos, &self.uid));
+        let path = self.pod_cgroup.take().unwrap_or_else(|| {
+            runtime::cgroups::pod_cgroup_path(&self.ctx.config.cgroup_root, &qos, &self.uid)
+        });
         let _ = runtime::cgroups::remove_pod_cgroup(&path);
         if logs {
             let _ = std::fs::remove_dir_all(self.pod_log_dir());
@@ -1629,9 +1723,14 @@ impl Worker {
                 init_statuses.push(s);
             }
         }
-        let all: Vec<ContainerStatus> = init_statuses.iter().chain(app_statuses.iter()).cloned().collect();
+        let all: Vec<ContainerStatus> = init_statuses
+            .iter()
+            .chain(app_statuses.iter())
+            .cloned()
+            .collect();
         let terminal = self.terminal.is_some();
-        let initialized = self.initialized || status::has_any_regular_container_started(&self.pod, &all);
+        let initialized =
+            self.initialized || status::has_any_regular_container_started(&self.pod, &all);
         let mut phase = status::pod_phase(&self.pod, &all, terminal, initialized);
         let reason = self.terminal.as_ref().and_then(|t| t.reason.clone());
         let message = self.terminal.as_ref().and_then(|t| t.message.clone());
@@ -1718,13 +1817,14 @@ impl Worker {
                 tracing::debug!(pod = %self.key, phase = ?status.phase, "status updated");
                 self.last_conditions = status.conditions.unwrap_or_default();
                 self.last_patch = Some(patch);
+                self.status_retry_at = None;
             }
             Err(e) => {
                 if !self.is_static {
                     tracing::warn!(pod = %self.key, error = %e, "updating pod status");
                 }
                 // Try again soon.
-                self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                self.status_retry_at = Some(Instant::now() + Duration::from_secs(1));
             }
         }
     }
@@ -1777,7 +1877,12 @@ fn self_terminated(id: &str, state: &ContainerState) -> Terminated {
             exit_code: info.exit_code,
             signal: info.signal,
             reason: if info.reason.is_empty() {
-                if info.exit_code == 0 { "Completed" } else { "Error" }.to_string()
+                if info.exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                }
+                .to_string()
             } else {
                 info.reason.clone()
             },
@@ -1827,7 +1932,9 @@ fn slot_status(slot: &Slot, container: &Container, default_reason: &str) -> Cont
                 last(slot.last.as_ref()),
             ),
             (_, Some(t)) => match &slot.waiting {
-                Some((reason, message)) => (waiting_state(reason, Some(message.clone())), last(Some(t))),
+                Some((reason, message)) => {
+                    (waiting_state(reason, Some(message.clone())), last(Some(t)))
+                }
                 None => (
                     ApiState {
                         terminated: Some(t.to_api()),
@@ -1836,11 +1943,20 @@ fn slot_status(slot: &Slot, container: &Container, default_reason: &str) -> Cont
                     last(slot.last.as_ref()),
                 ),
             },
-            _ => (waiting_state("ContainerCreating", None), last(slot.last.as_ref())),
+            _ => (
+                waiting_state("ContainerCreating", None),
+                last(slot.last.as_ref()),
+            ),
         },
         None => match &slot.waiting {
-            Some((reason, message)) => (waiting_state(reason, Some(message.clone())), last(slot.last.as_ref())),
-            None => (waiting_state(default_reason, None), last(slot.last.as_ref())),
+            Some((reason, message)) => (
+                waiting_state(reason, Some(message.clone())),
+                last(slot.last.as_ref()),
+            ),
+            None => (
+                waiting_state(default_reason, None),
+                last(slot.last.as_ref()),
+            ),
         },
     };
     let (image, image_id, container_id, restart_count) = match &slot.current {
@@ -1850,7 +1966,12 @@ fn slot_status(slot: &Slot, container: &Container, default_reason: &str) -> Cont
             Some(format!("{CONTAINER_ID_PREFIX}{}", c.id)),
             c.attempt as i32,
         ),
-        None => (spec_image, String::new(), None, slot.last_attempt.map_or(0, |a| a as i32 + 1)),
+        None => (
+            spec_image,
+            String::new(),
+            None,
+            slot.last_attempt.map_or(0, |a| a as i32 + 1),
+        ),
     };
     ContainerStatus {
         name: slot.name.clone(),
@@ -1968,10 +2089,20 @@ mod tests {
         let mut slot = Slot::new("app".into(), Kind::App);
         let s = slot_status(&slot, &container, "ContainerCreating");
         assert_eq!(
-            s.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(),
+            s.state
+                .as_ref()
+                .unwrap()
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
             Some("ContainerCreating")
         );
-        assert_eq!((s.restart_count, s.image.as_str(), s.ready), (0, "busybox:1.36", false));
+        assert_eq!(
+            (s.restart_count, s.image.as_str(), s.ready),
+            (0, "busybox:1.36", false)
+        );
         let state = exited(1);
         slot.current = Some(Instance {
             id: "abc".into(),
@@ -1992,7 +2123,14 @@ mod tests {
         slot.waiting = Some(("CrashLoopBackOff".into(), "back-off 10s".into()));
         let s = slot_status(&slot, &container, "ContainerCreating");
         assert_eq!(
-            s.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(),
+            s.state
+                .as_ref()
+                .unwrap()
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
             Some("CrashLoopBackOff")
         );
         assert_eq!(s.last_state.unwrap().terminated.unwrap().exit_code, 1);
@@ -2004,6 +2142,9 @@ mod tests {
         assert_eq!((t.exit_code, t.reason.as_str()), (255, "Unknown"));
         let t = self_terminated("x", &exited(0));
         assert_eq!(t.reason, "Completed");
-        assert_eq!(time_of(1_700_000_000_900_000_000).0.as_second(), 1_700_000_000);
+        assert_eq!(
+            time_of(1_700_000_000_900_000_000).0.as_second(),
+            1_700_000_000
+        );
     }
 }

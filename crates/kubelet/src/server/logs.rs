@@ -30,6 +30,9 @@ pub struct LogOptions {
     pub limit_bytes: Option<u64>,
     /// Only this stream (`stream=Stdout|Stderr`); both when `None` (`All`).
     pub stream: Option<LogStream>,
+    /// Not a query option: skip the current file up to this offset (and the rotated one),
+    /// for attach, which shows only what is written from the moment it starts.
+    pub start_at: Option<u64>,
 }
 
 /// A query parameter's boolean, as Go's `strconv.ParseBool` (an empty value means true).
@@ -352,14 +355,18 @@ pub async fn stream(
         tx,
         done: false,
     };
-    let mut data = match &source.rotated {
-        Some(rotated) => tokio::fs::read(rotated).await.unwrap_or_default(),
-        None => Vec::new(),
+    let mut data = match (&source.rotated, opts.start_at) {
+        (Some(rotated), None) => tokio::fs::read(rotated).await.unwrap_or_default(),
+        _ => Vec::new(),
     };
     if !data.is_empty() && !data.ends_with(b"\n") {
         data.push(b'\n');
     }
     let mut file = tokio::fs::File::open(&source.current).await?;
+    if let Some(offset) = opts.start_at {
+        use tokio::io::AsyncSeekExt as _;
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
+    }
     let mut current = Vec::new();
     file.read_to_end(&mut current).await?;
     // A follower keeps an unfinished last record until its newline arrives.
@@ -751,6 +758,23 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn start_at_skips_what_was_written_before() {
+        let first = "2024-01-01T00:00:01Z stdout F before\n";
+        let (_root, source) = log_dir(&[
+            ("0.log.1", "2024-01-01T00:00:00Z stdout F rotated\n"),
+            (
+                "0.log",
+                &format!("{first}2024-01-01T00:00:02Z stdout F after\n"),
+            ),
+        ]);
+        let opts = LogOptions {
+            start_at: Some(first.len() as u64),
+            ..Default::default()
+        };
+        assert_eq!(collect(source, opts).await, "after\n");
     }
 
     #[tokio::test]

@@ -481,13 +481,16 @@ async fn attach_process(
         rotated: None,
         current: info.log_path.clone(),
     };
-    // Output written from now on; with a TTY everything is stdout.
+    // Output written from now on (before stdin is connected); with a TTY everything is stdout.
+    let start_at = tokio::fs::metadata(&info.log_path)
+        .await
+        .map_or(0, |m| m.len());
     let follow = |stream: Option<logs::LogStream>| -> Box<dyn tokio::io::AsyncRead + Send + Unpin> {
         let (reader, mut writer) = tokio::io::duplex(64 * 1024);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let log_opts = logs::LogOptions {
             follow: true,
-            tail_lines: Some(0),
+            start_at: Some(start_at),
             stream,
             ..Default::default()
         };
