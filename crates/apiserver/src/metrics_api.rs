@@ -54,7 +54,10 @@ const MAX_SUMMARY_BYTES: usize = 32 << 20;
 // Discovery
 
 /// The resources of `metrics.k8s.io/v1beta1`: (plural, kind, namespaced).
-const RESOURCES: [(&str, &str, bool); 2] = [("nodes", "NodeMetrics", false), ("pods", "PodMetrics", true)];
+const RESOURCES: [(&str, &str, bool); 2] = [
+    ("nodes", "NodeMetrics", false),
+    ("pods", "PodMetrics", true),
+];
 const VERBS: [&str; 2] = ["get", "list"];
 
 /// The group as `/apis` lists it (an `APIGroup` without kind).
@@ -100,7 +103,9 @@ pub fn aggregated_group() -> Value {
 /// What a metrics request addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetricsTarget {
-    Nodes { name: Option<String> },
+    Nodes {
+        name: Option<String>,
+    },
     /// `namespace` None: all namespaces (`/pods`).
     Pods {
         namespace: Option<String>,
@@ -120,7 +125,9 @@ pub fn route(path: &str) -> Option<MetricsTarget> {
     let name = |s: Option<&String>| s.filter(|s| !s.is_empty()).cloned();
     match segments.as_slice() {
         [r] if r == "nodes" => Some(MetricsTarget::Nodes { name: None }),
-        [r, n] if r == "nodes" => Some(MetricsTarget::Nodes { name: name(Some(n)) }),
+        [r, n] if r == "nodes" => Some(MetricsTarget::Nodes {
+            name: name(Some(n)),
+        }),
         [r] if r == "pods" => Some(MetricsTarget::Pods {
             namespace: None,
             name: None,
@@ -231,7 +238,10 @@ impl Selectors {
             .unwrap_or_default();
         let mut fields = api::fields::FieldSet::new();
         fields.insert("metadata.name", str_at(object, "/metadata/name"));
-        if let Some(ns) = object.pointer("/metadata/namespace").and_then(Value::as_str) {
+        if let Some(ns) = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+        {
             fields.insert("metadata.namespace", ns);
         }
         self.labels.matches(&labels) && self.fields.matches(&fields)
@@ -244,14 +254,21 @@ fn str_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
 
 fn cached(server: &ApiServer, plural: &str, namespace: Option<&str>) -> Vec<Value> {
     let resource = api::resources::storage_row(plural).expect("core resources are registered");
-    let (objects, _, _) =
-        server
-            .cache
-            .list(resource, &resource.prefix(namespace), None, 0, |_| true);
-    objects.iter().filter_map(|o| serde_json::from_slice(&o.json).ok()).collect()
+    let (objects, _, _) = server
+        .cache
+        .list(resource, &resource.prefix(namespace), None, 0, |_| true);
+    objects
+        .iter()
+        .filter_map(|o| serde_json::from_slice(&o.json).ok())
+        .collect()
 }
 
-fn cached_one(server: &ApiServer, plural: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+fn cached_one(
+    server: &ApiServer,
+    plural: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> Option<Value> {
     let resource = api::resources::storage_row(plural).expect("core resources are registered");
     let object = server.cache.get(resource, &resource.key(namespace, name))?;
     serde_json::from_slice(&object.json).ok()
@@ -280,13 +297,21 @@ fn nodes(
     let now = Utc::now();
     if let Some(name) = name {
         let node = cached_one(server, "nodes", None, name).ok_or_else(|| {
-            ApiError::not_found(Subject { group: "", resource: "node", name })
+            ApiError::not_found(Subject {
+                group: "",
+                resource: "node",
+                name,
+            })
         })?;
         let item = snapshot
             .get(name)
             .and_then(|h| node_metrics(&node, h, now))
             .ok_or_else(|| {
-                ApiError::not_found(Subject { group: GROUP, resource: "nodemetrics", name })
+                ApiError::not_found(Subject {
+                    group: GROUP,
+                    resource: "nodemetrics",
+                    name,
+                })
             })?;
         return Ok(with_type(item, "NodeMetrics"));
     }
@@ -311,11 +336,19 @@ fn pods(
     let now = Utc::now();
     if let (Some(name), Some(ns)) = (name, namespace) {
         let pod = cached_one(server, "pods", Some(ns), name).ok_or_else(|| {
-            ApiError::not_found(Subject { group: "", resource: "pod", name })
+            ApiError::not_found(Subject {
+                group: "",
+                resource: "pod",
+                name,
+            })
         })?;
         let qualified = format!("{ns}/{name}");
         let item = pod_metrics_from(snapshot, &pod, now).ok_or_else(|| {
-            ApiError::not_found(Subject { group: GROUP, resource: "podmetrics", name: &qualified })
+            ApiError::not_found(Subject {
+                group: GROUP,
+                resource: "podmetrics",
+                name: &qualified,
+            })
         })?;
         return Ok(with_type(item, "PodMetrics"));
     }
@@ -419,7 +452,12 @@ impl MetricsApi {
         if state.refreshed.is_some_and(|at| at.elapsed() < CACHE_TTL) {
             return state.nodes.clone();
         }
-        let Some(tls) = server.config.cluster_tls.as_ref().map(|t| t.kubelet_client.clone()) else {
+        let Some(tls) = server
+            .config
+            .cluster_tls
+            .as_ref()
+            .map(|t| t.kubelet_client.clone())
+        else {
             // No credentials for kubelets (tests without nodes): nothing to scrape.
             state.refreshed = Some(Instant::now());
             state.nodes.clear();
@@ -474,7 +512,10 @@ impl MetricsApi {
                 }
             }
         }
-        tracing::debug!(nodes = state.nodes.len(), "scraped kubelet summaries for the metrics API");
+        tracing::debug!(
+            nodes = state.nodes.len(),
+            "scraped kubelet summaries for the metrics API"
+        );
         state.refreshed = Some(Instant::now());
         state.nodes.clone()
     }
@@ -517,7 +558,10 @@ async fn scrape_all(
     futures::future::join_all(scrapes).await
 }
 
-async fn scrape(address: SocketAddr, tls: Arc<rustls::ClientConfig>) -> Result<NodeScrape, ScrapeError> {
+async fn scrape(
+    address: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<NodeScrape, ScrapeError> {
     let mut sender = crate::proxy::connect(address, tls)
         .await
         .map_err(ScrapeError::Connect)?;
@@ -649,7 +693,10 @@ fn point(
 
 /// Read a summary received at `timestamp`. Pods with a container lacking metrics are left
 /// out (metrics-server serves a pod only with all of its containers).
-pub fn decode_summary(bytes: &[u8], timestamp: DateTime<Utc>) -> Result<NodeScrape, serde_json::Error> {
+pub fn decode_summary(
+    bytes: &[u8],
+    timestamp: DateTime<Utc>,
+) -> Result<NodeScrape, serde_json::Error> {
     let summary: Summary = serde_json::from_slice(bytes)?;
     let node = point(
         summary.node.start_time,
@@ -661,7 +708,12 @@ pub fn decode_summary(bytes: &[u8], timestamp: DateTime<Utc>) -> Result<NodeScra
         let containers: Option<Vec<(String, MetricsPoint)>> = pod
             .containers
             .iter()
-            .map(|c| Some((c.name.clone(), point(c.start_time, c.cpu.as_ref(), c.memory.as_ref())?)))
+            .map(|c| {
+                Some((
+                    c.name.clone(),
+                    point(c.start_time, c.cpu.as_ref(), c.memory.as_ref())?,
+                ))
+            })
             .collect();
         match containers {
             Some(containers) if !containers.is_empty() => {
@@ -685,12 +737,18 @@ pub fn decode_summary(bytes: &[u8], timestamp: DateTime<Utc>) -> Result<NodeScra
 
 /// CPU use in nanocores: the rate of cumulative CPU time since `prev` if it is an earlier
 /// point of the same (not restarted) node or container, else the kubelet's own rate.
-pub fn cpu_nano_cores(last: &MetricsPoint, prev: Option<&MetricsPoint>, window: Duration) -> Option<u64> {
+pub fn cpu_nano_cores(
+    last: &MetricsPoint,
+    prev: Option<&MetricsPoint>,
+    window: Duration,
+) -> Option<u64> {
     let from_cumulative = prev.and_then(|prev| {
         if prev.start_time != last.start_time || window.is_zero() {
             return None;
         }
-        let used = last.cumulative_cpu_nanos?.checked_sub(prev.cumulative_cpu_nanos?)?;
+        let used = last
+            .cumulative_cpu_nanos?
+            .checked_sub(prev.cumulative_cpu_nanos?)?;
         let rate = u128::from(used) * 1_000_000_000 / window.as_nanos();
         u64::try_from(rate).ok()
     });
@@ -755,7 +813,12 @@ pub fn pod_metrics(pod: &Value, history: &NodeHistory, now: DateTime<Utc>) -> Op
         .containers
         .iter()
         .map(|(container, point)| {
-            let earlier = prev.and_then(|p| p.containers.iter().find(|(c, _)| c == container).map(|(_, pt)| pt));
+            let earlier = prev.and_then(|p| {
+                p.containers
+                    .iter()
+                    .find(|(c, _)| c == container)
+                    .map(|(_, pt)| pt)
+            });
             let cpu = cpu_nano_cores(point, earlier, window)?;
             Some(json!({"name": container, "usage": usage(cpu, point.working_set_bytes)}))
         })
@@ -911,7 +974,8 @@ mod tests {
         let first = decode_summary(&summary(100.0, 2_000_000_000, 1_263_616), at(0, 0)).unwrap();
         let mut history = NodeHistory::new(first);
         // 10.5 s later: the node used 5.25 CPU-seconds (half a core), nginx 0.105 (10m).
-        let second = decode_summary(&summary(105.25, 2_105_000_000, 1_267_712), at(10, 500)).unwrap();
+        let second =
+            decode_summary(&summary(105.25, 2_105_000_000, 1_267_712), at(10, 500)).unwrap();
         history.push(second);
         history
     }
@@ -959,7 +1023,9 @@ mod tests {
         let names: Vec<&str> = web.containers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["nginx", "sidecar"]);
         assert!(
-            !scrape.pods.contains_key(&("default".to_string(), "starting".to_string())),
+            !scrape
+                .pods
+                .contains_key(&("default".to_string(), "starting".to_string())),
             "a pod whose container has no stats yet has no metrics"
         );
         assert!(decode_summary(b"{\"pods\": []}", at(0, 0)).is_err());
@@ -971,7 +1037,10 @@ mod tests {
         let item = node_metrics(&node, &history(), at(11, 0)).unwrap();
         assert_eq!(item["metadata"]["name"], "n1");
         assert_eq!(item["metadata"]["labels"]["kubernetes.io/hostname"], "n1");
-        assert_eq!(item["metadata"]["creationTimestamp"], "2024-05-01T10:00:11Z");
+        assert_eq!(
+            item["metadata"]["creationTimestamp"],
+            "2024-05-01T10:00:11Z"
+        );
         assert_eq!(item["timestamp"], "2024-05-01T10:00:10Z");
         assert_eq!(item["window"], "10.5s");
         assert_eq!(item["usage"]["cpu"], "500m");
@@ -979,7 +1048,10 @@ mod tests {
         assert!(item.get("kind").is_none(), "list items carry no kind");
 
         let only_one = NodeHistory::new(decode_summary(&summary(1.0, 2, 4096), at(0, 0)).unwrap());
-        assert!(node_metrics(&node, &only_one, at(0, 0)).is_none(), "one scrape has no window");
+        assert!(
+            node_metrics(&node, &only_one, at(0, 0)).is_none(),
+            "one scrape has no window"
+        );
     }
 
     #[test]
@@ -1010,10 +1082,29 @@ mod tests {
             working_set_bytes: 0,
         };
         let window = Duration::from_secs(2);
-        assert_eq!(cpu_nano_cores(&point(0, 3_000_000_000), Some(&point(0, 1_000_000_000)), window), Some(1_000_000_000));
-        assert_eq!(cpu_nano_cores(&point(0, 5), None, window), Some(42), "a new container");
-        assert_eq!(cpu_nano_cores(&point(5, 5), Some(&point(0, 9)), window), Some(42), "a restarted container");
-        assert_eq!(cpu_nano_cores(&point(0, 5), Some(&point(0, 9)), window), Some(42), "a reset counter");
+        assert_eq!(
+            cpu_nano_cores(
+                &point(0, 3_000_000_000),
+                Some(&point(0, 1_000_000_000)),
+                window
+            ),
+            Some(1_000_000_000)
+        );
+        assert_eq!(
+            cpu_nano_cores(&point(0, 5), None, window),
+            Some(42),
+            "a new container"
+        );
+        assert_eq!(
+            cpu_nano_cores(&point(5, 5), Some(&point(0, 9)), window),
+            Some(42),
+            "a restarted container"
+        );
+        assert_eq!(
+            cpu_nano_cores(&point(0, 5), Some(&point(0, 9)), window),
+            Some(42),
+            "a reset counter"
+        );
     }
 
     #[test]
@@ -1034,18 +1125,29 @@ mod tests {
         );
         assert_eq!(
             route("/apis/metrics.k8s.io/v1beta1/nodes/n1"),
-            Some(MetricsTarget::Nodes { name: Some("n1".into()) })
+            Some(MetricsTarget::Nodes {
+                name: Some("n1".into())
+            })
         );
         assert_eq!(
             route("/apis/metrics.k8s.io/v1beta1/pods"),
-            Some(MetricsTarget::Pods { namespace: None, name: None })
+            Some(MetricsTarget::Pods {
+                namespace: None,
+                name: None
+            })
         );
         assert_eq!(
             route("/apis/metrics.k8s.io/v1beta1/namespaces/ns/pods/p"),
-            Some(MetricsTarget::Pods { namespace: Some("ns".into()), name: Some("p".into()) })
+            Some(MetricsTarget::Pods {
+                namespace: Some("ns".into()),
+                name: Some("p".into())
+            })
         );
         assert_eq!(route("/apis/metrics.k8s.io/v1beta1"), None);
-        assert_eq!(route("/apis/metrics.k8s.io/v1beta1/namespaces/ns/nodes"), None);
+        assert_eq!(
+            route("/apis/metrics.k8s.io/v1beta1/namespaces/ns/nodes"),
+            None
+        );
         assert_eq!(route("/apis/metrics.k8s.io/v1beta1/pods/p/x"), None);
         assert_eq!(route("/api/v1/nodes"), None);
     }
@@ -1062,8 +1164,17 @@ mod tests {
         assert_eq!(resources[1]["verbs"], json!(["get", "list"]));
         let aggregated = aggregated_group();
         assert_eq!(aggregated["metadata"]["name"], GROUP);
-        assert_eq!(aggregated["versions"][0]["resources"][0]["scope"], "Cluster");
-        assert_eq!(aggregated["versions"][0]["resources"][1]["responseKind"]["kind"], "PodMetrics");
-        assert_eq!(api_group()["preferredVersion"]["groupVersion"], GROUP_VERSION);
+        assert_eq!(
+            aggregated["versions"][0]["resources"][0]["scope"],
+            "Cluster"
+        );
+        assert_eq!(
+            aggregated["versions"][0]["resources"][1]["responseKind"]["kind"],
+            "PodMetrics"
+        );
+        assert_eq!(
+            api_group()["preferredVersion"]["groupVersion"],
+            GROUP_VERSION
+        );
     }
 }

@@ -67,17 +67,19 @@ pub enum Scenario {
     Memory,
     Bulk,
     Scheduler,
+    Pods,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them and the document lists them.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Store,
         Scenario::Api,
         Scenario::Startup,
         Scenario::Memory,
         Scenario::Bulk,
         Scenario::Scheduler,
+        Scenario::Pods,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,6 +90,7 @@ impl Scenario {
             Scenario::Memory => "memory",
             Scenario::Bulk => "bulk",
             Scenario::Scheduler => "scheduler",
+            Scenario::Pods => "pods",
         }
     }
 
@@ -132,6 +135,18 @@ impl Scenario {
                  bind to the last (average, p50, p90, p99 as scheduler_perf reports). The reference \
                  is upstream's CI threshold for the shape."
             }
+            Scenario::Pods => {
+                "Real containers on one node (root, runc, CNI bridge). A busybox image built \
+                 offline with umoci and imported, so nothing is pulled. `rkube server` with its \
+                 node agent: one warm-up pod, then 20 pods (`sleep 3600`, imagePullPolicy \
+                 IfNotPresent) created at once by 20 clients; each pod's time from its create \
+                 request to the first watch event showing it Running and Ready. The reference is \
+                 `runc run -d` of the same rootfs with runc's default spec (no CNI, no shim, no \
+                 API), 20 started at once in the same run; also 20 one after the other. Then \
+                 `rkube agent` as its own process against a `--disable-agent` server with 100 \
+                 such pods: the agent's RSS, every `rkube shim`'s RSS (max and mean) and the \
+                 agent's CPU (utime+stime from /proc) over 20 s of steady state."
+            }
         }
     }
 }
@@ -172,6 +187,7 @@ pub async fn run_scenario(
         Scenario::Memory => scenarios::memory::run(options).await,
         Scenario::Bulk => scenarios::bulk::run(options).await,
         Scenario::Scheduler => scenarios::scheduler::run(options).await,
+        Scenario::Pods => scenarios::pods::run(options).await,
     }
 }
 

@@ -137,7 +137,7 @@ impl Forwarder {
         }
         query.edns = Some(edns);
         let bytes = query.to_vec()?;
-        let io = |source| ForwardError::Io { upstream, source };
+        let io = |source: std::io::Error| ForwardError::Io { upstream, source };
 
         let reply = tokio::time::timeout(self.timeout, async {
             let bind: SocketAddr = match upstream {
@@ -152,7 +152,7 @@ impl Forwarder {
                 let n = socket.recv(&mut buf).await.map_err(io)?;
                 // a stray or spoofed datagram is skipped, not taken as the answer
                 match Message::from_vec(&buf[..n]) {
-                    Ok(m) if is_reply_to(&m, &query) => return Ok(m),
+                    Ok(m) if is_reply_to(&m, &query) => return Ok::<_, ForwardError>(m),
                     _ => continue,
                 }
             }

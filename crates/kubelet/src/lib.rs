@@ -129,17 +129,17 @@ pub async fn run(client: kube::Client, config: KubeletConfig) -> anyhow::Result<
         runtime,
         sandboxes: sandboxes.clone(),
         log_root,
+        node_name: config.node_name.clone(),
     });
     let network_sandboxes = sandboxes.clone();
     tokio::spawn(async move {
         // The node's podCIDR from node IPAM replaces the default once it is known.
         while pod_cidr_rx.changed().await.is_ok() {
             let cidr = pod_cidr_rx.borrow_and_update().clone();
-            if let Some(cidr) = cidr {
-                if let Err(e) = network_sandboxes.configure(&cidr) {
+            if let Some(cidr) = cidr
+                && let Err(e) = network_sandboxes.configure(&cidr) {
                     tracing::error!(%cidr, error = %e, "writing the CNI configuration");
                 }
-            }
         }
     });
     let mut node = tokio::spawn(node::run(client.clone(), config.clone(), pod_cidr_tx));

@@ -96,6 +96,7 @@ impl Kubelet {
             runtime,
             sandboxes,
             log_root: dir.path().join("logs"),
+            node_name: "node-1".into(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -201,6 +202,34 @@ async fn healthz_requires_a_client_certificate() {
     assert!(
         refused.await.is_err(),
         "a client without a certificate got an answer"
+    );
+}
+
+#[tokio::test]
+async fn stats_summary_reports_the_node() {
+    let kubelet = Kubelet::start().await;
+    let (status, body) = kubelet.get("/stats/summary").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(summary["node"]["nodeName"], "node-1");
+    assert!(
+        summary["node"]["cpu"]["usageCoreNanoSeconds"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{summary}"
+    );
+    assert!(
+        summary["node"]["memory"]["workingSetBytes"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["pods"],
+        serde_json::json!([]),
+        "no containers run here"
     );
 }
 

@@ -1,7 +1,7 @@
 //! The generated rules in a real kernel: a "node" network namespace with a bridge, three
 //! backend namespaces behind it running busybox httpd, and a client on the node reaching
-//! them through a ClusterIP, a NodePort and an external IP. Needs root, `ip`, `nft` and
-//! busybox; everything it makes (namespaces, veths, tables, processes) goes at the end.
+//! them through a ClusterIP, a NodePort and an external IP. Needs root, `ip`, `nft`, curl
+//! and busybox; everything it makes (namespaces, veths, tables, processes) goes at the end.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ fn can_run() -> bool {
             .status()
             .is_ok()
     };
-    root && have("nft") && have("ip") && Path::new("/usr/bin/busybox").exists()
+    root && have("nft") && have("ip") && have("curl") && Path::new("/usr/bin/busybox").exists()
 }
 
 fn run(args: &[&str]) {
@@ -89,6 +89,8 @@ fn lab(tag: &str, backends: usize) -> Lab {
         &["ip", "addr", "add", &format!("{NODE_IP}/24"), "dev", "br0"],
     );
     in_ns(&n, &["ip", "link", "set", "br0", "up"]);
+    // ClusterIPs are routed nowhere; a node needs some route for them (its default one)
+    in_ns(&n, &["ip", "route", "add", "default", "dev", "br0"]);
     in_ns(&n, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     in_ns(&n, &["sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1"]);
     let dir = std::env::temp_dir().join(format!("rkp-{tag}-{pid}"));
@@ -106,6 +108,9 @@ fn lab(tag: &str, backends: usize) -> Lab {
             ],
         );
         in_ns(&n, &["ip", "link", "set", &host, "master", "br0", "up"]);
+        // With br_netfilter, DNAT back to the sender is bridged back out its own port
+        // (the CNI bridge plugin's hairpinMode).
+        in_ns(&n, &["ip", "link", "set", &host, "type", "bridge_slave", "hairpin", "on"]);
         in_ns(&ns.name, &["ip", "link", "set", "lo", "up"]);
         in_ns(
             &ns.name,
@@ -158,29 +163,28 @@ fn lab(tag: &str, backends: usize) -> Lab {
     lab
 }
 
-/// `wget` from a namespace: the body, or wget's complaint.
+/// `curl` from a namespace: the body, or curl's complaint.
 fn get(ns: &str, url: &str) -> Result<String, String> {
     let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "/usr/bin/busybox",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            "-T",
-            "3",
-            url,
-        ])
+        .args(["netns", "exec", ns, "curl", "-sS", "-m", "3", url])
         .output()
-        .expect("spawn wget");
+        .expect("spawn curl");
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        Err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
     }
+}
+
+/// How a TCP connection from a namespace fails (busybox nc names the errno).
+fn connect_error(ns: &str, ip: &str, port: u16) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "/usr/bin/busybox", "nc", "-w", "3", ip, &port.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn nc");
+    assert!(!out.status.success(), "{ip}:{port} accepted a connection");
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
 }
 
 fn counts(ns: &str, url: &str, n: usize) -> BTreeMap<String, usize> {
@@ -252,7 +256,7 @@ fn sync(p: &mut Proxier, cache: &mut Cache, full: bool) {
 #[test]
 fn services_in_a_real_kernel() {
     if !can_run() {
-        eprintln!("skipped: needs root, nft, ip and busybox");
+        eprintln!("skipped: needs root, nft, ip, curl and busybox");
         return;
     }
     let lab = lab("svc", 3);
@@ -307,11 +311,13 @@ fn services_in_a_real_kernel() {
 
     // No endpoints: refused at once, not left to time out.
     let started = Instant::now();
-    let err = get(&node, "http://10.96.0.11/").unwrap_err();
+    let err = connect_error(&node, "10.96.0.11", 80);
     assert!(err.contains("refused"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(2));
-    // a ClusterIP on a port it does not have is refused too
-    let err = get(&node, "http://10.96.0.10:81/").unwrap_err();
+    // from a pod too (forward hook), and a ClusterIP on a port it does not have
+    let err = connect_error(&lab.backends[1].0.name, "10.96.0.11", 80);
+    assert!(err.contains("refused"), "{err}");
+    let err = connect_error(&node, "10.96.0.10", 81);
     assert!(err.contains("refused"), "{err}");
 
     // Session affinity: one client, one backend.
@@ -362,7 +368,7 @@ fn services_in_a_real_kernel() {
 #[test]
 fn bench_runs_small() {
     if !can_run() {
-        eprintln!("skipped: needs root, nft, ip and busybox");
+        eprintln!("skipped: needs root, nft, ip, curl and busybox");
         return;
     }
     let report = proxy::bench(300, 10).unwrap();

@@ -84,9 +84,15 @@ impl Lan {
             let outside = format!("rkmn{id}{}", (b'a' + i as u8) as char);
             run(
                 "ip",
-                &["link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns", &netns],
+                &[
+                    "link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns",
+                    &netns,
+                ],
             );
-            run("ip", &["link", "set", &outside, "master", &lan.bridge, "up"]);
+            run(
+                "ip",
+                &["link", "set", &outside, "master", &lan.bridge, "up"],
+            );
             let address = format!("{}/24", lan.host_ip(i));
             let inside = |args: &[&str]| {
                 let mut all = vec!["netns", "exec", netns.as_str(), "ip"];
@@ -114,7 +120,9 @@ impl Drop for Lan {
         for netns in &self.hosts {
             let _ = Command::new("ip").args(["netns", "del", netns]).status();
         }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
     }
 }
 
@@ -146,7 +154,11 @@ impl Agent {
     }
 
     fn sandbox_netns(&self, pod_uid: &str) -> PathBuf {
-        self.data_dir.path().join("agent/sandboxes").join(pod_uid).join("net")
+        self.data_dir
+            .path()
+            .join("agent/sandboxes")
+            .join(pod_uid)
+            .join("net")
     }
 }
 
@@ -168,10 +180,10 @@ impl Drop for Agent {
 struct Cluster {
     // Field order is drop order: agents first, then the server, then the hosts' link.
     agents: Vec<Agent>,
-    server: Option<Process>,
+    _server: Option<Process>,
     server_dir: tempfile::TempDir,
     url: String,
-    _lan: Lan,
+    lan: Lan,
 }
 
 impl Cluster {
@@ -217,9 +229,18 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn get_json(&self, args: &[&str]) -> Option<Value> {
@@ -227,16 +248,28 @@ impl Cluster {
         all.extend_from_slice(args);
         all.extend_from_slice(&["-o", "json"]);
         let out = self.kubectl(&all);
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
     }
 
-    fn eventually<T>(&self, timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    fn eventually<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(v) = check() {
                 return v;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -267,22 +300,25 @@ fn start_cluster() -> Cluster {
         .expect("start rkube server");
     let mut cluster = Cluster {
         agents: Vec::new(),
-        server: Some(Process { child: server }),
+        _server: Some(Process { child: server }),
         server_dir,
         url,
-        _lan: lan,
+        lan,
     };
     let token_path = cluster.server_dir.path().join("node-token");
     cluster.eventually(Duration::from_secs(30), "the server to be ready", || {
         let ready = token_path.exists()
-            && cluster.kubectl(&["get", "--raw", "/readyz"]).status.success();
+            && cluster
+                .kubectl(&["get", "--raw", "/readyz"])
+                .status
+                .success();
         ready.then_some(())
     });
     let token = std::fs::read_to_string(&token_path).unwrap();
     for (i, host) in ["a", "b"].into_iter().enumerate() {
         let data_dir = tempfile::tempdir().unwrap();
         support::import_busybox(data_dir.path(), IMAGE);
-        let netns = cluster._lan.hosts[i].clone();
+        let netns = cluster.lan.hosts[i].clone();
         let node_name = format!("mn-{id}-{host}");
         let cgroup_root = format!("/rkube-mn-{id}-{host}/kubepods");
         let log = std::fs::File::create(data_dir.path().join("agent.log")).unwrap();
@@ -295,7 +331,7 @@ fn start_cluster() -> Cluster {
             .arg("--data-dir")
             .arg(data_dir.path())
             .args(["--node-name", &node_name])
-            .args(["--node-ip", &cluster._lan.host_ip(i)])
+            .args(["--node-ip", &cluster.lan.host_ip(i)])
             .args(["--cgroup-root", &cgroup_root])
             .env("RKUBE_LOG", "info")
             .stdout(Stdio::null())
@@ -340,15 +376,19 @@ fn pods_on_different_nodes_reach_each_other_by_ip() {
     let cidrs: Vec<String> = nodes
         .iter()
         .map(|name| {
-            cluster.eventually(Duration::from_secs(90), &format!("node {name} Ready"), || {
-                let node = cluster.get_json(&["node", name])?;
-                let ready = node["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                let cidr = node["spec"]["podCIDR"].as_str()?.to_owned();
-                ready.then_some(cidr)
-            })
+            cluster.eventually(
+                Duration::from_secs(90),
+                &format!("node {name} Ready"),
+                || {
+                    let node = cluster.get_json(&["node", name])?;
+                    let ready = node["status"]["conditions"]
+                        .as_array()?
+                        .iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                    let cidr = node["spec"]["podCIDR"].as_str()?.to_owned();
+                    ready.then_some(cidr)
+                },
+            )
         })
         .collect();
     assert_ne!(cidrs[0], cidrs[1]);
@@ -358,13 +398,17 @@ fn pods_on_different_nodes_reach_each_other_by_ip() {
     let pods: Vec<(String, String)> = ["web-a", "web-b"]
         .iter()
         .map(|name| {
-            cluster.eventually(Duration::from_secs(90), &format!("pod {name} Running"), || {
-                let pod = cluster.get_json(&["pod", name])?;
-                (pod["status"]["phase"] == "Running").then_some(())?;
-                let ip = pod["status"]["podIP"].as_str()?.to_owned();
-                let uid = pod["metadata"]["uid"].as_str()?.to_owned();
-                Some((uid, ip))
-            })
+            cluster.eventually(
+                Duration::from_secs(90),
+                &format!("pod {name} Running"),
+                || {
+                    let pod = cluster.get_json(&["pod", name])?;
+                    (pod["status"]["phase"] == "Running").then_some(())?;
+                    let ip = pod["status"]["podIP"].as_str()?.to_owned();
+                    let uid = pod["metadata"]["uid"].as_str()?.to_owned();
+                    Some((uid, ip))
+                },
+            )
         })
         .collect();
     let (uid_a, ip_a) = &pods[0];
@@ -378,7 +422,7 @@ fn pods_on_different_nodes_reach_each_other_by_ip() {
     // host-gw routes: each host routes the other's podCIDR via the other's address.
     for (i, agent) in cluster.agents.iter().enumerate() {
         let other = 1 - i;
-        let want = format!("{} via {}", cidrs[other], cluster._lan.host_ip(other));
+        let want = format!("{} via {}", cidrs[other], cluster.lan.host_ip(other));
         cluster.eventually(Duration::from_secs(30), &format!("route {want}"), || {
             let routes = run("ip", &["netns", "exec", &agent.netns, "ip", "route"]);
             routes.contains(&want).then_some(())
@@ -386,25 +430,43 @@ fn pods_on_different_nodes_reach_each_other_by_ip() {
     }
 
     // Pod to pod across nodes: ping and HTTP, both ways.
-    let sandboxes = [cluster.agents[0].sandbox_netns(uid_a), cluster.agents[1].sandbox_netns(uid_b)];
+    let sandboxes = [
+        cluster.agents[0].sandbox_netns(uid_a),
+        cluster.agents[1].sandbox_netns(uid_b),
+    ];
     for (from, to, page) in [(0, ip_b, "hello from web-b"), (1, ip_a, "hello from web-a")] {
         let net = format!("--net={}", sandboxes[from].display());
-        cluster.eventually(Duration::from_secs(20), &format!("ping {to} from pod {from}"), || {
-            Command::new("nsenter")
-                .args([&net, "busybox", "ping", "-c1", "-W2", to])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-                .then_some(())
-        });
+        cluster.eventually(
+            Duration::from_secs(20),
+            &format!("ping {to} from pod {from}"),
+            || {
+                Command::new("nsenter")
+                    .args([&net, "busybox", "ping", "-c1", "-W2", to])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+                    .then_some(())
+            },
+        );
         let url = format!("http://{to}:8080/");
         let body = run("nsenter", &[&net, "curl", "-sf", "-m", "5", &url]);
         assert_eq!(body.trim(), page);
     }
 
     // Deleting the pods releases their sandboxes on each node.
-    let out = cluster.kubectl(&["delete", "pod", "web-a", "web-b", "--wait=true", "--timeout=60s"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cluster.kubectl(&[
+        "delete",
+        "pod",
+        "web-a",
+        "web-b",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for (agent, uid) in cluster.agents.iter().zip([uid_a, uid_b]) {
         let dir = agent.data_dir.path().join("agent/sandboxes").join(uid);
         cluster.eventually(Duration::from_secs(30), "the sandbox to go", || {

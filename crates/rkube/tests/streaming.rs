@@ -84,29 +84,108 @@ fn http_get(port: u16) -> Option<String> {
         .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
 }
 
 fn check_exec(server: &Server, kubectl: &str) {
-    let (code, out, err) = run(server, kubectl, &["exec", "-i", "ticker", "--", "cat"], b"hi\nthere\n");
-    assert_eq!((code, out.as_str()), (0, "hi\nthere\n"), "{kubectl} exec -i: {err}");
     let (code, out, err) = run(
         server,
         kubectl,
-        &["exec", "ticker", "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+        &["exec", "-i", "ticker", "--", "cat"],
+        b"hi\nthere\n",
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "hi\nthere\n"),
+        "{kubectl} exec -i: {err}"
+    );
+    let (code, out, err) = run(
+        server,
+        kubectl,
+        &[
+            "exec",
+            "ticker",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
         b"",
     );
-    assert_eq!(code, 3, "{kubectl}: exit code of the command; stderr: {err}");
+    assert_eq!(
+        code, 3,
+        "{kubectl}: exit code of the command; stderr: {err}"
+    );
     assert_eq!(out, "out\n");
     assert!(err.starts_with("err\n"), "{kubectl}: {err}");
-    assert!(err.contains("command terminated with exit code 3"), "{kubectl}: {err}");
+    assert!(
+        err.contains("command terminated with exit code 3"),
+        "{kubectl}: {err}"
+    );
     // A large stdin round trip: nothing lost or reordered.
-    let big: Vec<u8> = (0..200_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
-    let (code, out, err) = run(server, kubectl, &["exec", "-i", "ticker", "--", "wc", "-c"], &big);
+    let big: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    let (code, out, err) = run(
+        server,
+        kubectl,
+        &["exec", "-i", "ticker", "--", "wc", "-c"],
+        &big,
+    );
     assert_eq!(code, 0, "{kubectl}: {err}");
-    assert_eq!(out.trim(), big.len().to_string(), "{kubectl}: bytes through stdin");
-    let (code, _, err) = run(server, kubectl, &["exec", "ticker", "-c", "ticker", "--", "no-such-binary"], b"");
+    assert_eq!(
+        out.trim(),
+        big.len().to_string(),
+        "{kubectl}: bytes through stdin"
+    );
+    let (code, _, err) = run(
+        server,
+        kubectl,
+        &["exec", "ticker", "-c", "ticker", "--", "no-such-binary"],
+        b"",
+    );
     assert_ne!(code, 0, "{kubectl}: a missing binary fails: {err}");
+}
+
+/// `kubectl attach -i`: what we type reaches the container's stdin, what it prints comes back.
+fn check_attach(server: &Server, kubectl: &str, word: &str) {
+    let mut child = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig())
+        .args(["attach", "-i", "echoer"])
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run kubectl attach");
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Killed(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Until the attach is up, lines may go unseen: say it again until it answers.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "{kubectl} attach: no echo of {word}"
+        );
+        writeln!(stdin, "{word}").unwrap();
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+            assert_eq!(line, format!("got {word}"), "{kubectl} attach");
+            return;
+        }
+    }
 }
 
 fn check_port_forward(server: &Server, kubectl: &str) {
@@ -127,11 +206,21 @@ fn check_port_forward(server: &Server, kubectl: &str) {
     assert_eq!(body.trim(), "web 1.0");
     // Several connections over the same forward, one after another and at once.
     for _ in 0..3 {
-        assert_eq!(http_get(port).as_deref().map(str::trim), Some("web 1.0"), "{kubectl}");
+        assert_eq!(
+            http_get(port).as_deref().map(str::trim),
+            Some("web 1.0"),
+            "{kubectl}"
+        );
     }
-    let parallel: Vec<_> = (0..4).map(|_| std::thread::spawn(move || http_get(port))).collect();
+    let parallel: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || http_get(port)))
+        .collect();
     for handle in parallel {
-        assert_eq!(handle.join().unwrap().as_deref().map(str::trim), Some("web 1.0"), "{kubectl}");
+        assert_eq!(
+            handle.join().unwrap().as_deref().map(str::trim),
+            Some("web 1.0"),
+            "{kubectl}"
+        );
     }
 }
 
@@ -145,7 +234,11 @@ fn logs_exec_cp_and_port_forward_through_the_api_server() {
                 ---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  \
                 terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: busybox:1.36\n    \
                 imagePullPolicy: IfNotPresent\n    command: [\"sh\", \"-c\", \
-                \"mkdir -p /www && echo web 1.0 > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n";
+                \"mkdir -p /www && echo web 1.0 > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n\
+                ---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: echoer\nspec:\n  \
+                terminationGracePeriodSeconds: 1\n  containers:\n  - name: echoer\n    image: busybox:1.36\n    \
+                imagePullPolicy: IfNotPresent\n    stdin: true\n    command: [\"sh\", \"-c\", \
+                \"while read line; do echo got $line; done\"]\n";
     server.apply(pods);
     wait_running(&server, "ticker");
     wait_running(&server, "web");
@@ -159,15 +252,22 @@ fn logs_exec_cp_and_port_forward_through_the_api_server() {
     // stdout and stderr are separate pipes: their relative order is not kept.
     assert!(all.starts_with("started\n"), "{all}");
     assert!(all.lines().any(|l| l == "to-stderr"), "{all}");
-    assert!(all.contains("tick 0\ntick 1\n"), "{all}");
+    let ticks: Vec<&str> = all.lines().filter(|l| l.starts_with("tick ")).collect();
+    assert_eq!(ticks[..3], ["tick 0", "tick 1", "tick 2"], "{all}");
     let last = server.kubectl_ok(&["logs", "ticker", "--tail=1"]);
     assert_eq!(last.lines().count(), 1, "{last}");
     assert!(last.starts_with("tick "), "{last}");
     let stamped = server.kubectl_ok(&["logs", "ticker", "--timestamps", "--tail=1"]);
     let (stamp, rest) = stamped.split_once(' ').unwrap();
-    assert!(stamp.ends_with('Z') && stamp.len() == 30, "RFC 3339 with nanoseconds: {stamp}");
+    assert!(
+        stamp.ends_with('Z') && stamp.len() == 30,
+        "RFC 3339 with nanoseconds: {stamp}"
+    );
     assert!(rest.starts_with("tick "));
-    assert_eq!(server.kubectl_ok(&["logs", "ticker", "--limit-bytes=4"]), "star");
+    assert_eq!(
+        server.kubectl_ok(&["logs", "ticker", "--limit-bytes=4"]),
+        "star"
+    );
     let err = server.kubectl_err(&["logs", "ticker", "--previous"]);
     assert!(err.contains("previous terminated container"), "{err}");
 
@@ -207,7 +307,12 @@ fn logs_exec_cp_and_port_forward_through_the_api_server() {
     let local = dir.path().join("note.txt");
     std::fs::write(&local, "copied in\n").unwrap();
     server.kubectl_ok(&["cp", local.to_str().unwrap(), "ticker:/tmp/note.txt"]);
-    let (code, out, err) = run(&server, &support::kubectl_binary(), &["exec", "ticker", "--", "cat", "/tmp/note.txt"], b"");
+    let (code, out, err) = run(
+        &server,
+        &support::kubectl_binary(),
+        &["exec", "ticker", "--", "cat", "/tmp/note.txt"],
+        b"",
+    );
     assert_eq!((code, out.as_str()), (0, "copied in\n"), "{err}");
     let back = dir.path().join("back.txt");
     server.kubectl_ok(&["cp", "ticker:/tmp/note.txt", back.to_str().unwrap()]);
@@ -217,6 +322,13 @@ fn logs_exec_cp_and_port_forward_through_the_api_server() {
     check_port_forward(&server, &support::kubectl_binary());
     if Path::new(KUBECTL_1_27).exists() {
         check_port_forward(&server, KUBECTL_1_27);
+    }
+
+    // attach: stdin through the container's FIFO, output from its log.
+    wait_running(&server, "echoer");
+    check_attach(&server, &support::kubectl_binary(), "websocket");
+    if Path::new(KUBECTL_1_27).exists() {
+        check_attach(&server, KUBECTL_1_27, "spdy");
     }
 
     // Errors from the node come back as kubectl errors.

@@ -148,6 +148,7 @@ fn run_detached(args: &ShimArgs) -> anyhow::Result<()> {
     let write = serde_json::to_vec(&record).context("encoding the start record")?;
     write_atomic(&args.bundle.join(STARTED_FILE), &write)?;
     report(&StartStatus::Started(record.clone()));
+    release_startup_pages();
 
     let mut log = LogWriter::open(&args.log_path, args.log_max_size)?;
     let status = copy_until_exit(record.pid, stdout, stderr, &mut log)?;
@@ -515,6 +516,58 @@ fn oom_killed(bundle: &Path) -> bool {
             })
         })
     })
+}
+
+/// Lets go of the pages of our executable and libraries that starting up touched (the whole
+/// CLI, runc handling, ...): one shim per container must stay small, and from here on it runs a
+/// small loop. Only read-only file mappings without private copies are dropped, so nothing is
+/// lost: a page needed again is read back from the page cache. MADV_RANDOM first, so such a
+/// fault maps that one page rather than its neighbours too.
+fn release_startup_pages() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut candidate: Option<(usize, usize)> = None;
+    let mut release = Vec::new();
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(first) = fields.next() else { continue };
+        if !first.ends_with(':') {
+            // A mapping header: `start-end perms offset dev inode path`.
+            candidate = None;
+            let perms = fields.next().unwrap_or("");
+            let inode = fields.nth(2).unwrap_or("0");
+            if perms.starts_with('r')
+                && !perms.contains('w')
+                && inode != "0"
+                && let Some((start, end)) = first.split_once('-')
+                && let (Ok(start), Ok(end)) = (
+                    usize::from_str_radix(start, 16),
+                    usize::from_str_radix(end, 16),
+                )
+            {
+                candidate = Some((start, end));
+            }
+        } else if first == "Anonymous:" {
+            // Pages written since mapping (relocations) exist only here: keep those mappings.
+            if let Some(range) = candidate.take()
+                && fields.next() == Some("0")
+            {
+                release.push(range);
+            }
+        }
+    }
+    for (start, end) in release {
+        let addr = start as *mut std::ffi::c_void;
+        // SAFETY: the range is a whole read-only, file-backed mapping of this process with no
+        // private (anonymous) pages, so dropping its pages changes no memory contents: the
+        // kernel maps the same file pages again on the next access.
+        #[allow(unsafe_code)]
+        unsafe {
+            let _ = rustix::mm::madvise(addr, end - start, rustix::mm::Advice::Random);
+            let _ = rustix::mm::madvise(addr, end - start, rustix::mm::Advice::LinuxDontNeed);
+        }
+    }
 }
 
 /// Writes a file whole or not at all (rename over the old one).

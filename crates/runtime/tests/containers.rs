@@ -582,15 +582,12 @@ fn containers_outlive_the_agent(env: &Env) -> anyhow::Result<()> {
         rss_kib(shim.shim_pid).unwrap_or(0),
         env.config.shim_exe.display()
     );
-    if std::env::var_os("SHIM_SMAPS").is_some() {
-        println!(
-            "{}",
-            std::fs::read_to_string(format!("/proc/{}/smaps_rollup", shim.shim_pid))?
-        );
-        println!(
-            "{}",
-            std::fs::read_to_string(format!("/proc/{}/status", shim.shim_pid))?
-        );
+    // SHIM_SMAPS=<file>: keep the shim's memory map for a closer look.
+    if let Some(out) = std::env::var_os("SHIM_SMAPS") {
+        std::fs::write(
+            out,
+            std::fs::read_to_string(format!("/proc/{}/smaps", shim.shim_pid))?,
+        )?;
     }
     drop(rt);
     // A new agent finds it again.
@@ -681,6 +678,9 @@ fn stdin_comes_from_the_fifo(env: &Env) -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "stdin never arrived: {lines:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(matches!(env.block(rt.container_state(&id))?, ContainerState::Running { .. }));
+    assert!(matches!(
+        env.block(rt.container_state(&id))?,
+        ContainerState::Running { .. }
+    ));
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod bulk;
 pub mod memory;
+pub mod pods;
 pub mod scheduler;
 pub mod startup;
 pub mod store;

@@ -317,7 +317,10 @@ async fn wait_server(process: &mut Process, kubeconfig: &Path) -> Result<ApiClie
             match ApiClient::from_kubeconfig(kubeconfig) {
                 Ok(client) => match client.connect().await {
                     Ok(mut conn) => {
-                        match conn.expect(Method::GET, "/readyz", None, StatusCode::OK).await {
+                        match conn
+                            .expect(Method::GET, "/readyz", None, StatusCode::OK)
+                            .await
+                        {
                             Ok(_) => return Ok(client),
                             Err(e) => last_error = e.to_string(),
                         }
@@ -356,7 +359,9 @@ async fn wait_node_ready(
             }
         }
         if Instant::now() >= deadline {
-            return Err(fail(format!("node {node} not Ready within {READY_TIMEOUT:?}")));
+            return Err(fail(format!(
+                "node {node} not Ready within {READY_TIMEOUT:?}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -377,9 +382,10 @@ async fn prepare_namespace(conn: &mut Connection) -> Result<(), BenchError> {
 }
 
 fn condition_true(object: &Value, kind: &str) -> bool {
-    object["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == kind && c["status"] == "True"))
+    object["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == kind && c["status"] == "True")
+    })
 }
 
 /// What the pod watch saw: when each pod was first Running and Ready, which are gone.
@@ -569,17 +575,27 @@ async fn pod_startup(
     // One pod first, not measured: the node's one-time work (the pod bridge) is not startup.
     let warm = vec!["warm-0".to_string()];
     create_pods(&mut conns[..1], &warm).await?;
-    wait_pods(&watch, &mut [&mut server], "the warm-up pod Ready", READY_TIMEOUT, |s| {
-        (s.ready.len() >= 1).then_some(()).ok_or(0)
-    })
+    wait_pods(
+        &watch,
+        &mut [&mut server],
+        "the warm-up pod Ready",
+        READY_TIMEOUT,
+        |s| (!s.ready.is_empty()).then_some(()).ok_or(0),
+    )
     .await?;
 
     let names: Vec<String> = (0..pods).map(|i| format!("start-{i}")).collect();
     let created = create_pods(&mut conns, &names).await?;
-    wait_pods(&watch, &mut [&mut server], "pods Running and Ready", READY_TIMEOUT, |s| {
-        let n = names.iter().filter(|n| s.ready.contains_key(*n)).count();
-        (n >= names.len()).then_some(()).ok_or(n)
-    })
+    wait_pods(
+        &watch,
+        &mut [&mut server],
+        "pods Running and Ready",
+        READY_TIMEOUT,
+        |s| {
+            let n = names.iter().filter(|n| s.ready.contains_key(*n)).count();
+            (n >= names.len()).then_some(()).ok_or(n)
+        },
+    )
     .await?;
     let mut samples = Samples::new();
     watch.with(|s| {
@@ -601,7 +617,9 @@ async fn pod_startup(
 /// time and then all at once. The containers are deleted on drop.
 struct BareRunc {
     root: PathBuf,
+    /// Containers that may exist.
     ids: Vec<String>,
+    made: usize,
 }
 
 impl BareRunc {
@@ -610,7 +628,8 @@ impl BareRunc {
         std::fs::create_dir_all(&bundle).map_err(io(format!("create {}", bundle.display())))?;
         run_tool("runc", &["spec", "--bundle", path_str(&bundle)?])?;
         let path = bundle.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(io(format!("read {}", path.display())))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(io(format!("read {}", path.display())))?;
         let mut spec: Value =
             serde_json::from_str(&text).map_err(|e| fail(format!("{}: {e}", path.display())))?;
         spec["process"]["terminal"] = json!(false);
@@ -621,80 +640,35 @@ impl BareRunc {
         Ok(bundle)
     }
 
-    async fn run_one(&mut self, bundle: &Path) -> Result<Duration, BenchError> {
-        let id = format!("rkube-bench-{}-{}", std::process::id(), self.ids.len());
-        self.ids.push(id.clone());
-        let began = Instant::now();
-        let out = tokio::process::Command::new("runc")
-            .arg("--root")
-            .arg(&self.root)
-            .args(["run", "-d", "--bundle"])
-            .arg(bundle)
-            .arg(&id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .await
-            .map_err(io("run runc"))?;
-        let took = began.elapsed();
-        if !out.status.success() {
-            return Err(fail(format!(
-                "runc run -d {id}: {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(took)
-    }
-
     /// `count` containers one after the other, then `count` at once.
-    async fn measure(&mut self, bundle: &Path, count: usize) -> Result<(Samples, Samples), BenchError> {
+    async fn measure(
+        &mut self,
+        bundle: &Path,
+        count: usize,
+    ) -> Result<(Samples, Samples), BenchError> {
         let mut sequential = Samples::new();
         for _ in 0..count {
-            sequential.push(self.run_one(bundle).await?);
+            let id = self.next_id();
+            sequential.push(runc_run(&self.root, bundle, &id).await?);
         }
         self.delete_all();
-        // Ids are taken before the runs start, so that a failed run still gets deleted.
-        let first = self.ids.len();
-        let ids: Vec<String> = (first..first + count)
-            .map(|i| format!("rkube-bench-{}-{i}", std::process::id()))
-            .collect();
-        self.ids.extend(ids.iter().cloned());
-        let root = self.root.clone();
-        let runs = ids.into_iter().map(|id| {
-            let root = root.clone();
-            async move {
-                let began = Instant::now();
-                let out = tokio::process::Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["run", "-d", "--bundle"])
-                    .arg(bundle)
-                    .arg(&id)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .output()
-                    .await
-                    .map_err(io("run runc"))?;
-                let took = began.elapsed();
-                if !out.status.success() {
-                    return Err(fail(format!(
-                        "runc run -d {id}: {}: {}",
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )));
-                }
-                Ok(took)
-            }
-        });
+        // Ids are recorded before the runs start, so that a failed run still gets deleted.
+        let ids: Vec<String> = (0..count).map(|_| self.next_id()).collect();
+        let root = &self.root;
+        let runs = ids.iter().map(|id| runc_run(root, bundle, id));
         let mut concurrent = Samples::new();
         for took in futures::future::try_join_all(runs).await? {
             concurrent.push(took);
         }
         self.delete_all();
         Ok((sequential, concurrent))
+    }
+
+    fn next_id(&mut self) -> String {
+        self.made += 1;
+        let id = format!("rkube-bench-{}-{}", std::process::id(), self.made);
+        self.ids.push(id.clone());
+        id
     }
 
     fn delete_all(&mut self) {
@@ -708,6 +682,37 @@ impl BareRunc {
                 .status();
         }
     }
+}
+
+/// `runc run -d` of one container: the time from exec of runc until it returns (the
+/// container's process started).
+async fn runc_run(root: &Path, bundle: &Path, id: &str) -> Result<Duration, BenchError> {
+    // runc's errors go to --log: a detached container without a terminal inherits runc's
+    // stdio, so a pipe there would stay open for as long as the container runs.
+    let log = root.with_extension(format!("{id}.log"));
+    let began = Instant::now();
+    let status = tokio::process::Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .arg("--log")
+        .arg(&log)
+        .args(["run", "-d", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .map_err(io("run runc"))?;
+    let took = began.elapsed();
+    if !status.success() {
+        return Err(fail(format!(
+            "runc run -d {id}: {status}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default().trim()
+        )));
+    }
+    Ok(took)
 }
 
 impl Drop for BareRunc {
@@ -819,7 +824,12 @@ async fn footprint(
     .map(String::from)
     .to_vec();
     args.extend(node.agent_args());
-    let mut agent = Process::spawn(&options.binary, &args, "rkube agent", &dir.join("agent.log"))?;
+    let mut agent = Process::spawn(
+        &options.binary,
+        &args,
+        "rkube agent",
+        &dir.join("agent.log"),
+    )?;
     let mut conns = connections(&client, WRITERS.min(pods.max(1))).await?;
     wait_node_ready(&mut conns[0], &node.node_name, &mut [&mut agent]).await?;
     prepare_namespace(&mut conns[0]).await?;
@@ -832,9 +842,13 @@ async fn footprint(
     .await?;
     let names: Vec<String> = (0..pods).map(|i| format!("idle-{i}")).collect();
     create_pods(&mut conns, &names).await?;
-    wait_pods(&watch, &mut [&mut agent], "pods Running and Ready", READY_TIMEOUT * 2, |s| {
-        (s.ready.len() >= pods).then_some(()).ok_or(s.ready.len())
-    })
+    wait_pods(
+        &watch,
+        &mut [&mut agent],
+        "pods Running and Ready",
+        READY_TIMEOUT * 2,
+        |s| (s.ready.len() >= pods).then_some(()).ok_or(s.ready.len()),
+    )
     .await?;
 
     // Steady state: the start-up work done, nothing changing.
@@ -902,6 +916,7 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
     let mut runc = BareRunc {
         root: dir.path().join("runc-root"),
         ids: Vec::new(),
+        made: 0,
     };
     let bundle = BareRunc::bundle(dir.path(), &image.rootfs)?;
     let (mut runc_sequential, mut runc_concurrent) = runc.measure(&bundle, start_pods).await?;
@@ -994,7 +1009,8 @@ mod tests {
 
     #[test]
     fn parses_cpu_ticks_after_the_command_name() {
-        let stat = "1234 (rkube agent) S 1 1234 1234 0 -1 4194560 5000 0 0 0 150 25 7 3 20 0 4 0 100 0 0";
+        let stat =
+            "1234 (rkube agent) S 1 1234 1234 0 -1 4194560 5000 0 0 0 150 25 7 3 20 0 4 0 100 0 0";
         assert_eq!(parse_cpu_ticks(stat), Some((175, 10)));
         assert_eq!(parse_cpu_ticks("1234 (x) S 1"), None);
     }
@@ -1005,7 +1021,8 @@ mod tests {
         let t0 = Instant::now();
         let mut p = pod("a");
         s.apply("ADDED", &p, t0);
-        p["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]});
+        p["status"] =
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]});
         s.apply("MODIFIED", &p, t0);
         assert!(s.ready.is_empty());
         p["status"]["conditions"][0]["status"] = json!("True");

@@ -274,11 +274,10 @@ pub async fn run(ctx: Arc<PodContext>) -> anyhow::Result<()> {
                 }
             }
             Ok(Event::Delete(pod)) => {
-                if let Some(uid) = &pod.metadata.uid {
-                    if !is_mirror(&pod) {
+                if let Some(uid) = &pod.metadata.uid
+                    && !is_mirror(&pod) {
                         ctx.workers.remove(uid);
                     }
-                }
             }
             Err(e) => tracing::warn!(error = %e, "watching this node's pods"),
         }
@@ -292,15 +291,14 @@ async fn cleanup_orphans(ctx: &PodContext, keep: &HashSet<String>, sandboxes: Ve
     let orphans = ctx.workers.take_unclaimed(keep);
     for c in &orphans {
         tracing::info!(pod_uid = %c.meta.pod_uid, container = %c.meta.container_name, id = %c.id, "removing the container of a vanished pod");
-        if matches!(c.state, runtime::container::ContainerState::Running { .. }) {
-            if let Err(e) = ctx
+        if matches!(c.state, runtime::container::ContainerState::Running { .. })
+            && let Err(e) = ctx
                 .runtime
                 .stop_container(&c.id, Duration::from_secs(2))
                 .await
             {
                 tracing::warn!(id = %c.id, error = %e, "stopping an orphaned container");
             }
-        }
         if let Err(e) = ctx.runtime.remove_container(&c.id).await {
             tracing::warn!(id = %c.id, error = %e, "removing an orphaned container");
         }

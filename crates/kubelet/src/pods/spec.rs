@@ -96,10 +96,10 @@ pub fn merged_security(pod: &Pod, container: &Container) -> Security {
         .unwrap_or_default();
     let sc = container.security_context.clone().unwrap_or_default();
     let mut supplemental_groups = pod_sc.supplemental_groups.clone().unwrap_or_default();
-    if let Some(fs_group) = pod_sc.fs_group {
-        if !supplemental_groups.contains(&fs_group) {
-            supplemental_groups.push(fs_group);
-        }
+    if let Some(fs_group) = pod_sc.fs_group
+        && !supplemental_groups.contains(&fs_group)
+    {
+        supplemental_groups.push(fs_group);
     }
     let seccomp = sc
         .seccomp_profile
@@ -283,21 +283,23 @@ mod tests {
 
     #[test]
     fn container_security_context_overrides_the_pods() {
-        let mut pod = Pod::default();
-        pod.spec = Some(PodSpec {
-            security_context: Some(PodSecurityContext {
-                run_as_user: Some(1000),
-                run_as_group: Some(3000),
-                fs_group: Some(2000),
-                supplemental_groups: Some(vec![4000]),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    localhost_profile: None,
+        let pod = Pod {
+            spec: Some(PodSpec {
+                security_context: Some(PodSecurityContext {
+                    run_as_user: Some(1000),
+                    run_as_group: Some(3000),
+                    fs_group: Some(2000),
+                    supplemental_groups: Some(vec![4000]),
+                    seccomp_profile: Some(SeccompProfile {
+                        type_: "RuntimeDefault".into(),
+                        localhost_profile: None,
+                    }),
+                    ..Default::default()
                 }),
                 ..Default::default()
             }),
             ..Default::default()
-        });
+        };
         let c = Container {
             security_context: Some(SecurityContext {
                 run_as_user: Some(0),
@@ -330,14 +332,16 @@ mod tests {
 
     #[test]
     fn run_as_non_root_is_checked_against_the_image_user() {
-        let mut pod = Pod::default();
-        pod.spec = Some(PodSpec {
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
+        let pod = Pod {
+            spec: Some(PodSpec {
+                security_context: Some(PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
-        });
+        };
         let c = Container::default();
         assert!(verify_run_as_non_root(&pod, &c, "").is_err());
         assert!(verify_run_as_non_root(&pod, &c, "1000:1000").is_ok());

@@ -392,28 +392,29 @@ mod tests {
     };
 
     fn pod(policy: &str, init: &[(&str, bool)], app: &[&str]) -> Pod {
-        let mut pod = Pod::default();
-        pod.spec = Some(PodSpec {
-            restart_policy: Some(policy.into()),
-            init_containers: (!init.is_empty()).then(|| {
-                init.iter()
-                    .map(|(n, sidecar)| Container {
+        Pod {
+            spec: Some(PodSpec {
+                restart_policy: Some(policy.into()),
+                init_containers: (!init.is_empty()).then(|| {
+                    init.iter()
+                        .map(|(n, sidecar)| Container {
+                            name: n.to_string(),
+                            restart_policy: sidecar.then(|| "Always".to_string()),
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
+                containers: app
+                    .iter()
+                    .map(|n| Container {
                         name: n.to_string(),
-                        restart_policy: sidecar.then(|| "Always".to_string()),
                         ..Default::default()
                     })
-                    .collect()
+                    .collect(),
+                ..Default::default()
             }),
-            containers: app
-                .iter()
-                .map(|n| Container {
-                    name: n.to_string(),
-                    ..Default::default()
-                })
-                .collect(),
             ..Default::default()
-        });
-        pod
+        }
     }
 
     fn st(name: &str, state: &str, code: i32, last: Option<i32>, ready: bool) -> ContainerStatus {

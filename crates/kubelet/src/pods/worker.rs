@@ -585,8 +585,8 @@ impl Worker {
             self.release_terminal().await;
             return;
         }
-        if let Some(deadline) = self.deadline() {
-            if Instant::now() >= deadline {
+        if let Some(deadline) = self.deadline()
+            && Instant::now() >= deadline {
                 let message = "Pod was active on the node longer than the specified deadline";
                 self.event(None, "Normal", "DeadlineExceeded", message);
                 self.terminal = Some(TerminalState {
@@ -597,7 +597,6 @@ impl Worker {
                 self.release_terminal().await;
                 return;
             }
-        }
         self.handle_probe_failures().await;
         if !self.ensure_sandbox().await {
             return;
@@ -1108,11 +1107,10 @@ impl Worker {
             let blob = data
                 .get(".dockerconfigjson")
                 .or_else(|| data.get(".dockercfg"));
-            if let Some(blob) = blob {
-                if let Err(e) = credentials.add_docker_config(&blob.0) {
+            if let Some(blob) = blob
+                && let Err(e) = credentials.add_docker_config(&blob.0) {
                     tracing::warn!(pod = %self.key, secret = %name, error = %e, "bad image pull secret");
                 }
-            }
         }
         if !missing.is_empty() {
             self.event(
@@ -1404,8 +1402,7 @@ impl Worker {
             .lifecycle
             .as_ref()
             .and_then(|l| l.post_start.as_ref())
-        {
-            if let Err(message) = crate::prober::run_handler(post_start, &target).await {
+            && let Err(message) = crate::prober::run_handler(post_start, &target).await {
                 tracing::warn!(pod = %self.key, container = %container.name, %message, "postStart hook failed");
                 self.event(
                     Some(i),
@@ -1418,7 +1415,6 @@ impl Worker {
                 self.refresh().await;
                 return false;
             }
-        }
         true
     }
 
@@ -1533,8 +1529,8 @@ impl Worker {
                 "Killing",
                 format!("Stopping container {}", container.name),
             );
-            if run_pre_stop {
-                if let Some(pre_stop) = container
+            if run_pre_stop
+                && let Some(pre_stop) = container
                     .lifecycle
                     .as_ref()
                     .and_then(|l| l.pre_stop.as_ref())
@@ -1562,7 +1558,6 @@ impl Worker {
                         }
                     }
                 }
-            }
             let grace = deadline
                 .saturating_duration_since(Instant::now())
                 .max(MIN_GRACE);
@@ -1608,12 +1603,11 @@ impl Worker {
                 .into_iter()
                 .chain(slot.last_id.clone());
             for id in ids {
-                if let Err(e) = self.ctx.runtime.remove_container(&id).await {
-                    if !matches!(e, RuntimeError::NotFound { .. }) {
+                if let Err(e) = self.ctx.runtime.remove_container(&id).await
+                    && !matches!(e, RuntimeError::NotFound { .. }) {
                         tracing::warn!(pod = %self.key, id = %id, error = %e, "removing container");
                         ok = false;
                     }
-                }
             }
         }
         if let Err(e) = self.ctx.sandboxes.remove(&self.uid).await {

@@ -654,6 +654,54 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// client-go pings every 5 s and gives up after 60 s without a pong.
+    #[tokio::test]
+    async fn websocket_pings_are_answered_during_a_session() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (process, _resizes) = echo_process();
+        let opts = StreamOptions {
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            let ws = websocket::from_upgraded(a).await;
+            serve_websocket(
+                ws,
+                ChannelProtocol::V5,
+                opts,
+                vec![],
+                async move { Ok(process) },
+            )
+            .await
+        });
+        let mut client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Message::Binary(Bytes::from_static(&[1]))
+        );
+        client
+            .send(Message::Ping(Bytes::from_static(b"beat")))
+            .await
+            .unwrap();
+        let pong = tokio::time::timeout(Duration::from_secs(5), client.next())
+            .await
+            .unwrap();
+        assert_eq!(
+            pong.unwrap().unwrap(),
+            Message::Pong(Bytes::from_static(b"beat"))
+        );
+        client
+            .send(Message::Binary(Bytes::from_static(&[255, 0])))
+            .await
+            .unwrap();
+        while let Some(Ok(message)) = client.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    }
+
     #[tokio::test]
     async fn failed_start_reports_an_internal_error() {
         let (a, b) = tokio::io::duplex(1 << 16);

@@ -37,6 +37,8 @@ pub struct StreamingContext {
     pub sandboxes: SandboxManager,
     /// Pod logs: see [`crate::pod_log_dir`].
     pub log_root: PathBuf,
+    /// This node's name, for the stats summary.
+    pub node_name: String,
 }
 
 /// Why a request is refused before any upgrade: status and plain-text message.
@@ -639,9 +641,7 @@ async fn stats_summary(ctx: &StreamingContext) -> Response<Body> {
         }
     };
     let cgroup_root = ctx.runtime.config().cgroup_root.clone();
-    let node_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
+    let node_name = ctx.node_name.clone();
     let summary =
         tokio::task::spawn_blocking(move || stats::summary(&node_name, &cgroup_root, &containers))
             .await;

@@ -28,6 +28,8 @@ pub enum BenchCommand {
     Bulk(RunArgs),
     /// scheduler_perf SchedulingBasic 5000Nodes_10000Pods: pods bound per second (average, p50, p90, p99).
     Scheduler(RunArgs),
+    /// Real containers (root): 20 pods created at once to Running and Ready, p50/p99, beside a bare runc run; agent and shim RSS and agent CPU with 100 pods.
+    Pods(RunArgs),
     /// Every scenario; rewrites the whole document.
     All(RunArgs),
     /// Print which figures of NEW got worse than in OLD beyond their noise; exit 1 if any did.
@@ -66,6 +68,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Memory(a) => (vec![bench::Scenario::Memory], a),
         BenchCommand::Bulk(a) => (vec![bench::Scenario::Bulk], a),
         BenchCommand::Scheduler(a) => (vec![bench::Scenario::Scheduler], a),
+        BenchCommand::Pods(a) => (vec![bench::Scenario::Pods], a),
         BenchCommand::All(a) => (bench::Scenario::ALL.to_vec(), a),
     };
     let rewrite = scenarios.len() == bench::Scenario::ALL.len();
