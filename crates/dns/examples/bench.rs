@@ -4,7 +4,11 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let queries = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200_000);
+    let queries = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(200_000);
     let concurrency = args.next().map(|a| a.parse()).transpose()?.unwrap_or(64);
     let report = dns::bench(queries, concurrency).await?;
     println!("{report}");

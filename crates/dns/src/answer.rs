@@ -314,7 +314,11 @@ fn entries<'r>(records: &'r Records, rel: &str) -> Result<Vec<Entry<'r>>, ()> {
             }
         }
         ServiceKind::ClusterIp(ips) if r.endpoint.is_empty() => {
-            for port in service.ports.iter().filter(|p| p.matches(r.port, r.protocol)) {
+            for port in service
+                .ports
+                .iter()
+                .filter(|p| p.matches(r.port, r.protocol))
+            {
                 for ip in ips {
                     out.push(Entry {
                         host: Host::Ip(*ip),
@@ -329,7 +333,11 @@ fn entries<'r>(records: &'r Records, rel: &str) -> Result<Vec<Entry<'r>>, ()> {
                 if !r.endpoint.is_empty() && !r.endpoint.eq_ignore_ascii_case(&endpoint.label) {
                     continue;
                 }
-                for port in endpoint.ports.iter().filter(|p| p.matches(r.port, r.protocol)) {
+                for port in endpoint
+                    .ports
+                    .iter()
+                    .filter(|p| p.matches(r.port, r.protocol))
+                {
                     out.push(Entry {
                         host: Host::Ip(endpoint.ip),
                         port: port.port,
@@ -456,7 +464,11 @@ fn cname(
     if target.eq_ignore_root(qname) || depth >= MAX_CNAME_DEPTH {
         return;
     }
-    let record = Record::from_rdata(qname.clone(), records.ttl, RData::CNAME(CNAME(target.clone())));
+    let record = Record::from_rdata(
+        qname.clone(),
+        records.ttl,
+        RData::CNAME(CNAME(target.clone())),
+    );
     if m.answers.contains(&record) {
         return;
     }

@@ -121,9 +121,7 @@ pub fn synthetic_objects(services: usize) -> (Vec<Service>, Vec<EndpointSlice>) 
                 metadata: ObjectMeta {
                     name: Some(format!("{name}-abcde")),
                     namespace: Some(namespace),
-                    labels: Some(
-                        [("kubernetes.io/service-name".to_string(), name.clone())].into(),
-                    ),
+                    labels: Some([("kubernetes.io/service-name".to_string(), name.clone())].into()),
                     ..Default::default()
                 },
                 address_type: "IPv4".into(),
@@ -146,7 +144,11 @@ pub fn synthetic_objects(services: usize) -> (Vec<Service>, Vec<EndpointSlice>) 
 pub async fn bench(queries: usize, concurrency: usize) -> Result<BenchReport, BenchError> {
     let (services, slices) = synthetic_objects(BENCH_SERVICES);
     let records = Records::build("cluster.local", &services, &slices)?;
-    let resolver = Arc::new(Resolver::new(records, Forwarder::new(Vec::new(), Duration::from_secs(1)), 0));
+    let resolver = Arc::new(Resolver::new(
+        records,
+        Forwarder::new(Vec::new(), Duration::from_secs(1)),
+        0,
+    ));
     let listeners = Listeners::bind(&[SocketAddr::from((Ipv4Addr::LOCALHOST, 0))]).await?;
     let server_addr = listeners.local_addrs()[0];
     let server = tokio::spawn(listeners.serve(resolver));
@@ -155,15 +157,16 @@ pub async fn bench(queries: usize, concurrency: usize) -> Result<BenchReport, Be
     result
 }
 
-async fn fire(server: SocketAddr, queries: usize, concurrency: usize) -> Result<BenchReport, BenchError> {
+async fn fire(
+    server: SocketAddr,
+    queries: usize,
+    concurrency: usize,
+) -> Result<BenchReport, BenchError> {
     let concurrency = concurrency.clamp(1, 4096);
     // Queries are encoded up front; only the id changes per send.
     let mut packets = Vec::with_capacity(BENCH_SERVICES);
     for i in 0..BENCH_SERVICES {
-        let name = Name::from_ascii(format!(
-            "svc-{i}.ns-{}.svc.cluster.local.",
-            i % NAMESPACES
-        ))?;
+        let name = Name::from_ascii(format!("svc-{i}.ns-{}.svc.cluster.local.", i % NAMESPACES))?;
         let mut m = Message::query();
         m.metadata.recursion_desired = true;
         m.queries.push(Query::query(name, RecordType::A));
@@ -225,7 +228,11 @@ async fn fire(server: SocketAddr, queries: usize, concurrency: usize) -> Result<
     let started = Instant::now();
     let mut packet = Vec::with_capacity(512);
     for i in 0..queries {
-        window.acquire().await.expect("the window is never closed").forget();
+        window
+            .acquire()
+            .await
+            .expect("the window is never closed")
+            .forget();
         let id = (i % 65536) as u16;
         packet.clear();
         packet.extend_from_slice(&packets[i % packets.len()]);
@@ -236,9 +243,7 @@ async fn fire(server: SocketAddr, queries: usize, concurrency: usize) -> Result<
             return Err(e.into());
         }
     }
-    let (mut latencies, errors, lost) = receiver
-        .await
-        .map_err(std::io::Error::other)??;
+    let (mut latencies, errors, lost) = receiver.await.map_err(std::io::Error::other)??;
     let elapsed = started.elapsed();
     latencies.sort();
     let pick = |q: f64| -> Duration {

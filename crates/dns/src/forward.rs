@@ -32,7 +32,10 @@ pub enum ForwardError {
         source: std::io::Error,
     },
     #[error("upstream {upstream} sent an invalid response: {detail}")]
-    Invalid { upstream: SocketAddr, detail: String },
+    Invalid {
+        upstream: SocketAddr,
+        detail: String,
+    },
     #[error("encode query for upstream: {0}")]
     Encode(#[from] hickory_proto::ProtoError),
 }
@@ -101,7 +104,10 @@ impl Forwarder {
             let upstream = self.upstreams[(start + i) % self.upstreams.len()];
             match self.exchange(upstream, request).await {
                 Ok(m) => {
-                    metrics().forward_requests.get_or_create(&[("outcome", "ok")]).inc();
+                    metrics()
+                        .forward_requests
+                        .get_or_create(&[("outcome", "ok")])
+                        .inc();
                     return Ok(m);
                 }
                 Err(e) => {
@@ -110,7 +116,10 @@ impl Forwarder {
                     } else {
                         "error"
                     };
-                    metrics().forward_requests.get_or_create(&[("outcome", outcome)]).inc();
+                    metrics()
+                        .forward_requests
+                        .get_or_create(&[("outcome", outcome)])
+                        .inc();
                     tracing::debug!(error = %e, "forwarding a dns query failed");
                     last = e;
                 }
@@ -384,12 +393,20 @@ mod tests {
         let m = reply("Example.COM.", 30);
         cache.insert(CacheKey::of(&m).unwrap(), &m, Instant::now());
         let lower = reply("example.com.", 30);
-        assert!(cache.get(&CacheKey::of(&lower).unwrap(), Instant::now()).is_some());
+        assert!(
+            cache
+                .get(&CacheKey::of(&lower).unwrap(), Instant::now())
+                .is_some()
+        );
 
         let mut fail = reply("fail.example.", 30);
         fail.metadata.response_code = ResponseCode::ServFail;
         cache.insert(CacheKey::of(&fail).unwrap(), &fail, Instant::now());
-        assert!(cache.get(&CacheKey::of(&fail).unwrap(), Instant::now()).is_none());
+        assert!(
+            cache
+                .get(&CacheKey::of(&fail).unwrap(), Instant::now())
+                .is_none()
+        );
     }
 
     #[test]

@@ -80,9 +80,12 @@ impl Default for DnsConfig {
 /// Run the DNS server until a listener or a watch fails: watch Services and EndpointSlices,
 /// answer on every `listen` address.
 pub async fn run(client: kube::Client, config: DnsConfig) -> anyhow::Result<()> {
-    let upstream = usable_upstreams(&config.upstream, &config.listen, config.upstream_timeout).await;
+    let upstream =
+        usable_upstreams(&config.upstream, &config.listen, config.upstream_timeout).await;
     if upstream.is_empty() {
-        tracing::warn!("cluster dns has no upstream resolver: names outside the cluster get SERVFAIL");
+        tracing::warn!(
+            "cluster dns has no upstream resolver: names outside the cluster get SERVFAIL"
+        );
     }
     let empty = Records::new(&config.cluster_domain)?.with_ttl(config.ttl);
     let resolver = Arc::new(
@@ -158,7 +161,11 @@ struct Objects {
     slices: HashMap<String, EndpointSlice>,
 }
 
-fn rebuild(resolver: &Resolver, objects: &Mutex<Objects>, config: &DnsConfig) -> anyhow::Result<()> {
+fn rebuild(
+    resolver: &Resolver,
+    objects: &Mutex<Objects>,
+    config: &DnsConfig,
+) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let serial = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -166,7 +173,11 @@ fn rebuild(resolver: &Resolver, objects: &Mutex<Objects>, config: &DnsConfig) ->
         .unwrap_or(1);
     let records = {
         let o = objects.lock().unwrap_or_else(|e| e.into_inner());
-        Records::build(&config.cluster_domain, o.services.values(), o.slices.values())?
+        Records::build(
+            &config.cluster_domain,
+            o.services.values(),
+            o.slices.values(),
+        )?
     }
     .with_ttl(config.ttl)
     .with_serial(serial);
@@ -192,7 +203,13 @@ async fn watch_objects<K>(
     synced: watch::Sender<bool>,
     map: fn(&mut Objects) -> &mut HashMap<String, K>,
 ) where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
@@ -269,5 +286,8 @@ async fn answers(addr: SocketAddr, timeout: Duration) -> bool {
     let mut m = Message::query();
     m.metadata.recursion_desired = true;
     m.queries.push(Query::query(Name::root(), RecordType::NS));
-    Forwarder::new(vec![addr], timeout).forward(&m).await.is_ok()
+    Forwarder::new(vec![addr], timeout)
+        .forward(&m)
+        .await
+        .is_ok()
 }

@@ -170,7 +170,8 @@ impl Records {
         let mut slices: Vec<&EndpointSlice> = slices.into_iter().collect();
         // Stable answers whatever the watch order.
         slices.sort_by(|a, b| {
-            (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
         for slice in slices {
             records.add_slice(slice);
@@ -340,10 +341,8 @@ impl Records {
                     Some(h) if !h.is_empty() => h.to_ascii_lowercase(),
                     _ => dashed(&ip),
                 };
-                let Some(fqdn) = name_of(
-                    &[&label, &record.name, &record.namespace, "svc"],
-                    &zone,
-                ) else {
+                let Some(fqdn) = name_of(&[&label, &record.name, &record.namespace, "svc"], &zone)
+                else {
                     continue;
                 };
                 record.endpoints.push(EndpointRecord {
@@ -416,12 +415,19 @@ mod tests {
         .unwrap();
         let r = Records::build("Cluster.Local.", &services, [&slice]).unwrap();
         assert_eq!(r.cluster_domain(), "cluster.local");
-        assert_eq!(r.service_count(), 1, "a service without cluster IP is skipped");
+        assert_eq!(
+            r.service_count(),
+            1,
+            "a service without cluster IP is skipped"
+        );
         let web = r.service("ns", "web").unwrap();
         assert_eq!(web.kind, ServiceKind::Headless);
         let labels: Vec<&str> = web.endpoints.iter().map(|e| e.label.as_str()).collect();
         assert_eq!(labels, ["web-0", "10-0-0-3"]);
-        assert_eq!(web.endpoints[0].fqdn.to_ascii(), "web-0.web.ns.svc.cluster.local.");
+        assert_eq!(
+            web.endpoints[0].fqdn.to_ascii(),
+            "web-0.web.ns.svc.cluster.local."
+        );
         assert_eq!(web.endpoints[0].ports[0].port, 8080);
         assert_eq!(r.reverse[&"10.0.0.3".parse::<IpAddr>().unwrap()].len(), 1);
     }

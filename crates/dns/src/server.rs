@@ -178,7 +178,14 @@ impl Resolver {
         };
         if !matches!(request.metadata.op_code, OpCode::Query) || request.queries.len() != 1 {
             let m = crate::answer::answer(&self.records(), &request);
-            return Step::Reply(self.finish(&request, &m, Source::Kubernetes, transport, started, limit));
+            return Step::Reply(self.finish(
+                &request,
+                &m,
+                Source::Kubernetes,
+                transport,
+                started,
+                limit,
+            ));
         }
         let records = self.records();
         match resolve(&records, &request) {
@@ -270,7 +277,8 @@ pub fn encode(m: &Message, limit: usize) -> Vec<u8> {
         Ok(_) => {}
         Err(e) => {
             tracing::warn!(error = %e, "cannot encode a dns response");
-            let mut fail = Message::error_msg(m.metadata.id, m.metadata.op_code, ResponseCode::ServFail);
+            let mut fail =
+                Message::error_msg(m.metadata.id, m.metadata.op_code, ResponseCode::ServFail);
             fail.queries = m.queries.clone();
             return fail.to_vec().unwrap_or_default();
         }
@@ -305,7 +313,8 @@ pub fn encode(m: &Message, limit: usize) -> Vec<u8> {
         }
     }
     best.unwrap_or_else(|| {
-        let mut bare = Message::error_msg(m.metadata.id, m.metadata.op_code, m.metadata.response_code);
+        let mut bare =
+            Message::error_msg(m.metadata.id, m.metadata.op_code, m.metadata.response_code);
         bare.metadata.truncation = true;
         bare.to_vec().unwrap_or_default()
     })
@@ -325,7 +334,9 @@ impl Listeners {
         for addr in listen {
             let mut attempts = 0;
             loop {
-                let u = UdpSocket::bind(addr).await.map_err(|e| context(e, "udp", addr))?;
+                let u = UdpSocket::bind(addr)
+                    .await
+                    .map_err(|e| context(e, "udp", addr))?;
                 let bound = u.local_addr()?;
                 match TcpListener::bind(bound).await {
                     Ok(t) => {
@@ -347,7 +358,10 @@ impl Listeners {
 
     /// The addresses bound (UDP and TCP share each).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.udp.iter().filter_map(|u| u.local_addr().ok()).collect()
+        self.udp
+            .iter()
+            .filter_map(|u| u.local_addr().ok())
+            .collect()
     }
 
     /// Serve until a listener fails.
@@ -412,7 +426,9 @@ async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) -> io::Resul
 fn is_transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
     )
 }
 

@@ -96,7 +96,9 @@ async fn fake_upstream(tasks: &mut Tasks) -> Upstream {
                 count.fetch_add(1, Ordering::SeqCst);
                 let q = Message::from_vec(&buf).unwrap();
                 let bytes = upstream_reply(&q, true).unwrap().to_vec().unwrap();
-                s.write_all(&(bytes.len() as u16).to_be_bytes()).await.unwrap();
+                s.write_all(&(bytes.len() as u16).to_be_bytes())
+                    .await
+                    .unwrap();
                 s.write_all(&bytes).await.unwrap();
             });
         }
@@ -199,7 +201,9 @@ async fn udp(server: SocketAddr, q: &Message) -> (Message, usize) {
 async fn tcp(server: SocketAddr, q: &Message) -> Message {
     let mut s = TcpStream::connect(server).await.unwrap();
     let bytes = q.to_vec().unwrap();
-    s.write_all(&(bytes.len() as u16).to_be_bytes()).await.unwrap();
+    s.write_all(&(bytes.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
     s.write_all(&bytes).await.unwrap();
     let len = tokio::time::timeout(Duration::from_secs(5), s.read_u16())
         .await
@@ -231,9 +235,17 @@ async fn cluster_names_over_udp_and_tcp() {
     assert!(m.metadata.authoritative);
     let m = tcp(s.server, &q).await;
     assert_eq!(addresses(&m), [IpAddr::from([10, 96, 0, 10])]);
-    let (m, _) = udp(s.server, &query("nope.default.svc.cluster.local.", RecordType::A, None)).await;
+    let (m, _) = udp(
+        s.server,
+        &query("nope.default.svc.cluster.local.", RecordType::A, None),
+    )
+    .await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
-    assert_eq!(s.upstream.udp_queries.load(Ordering::SeqCst), 0, "never forwarded");
+    assert_eq!(
+        s.upstream.udp_queries.load(Ordering::SeqCst),
+        0,
+        "never forwarded"
+    );
 }
 
 #[tokio::test]
@@ -243,7 +255,11 @@ async fn other_names_are_forwarded_and_cached() {
     let (m, _) = udp(s.server, &q).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(addresses(&m), [IpAddr::from([192, 0, 2, 1])]);
-    assert_eq!(m.queries[0].name.to_ascii(), "Example.COM.", "question as asked");
+    assert_eq!(
+        m.queries[0].name.to_ascii(),
+        "Example.COM.",
+        "question as asked"
+    );
     assert!(m.answers[0].ttl <= 60);
     assert_eq!(s.upstream.udp_queries.load(Ordering::SeqCst), 1);
 
@@ -252,7 +268,11 @@ async fn other_names_are_forwarded_and_cached() {
     assert_eq!(addresses(&m), [IpAddr::from([192, 0, 2, 1])]);
     let m = tcp(s.server, &query("example.com.", RecordType::A, None)).await;
     assert_eq!(addresses(&m), [IpAddr::from([192, 0, 2, 1])]);
-    assert_eq!(s.upstream.udp_queries.load(Ordering::SeqCst), 1, "served from the cache");
+    assert_eq!(
+        s.upstream.udp_queries.load(Ordering::SeqCst),
+        1,
+        "served from the cache"
+    );
     assert_eq!(s.resolver.cache().len(), 1);
 
     // negative answers without SOA are not cached
@@ -315,7 +335,11 @@ async fn silent_upstream_gives_servfail() {
 #[tokio::test]
 async fn external_names_are_chased_upstream() {
     let s = setup().await;
-    let (m, _) = udp(s.server, &query("ext.default.svc.cluster.local.", RecordType::A, None)).await;
+    let (m, _) = udp(
+        s.server,
+        &query("ext.default.svc.cluster.local.", RecordType::A, None),
+    )
+    .await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(matches!(&m.answers[0].data, RData::CNAME(c) if c.0.to_ascii() == "example.com."));
     assert_eq!(addresses(&m), [IpAddr::from([192, 0, 2, 1])]);

@@ -99,7 +99,8 @@ fn query(name: &str, qtype: RecordType) -> Message {
     let mut m = Message::query();
     m.metadata.id = 4321;
     m.metadata.recursion_desired = true;
-    m.queries.push(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m.queries
+        .push(Query::query(Name::from_ascii(name).unwrap(), qtype));
     m
 }
 
@@ -160,7 +161,10 @@ fn cluster_ip_service() {
     assert!(m.metadata.recursion_desired && m.metadata.recursion_available);
     assert_eq!(ips(&m), [ip("10.96.0.10")]);
     assert_eq!(m.answers[0].ttl, 5);
-    assert_eq!(m.answers[0].name.to_ascii(), "web.default.svc.cluster.local.");
+    assert_eq!(
+        m.answers[0].name.to_ascii(),
+        "web.default.svc.cluster.local."
+    );
     assert!(m.authorities.is_empty());
 }
 
@@ -168,7 +172,10 @@ fn cluster_ip_service() {
 fn names_are_case_insensitive_and_echo_the_question() {
     let m = ask("WeB.DeFault.SVC.Cluster.LOCAL.", RecordType::A);
     assert_eq!(ips(&m), [ip("10.96.0.10")]);
-    assert_eq!(m.answers[0].name.to_ascii(), "WeB.DeFault.SVC.Cluster.LOCAL.");
+    assert_eq!(
+        m.answers[0].name.to_ascii(),
+        "WeB.DeFault.SVC.Cluster.LOCAL."
+    );
     let m = ask("PG-0.pg.DB.svc.cluster.local.", RecordType::A);
     assert_eq!(ips(&m), [ip("10.244.0.5")]);
 }
@@ -224,11 +231,18 @@ fn endpoint_names_by_hostname_and_dashed_ip() {
     );
     // endpoints of a ClusterIP Service have names too
     assert_eq!(
-        ips(&ask("10-244-1-1.web.default.svc.cluster.local.", RecordType::A)),
+        ips(&ask(
+            "10-244-1-1.web.default.svc.cluster.local.",
+            RecordType::A
+        )),
         [ip("10.244.1.1")]
     );
     let m = ask("pg-2.pg.db.svc.cluster.local.", RecordType::A);
-    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "not ready");
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NXDomain,
+        "not ready"
+    );
 }
 
 #[test]
@@ -240,7 +254,10 @@ fn srv_for_a_named_port() {
         [(0, 100, 80, "web.default.svc.cluster.local.".to_string())]
     );
     assert_eq!(m.additionals.len(), 1);
-    assert_eq!(m.additionals[0].name.to_ascii(), "web.default.svc.cluster.local.");
+    assert_eq!(
+        m.additionals[0].name.to_ascii(),
+        "web.default.svc.cluster.local."
+    );
     assert!(matches!(&m.additionals[0].data, RData::A(a) if a.0.to_string() == "10.96.0.10"));
 
     // the protocol must match too
@@ -277,7 +294,12 @@ fn srv_of_a_headless_service_names_each_endpoint() {
         [
             (0, 33, 5433, "pg-0.pg.db.svc.cluster.local.".to_string()),
             (0, 33, 5433, "pg-1.pg.db.svc.cluster.local.".to_string()),
-            (0, 33, 5433, "10-244-0-8.pg.db.svc.cluster.local.".to_string()),
+            (
+                0,
+                33,
+                5433,
+                "10-244-0-8.pg.db.svc.cluster.local.".to_string()
+            ),
         ]
     );
     let extra: Vec<(String, IpAddr)> = m
@@ -288,7 +310,10 @@ fn srv_of_a_headless_service_names_each_endpoint() {
             _ => None,
         })
         .collect();
-    assert_eq!(extra[0], ("pg-0.pg.db.svc.cluster.local.".into(), ip("10.244.0.5")));
+    assert_eq!(
+        extra[0],
+        ("pg-0.pg.db.svc.cluster.local.".into(), ip("10.244.0.5"))
+    );
     assert_eq!(extra.len(), 3);
 }
 
@@ -326,7 +351,10 @@ fn external_name_inside_the_zone_is_followed() {
     assert_eq!(m.answers.len(), 2);
     assert!(matches!(&m.answers[0].data,
         RData::CNAME(c) if c.0.to_ascii() == "web.default.svc.cluster.local."));
-    assert_eq!(m.answers[1].name.to_ascii(), "web.default.svc.cluster.local.");
+    assert_eq!(
+        m.answers[1].name.to_ascii(),
+        "web.default.svc.cluster.local."
+    );
     assert_eq!(ips(&m), [ip("10.96.0.10")]);
 }
 
@@ -342,8 +370,14 @@ fn ptr_for_cluster_ips_and_endpoints() {
             })
             .collect::<Vec<_>>()
     };
-    assert_eq!(ptr("10.0.96.10.in-addr.arpa."), ["web.default.svc.cluster.local."]);
-    assert_eq!(ptr("5.0.244.10.IN-ADDR.ARPA."), ["pg-0.pg.db.svc.cluster.local."]);
+    assert_eq!(
+        ptr("10.0.96.10.in-addr.arpa."),
+        ["web.default.svc.cluster.local."]
+    );
+    assert_eq!(
+        ptr("5.0.244.10.IN-ADDR.ARPA."),
+        ["pg-0.pg.db.svc.cluster.local."]
+    );
     assert_eq!(
         ptr("1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa."),
         ["dual.default.svc.cluster.local."]
@@ -400,9 +434,14 @@ fn apex_soa_ns_and_schema_version() {
     let m = ask("cluster.local.", RecordType::SOA);
     assert!(matches!(&m.answers[0].data, RData::SOA(s) if s.serial == 42));
     let m = ask("cluster.local.", RecordType::NS);
-    assert!(matches!(&m.answers[0].data, RData::NS(n) if n.0.to_ascii() == "ns.dns.cluster.local."));
+    assert!(
+        matches!(&m.answers[0].data, RData::NS(n) if n.0.to_ascii() == "ns.dns.cluster.local.")
+    );
     assert!(matches!(&m.additionals[0].data, RData::A(a) if a.0.to_string() == "10.96.0.2"));
-    assert_eq!(ips(&ask("ns.dns.cluster.local.", RecordType::A)), [ip("10.96.0.2")]);
+    assert_eq!(
+        ips(&ask("ns.dns.cluster.local.", RecordType::A)),
+        [ip("10.96.0.2")]
+    );
     let m = ask("dns-version.cluster.local.", RecordType::TXT);
     assert!(matches!(&m.answers[0].data, RData::TXT(t) if t.to_string() == "1.1.0"));
 }
@@ -411,7 +450,10 @@ fn apex_soa_ns_and_schema_version() {
 fn other_zones_are_forwarded() {
     let q = query("example.com.", RecordType::A);
     assert_eq!(resolve(&cluster(), &q), Lookup::Forward);
-    assert_eq!(answer(&cluster(), &q).metadata.response_code, ResponseCode::Refused);
+    assert_eq!(
+        answer(&cluster(), &q).metadata.response_code,
+        ResponseCode::Refused
+    );
     // a name that only ends like the zone is not in it
     let q = query("notcluster.local.", RecordType::A);
     assert_eq!(resolve(&cluster(), &q), Lookup::Forward);
@@ -424,18 +466,31 @@ fn edns_is_answered_with_edns() {
     edns.set_max_payload(4096);
     q.edns = Some(edns);
     let m = Message::from_vec(&answer(&cluster(), &q).to_vec().unwrap()).unwrap();
-    assert_eq!(m.edns.as_ref().map(|e| e.max_payload()), Some(MAX_UDP_PAYLOAD));
-    assert!(ask("web.default.svc.cluster.local.", RecordType::A).edns.is_none());
+    assert_eq!(
+        m.edns.as_ref().map(|e| e.max_payload()),
+        Some(MAX_UDP_PAYLOAD)
+    );
+    assert!(
+        ask("web.default.svc.cluster.local.", RecordType::A)
+            .edns
+            .is_none()
+    );
 }
 
 #[test]
 fn malformed_requests() {
     let mut q = query("web.default.svc.cluster.local.", RecordType::A);
     q.queries.push(q.queries[0].clone());
-    assert_eq!(answer(&cluster(), &q).metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(
+        answer(&cluster(), &q).metadata.response_code,
+        ResponseCode::FormErr
+    );
     let mut q = query("web.default.svc.cluster.local.", RecordType::A);
     q.metadata.op_code = hickory_proto::op::OpCode::Status;
-    assert_eq!(answer(&cluster(), &q).metadata.response_code, ResponseCode::NotImp);
+    assert_eq!(
+        answer(&cluster(), &q).metadata.response_code,
+        ResponseCode::NotImp
+    );
 }
 
 #[test]
@@ -449,17 +504,29 @@ fn custom_cluster_domain() {
         service("default", "bare", json!({"clusterIP": "10.96.0.12"})),
     ];
     let records = Records::build("corp.example.", &services, []).unwrap();
-    let m = answer(&records, &query("web.default.svc.corp.example.", RecordType::A));
+    let m = answer(
+        &records,
+        &query("web.default.svc.corp.example.", RecordType::A),
+    );
     assert_eq!(ips(&m), [ip("10.96.0.10")]);
     let q = query("web.default.svc.cluster.local.", RecordType::A);
     assert_eq!(resolve(&records, &q), Lookup::Forward);
     // an unnamed port still has SRV for the plain name
-    let m = answer(&records, &query("web.default.svc.corp.example.", RecordType::SRV));
+    let m = answer(
+        &records,
+        &query("web.default.svc.corp.example.", RecordType::SRV),
+    );
     assert_eq!(srvs(&m)[0].2, 80);
     // a port-less service has no SRV, but its address
-    let m = answer(&records, &query("bare.default.svc.corp.example.", RecordType::SRV));
+    let m = answer(
+        &records,
+        &query("bare.default.svc.corp.example.", RecordType::SRV),
+    );
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(srvs(&m).is_empty());
-    let m = answer(&records, &query("bare.default.svc.corp.example.", RecordType::A));
+    let m = answer(
+        &records,
+        &query("bare.default.svc.corp.example.", RecordType::A),
+    );
     assert_eq!(ips(&m), [ip("10.96.0.12")]);
 }

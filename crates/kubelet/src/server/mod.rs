@@ -152,7 +152,7 @@ where
         }
         ["portForward", ns, pod] | ["portForward", ns, pod, _] if stream => {
             let (ns, pod) = (ns.to_string(), pod.to_string());
-            port_forward(ctx, &mut req, &ns, &pod).await
+            port_forward(ctx, &mut req, &ns, &pod, &query).await
         }
         ["stats", "summary"] if read => stats_summary(&ctx).await,
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
@@ -281,8 +281,9 @@ enum Command {
 
 /// What to do with a connection once it is upgraded.
 enum Transport {
+    /// With the channel protocol negotiated, if the sub-protocol is one.
     WebSocket(
-        ChannelProtocol,
+        Option<ChannelProtocol>,
         Box<tokio_tungstenite::WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>>,
     ),
     Spdy(String, spdy::Connection),
@@ -332,8 +333,7 @@ fn upgrade<B>(
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let ws = websocket::from_upgraded(TokioIo::new(upgraded)).await;
-                    let protocol =
-                        ChannelProtocol::from_name(&chosen).unwrap_or(ChannelProtocol::V1);
+                    let protocol = ChannelProtocol::from_name(&chosen);
                     then(Transport::WebSocket(protocol, Box::new(ws))).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade"),
@@ -454,6 +454,7 @@ async fn remote_command<B>(
             Box::pin(async move {
                 match transport {
                     Transport::WebSocket(protocol, ws) => {
+                        let protocol = protocol.unwrap_or(ChannelProtocol::V1);
                         exec::serve_websocket(*ws, protocol, opts, command, start).await
                     }
                     Transport::Spdy(protocol, conn) => {
@@ -606,25 +607,46 @@ async fn port_forward<B>(
     req: &mut Request<B>,
     ns: &str,
     pod: &str,
+    query: &[(String, String)],
 ) -> Response<Body> {
     let target = match port_forward_target(&ctx, ns, pod) {
         Ok(target) => target,
         Err((status, message)) => return text(status, message),
     };
+    let ports = match portforward::parse_ports(query) {
+        Ok(ports) => ports,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
     let tunnel = format!("{}{}", websocket::SPDY_TUNNEL_PREFIX, portforward::PROTOCOL);
+    let tunnelled = websocket::offered_protocols(req.headers()).contains(&tunnel);
+    if websocket::is_websocket_request(req) && !tunnelled && ports.is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "query parameter \"port\" is required",
+        );
+    }
     upgrade(
         req,
-        &[tunnel.as_str()],
+        &[
+            tunnel.as_str(),
+            "v4.channel.k8s.io",
+            "v4.base64.channel.k8s.io",
+            "",
+        ],
         &[portforward::PROTOCOL],
         Box::new(move |transport| {
             Box::pin(async move {
-                let conn = match transport {
-                    Transport::WebSocket(_, ws) => {
-                        spdy::Connection::serve(websocket::byte_stream(*ws))
+                match transport {
+                    Transport::WebSocket(Some(protocol), ws) => {
+                        portforward::serve_websocket(*ws, protocol, ports, target).await
                     }
-                    Transport::Spdy(_, conn) => conn,
-                };
-                portforward::serve_spdy(conn, target).await
+                    // The tunnel: SPDY inside the WebSocket.
+                    Transport::WebSocket(None, ws) => {
+                        let conn = spdy::Connection::serve(websocket::byte_stream(*ws));
+                        portforward::serve_spdy(conn, target).await
+                    }
+                    Transport::Spdy(_, conn) => portforward::serve_spdy(conn, target).await,
+                }
             })
         }),
     )

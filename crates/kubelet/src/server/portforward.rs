@@ -1,7 +1,11 @@
 //! `portForward/{namespace}/{pod}`: SPDY (`portforward.k8s.io`), directly or tunnelled through
-//! a WebSocket. Each forwarded connection is a pair of streams with the same `requestID`: an
-//! `error` stream (we write a message there if the connection fails) and a `data` stream
-//! spliced to a TCP connection to the port inside the pod's network namespace.
+//! a WebSocket (kubectl). Each forwarded connection is a pair of streams with the same
+//! `requestID`: an `error` stream (we write a message there if the connection fails) and a
+//! `data` stream spliced to a TCP connection to the port inside the pod's network namespace.
+//!
+//! Other clients (the Python client, ...) use a WebSocket with channels instead
+//! (`v4.channel.k8s.io`, ports in the query): channel 2n carries port n's data, 2n+1 its errors,
+//! and each begins with the port number (16 bits, little-endian).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -9,10 +13,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::spdy;
+use super::websocket::ChannelProtocol;
 
 pub const PROTOCOL: &str = "portforward.k8s.io";
 /// How long the second stream of a pair may take to arrive.
@@ -62,6 +71,120 @@ pub async fn connect(netns: Option<&Path>, port: u16) -> std::io::Result<TcpStre
     .map_err(std::io::Error::other)??;
     stream.set_nonblocking(true)?;
     TcpStream::from_std(stream)
+}
+
+/// The ports of a WebSocket port-forward (`port` or `ports`, repeated or comma-separated).
+pub fn parse_ports(query: &[(String, String)]) -> Result<Vec<u16>, String> {
+    let mut ports = Vec::new();
+    for (name, value) in query {
+        if name != "port" && name != "ports" {
+            continue;
+        }
+        for p in value.split(',') {
+            match p.trim().parse::<u16>() {
+                Ok(port) if port > 0 => ports.push(port),
+                Ok(_) => return Err(format!("port {p:?} must be > 0")),
+                Err(e) => return Err(format!("unable to parse {p:?} as a port: {e}")),
+            }
+        }
+    }
+    Ok(ports)
+}
+
+/// Forward `ports` over a WebSocket with a channel protocol, one connection per port, until
+/// the pod closes them all or the client goes.
+pub async fn serve_websocket<IO>(
+    ws: WebSocketStream<IO>,
+    protocol: ChannelProtocol,
+    ports: Vec<u16>,
+    target: Target,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(32);
+    let mut to_pods = Vec::new();
+    let mut forwards = Vec::new();
+    for (i, port) in ports.iter().copied().enumerate() {
+        let (data, error) = ((2 * i) as u8, (2 * i + 1) as u8);
+        for channel in [data, error] {
+            let _ = out_tx
+                .send(protocol.encode(channel, &port.to_le_bytes()))
+                .await;
+        }
+        let (to_pod, mut from_client) = mpsc::channel::<Bytes>(16);
+        to_pods.push(to_pod);
+        let (out, netns, pod) = (out_tx.clone(), target.netns.clone(), target.pod.clone());
+        forwards.push(tokio::spawn(async move {
+            let socket = match connect(netns.as_deref(), port).await {
+                Ok(socket) => socket,
+                Err(e) => {
+                    let message = format!("error forwarding port {port} to pod {pod}: {e}");
+                    let _ = out.send(protocol.encode(error, message.as_bytes())).await;
+                    return;
+                }
+            };
+            let (mut from_pod, mut to_pod) = socket.into_split();
+            let upstream = tokio::spawn(async move {
+                while let Some(chunk) = from_client.recv().await {
+                    if to_pod.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = to_pod.shutdown().await;
+            });
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match from_pod.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if out.send(protocol.encode(data, &buf[..n])).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            upstream.abort();
+        }));
+    }
+    drop(out_tx);
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = stream.next().await {
+            if message.is_close() {
+                break;
+            }
+            let Some((channel, payload)) = protocol.decode(&message) else {
+                continue;
+            };
+            // Only data channels take input.
+            if channel % 2 == 0
+                && let Some(to_pod) = to_pods.get(usize::from(channel / 2))
+            {
+                let _ = to_pod.send(payload).await;
+            }
+        }
+    });
+    let writer = async {
+        while let Some(message) = out_rx.recv().await {
+            if sink.send(message).await.is_err() {
+                break;
+            }
+        }
+    };
+    // Until every forward ended (they hold the senders), or the client went away.
+    tokio::select! {
+        _ = writer => {}
+        _ = futures::future::join_all(forwards.iter_mut()) => {
+            while let Ok(message) = out_rx.try_recv() {
+                let _ = sink.send(message).await;
+            }
+        }
+    }
+    for forward in &forwards {
+        forward.abort();
+    }
+    reader.abort();
+    let _ = sink.close().await;
 }
 
 #[derive(Default)]
@@ -195,6 +318,77 @@ mod tests {
                 ("requestid".into(), request.into()),
             ]),
         }
+    }
+
+    #[test]
+    fn ports_from_the_query() {
+        let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            parse_ports(&q(&[("ports", "80,8080"), ("port", "9")])).unwrap(),
+            [80, 8080, 9]
+        );
+        assert!(parse_ports(&q(&[("ports", "0")])).is_err());
+        assert!(parse_ports(&q(&[("ports", "http")])).is_err());
+        assert!(parse_ports(&q(&[("other", "1")])).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn websocket_channels_forward_each_port() {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 5];
+            socket.read_exact(&mut buf).await.unwrap();
+            socket.write_all(b"echo:").await.unwrap();
+            socket.write_all(&buf).await.unwrap();
+        });
+        let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let target = Target {
+            pod: "web".into(),
+            netns: None,
+        };
+        let server = tokio::spawn(async move {
+            let ws = super::super::websocket::from_upgraded(a).await;
+            serve_websocket(ws, ChannelProtocol::V4, vec![port, closed_port], target).await
+        });
+        let mut client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        client
+            .send(Message::Binary(Bytes::from_static(b"\x00hello")))
+            .await
+            .unwrap();
+        let mut by_channel: HashMap<u8, Vec<Vec<u8>>> = HashMap::new();
+        while let Some(Ok(message)) = client.next().await {
+            if let Message::Binary(data) = message {
+                by_channel
+                    .entry(data[0])
+                    .or_default()
+                    .push(data[1..].to_vec());
+            }
+        }
+        // Every channel starts with its port.
+        assert_eq!(by_channel[&0][0], port.to_le_bytes());
+        assert_eq!(by_channel[&1][0], port.to_le_bytes());
+        assert_eq!(by_channel[&2][0], closed_port.to_le_bytes());
+        assert_eq!(by_channel[&0][1..].concat(), b"echo:hello");
+        assert_eq!(by_channel[&1].len(), 1, "no error for the good port");
+        let error = String::from_utf8(by_channel[&3][1..].concat()).unwrap();
+        assert!(
+            error.contains(&format!("error forwarding port {closed_port} to pod web")),
+            "{error}"
+        );
+        server.await.unwrap();
     }
 
     #[tokio::test]
