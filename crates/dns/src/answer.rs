@@ -76,19 +76,19 @@ pub fn resolve(records: &Records, request: &Message) -> Lookup {
         finish(records, &mut m, found);
         return Lookup::Answer(m);
     }
-    if qtype == RecordType::PTR {
-        if let Some(names) = reverse_ip(&lower).and_then(|ip| records.reverse.get(&ip)) {
-            let mut m = response_to(request);
-            m.metadata.authoritative = true;
-            for target in names {
-                m.answers.push(Record::from_rdata(
-                    query.name.clone(),
-                    records.ttl,
-                    RData::PTR(PTR(target.clone())),
-                ));
-            }
-            return Lookup::Answer(m);
+    if qtype == RecordType::PTR
+        && let Some(names) = reverse_ip(&lower).and_then(|ip| records.reverse.get(&ip))
+    {
+        let mut m = response_to(request);
+        m.metadata.authoritative = true;
+        for target in names {
+            m.answers.push(Record::from_rdata(
+                query.name.clone(),
+                records.ttl,
+                RData::PTR(PTR(target.clone())),
+            ));
         }
+        return Lookup::Answer(m);
     }
     Lookup::Forward
 }

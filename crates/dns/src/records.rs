@@ -266,10 +266,11 @@ impl Records {
         if ports.is_empty() {
             ports.push(PortRecord::none());
         }
-        if namespace == "kube-system" && name == "kube-dns" {
-            if let ServiceKind::ClusterIp(ips) = &kind {
-                self.ns_ips = ips.clone();
-            }
+        if namespace == "kube-system"
+            && name == "kube-dns"
+            && let ServiceKind::ClusterIp(ips) = &kind
+        {
+            self.ns_ips = ips.clone();
         }
         let key = format!("{name}.{namespace}");
         self.services.insert(

@@ -148,6 +148,7 @@ pub async fn run(client: kube::Client, config: KubeletConfig) -> anyhow::Result<
         client.clone(),
         config.node_name.clone(),
         config.node_ip,
+        config.cni_bridge.clone(),
     ));
     let mut pods = tokio::spawn(pods::run(ctx.clone()));
     let mut static_pods = tokio::spawn(staticpods::run(ctx));

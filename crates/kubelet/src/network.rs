@@ -26,6 +26,7 @@ pub async fn run_routes(
     client: kube::Client,
     node_name: String,
     node_ip: IpAddr,
+    bridge: String,
 ) -> anyhow::Result<()> {
     let (store, writer) = reflector::store::<Node>();
     let changed = Arc::new(tokio::sync::Notify::new());
@@ -46,10 +47,18 @@ pub async fn run_routes(
             .wait_until_ready()
             .await
             .context("waiting for the node list")?;
-        let mut routes = RouteSyncer::new(node_name, node_ip);
+        let mut routes = RouteSyncer::new(node_name.clone(), node_ip);
+        let mut applied_masquerade = String::new();
         loop {
             let nodes = store.state();
             routes.sync(nodes.iter().map(|n| n.as_ref())).await;
+            let script = masquerade_script(&bridge, &node_name, nodes.iter().map(|n| n.as_ref()));
+            if script != applied_masquerade {
+                match apply_nft(&script).await {
+                    Ok(()) => applied_masquerade = script,
+                    Err(e) => tracing::warn!(error = %e, "programming pod masquerading"),
+                }
+            }
             tokio::select! {
                 () = changed.notified() => {}
                 () = tokio::time::sleep(RESYNC_PERIOD) => {}
@@ -116,6 +125,76 @@ pub fn desired_routes<'a>(
         }
     }
     routes
+}
+
+/// Pods keep their own source address towards every pod CIDR of the cluster (so a pod on
+/// another node sees the real client), and are masqueraded behind the node's address towards
+/// everything else. The CNI bridge plugin's own `ipMasq` only knows the node's subnet, so it is
+/// off and this table (one per bridge, so that test agents sharing a host stay apart) does it.
+pub fn masquerade_script<'a>(
+    bridge: &str,
+    node_name: &str,
+    nodes: impl IntoIterator<Item = &'a Node>,
+) -> String {
+    let mut own = Vec::new();
+    let mut all = std::collections::BTreeSet::new();
+    for node in nodes {
+        let spec = node.spec.as_ref();
+        let cidrs: Vec<&String> = match spec.and_then(|s| s.pod_cidrs.as_ref()) {
+            Some(cidrs) if !cidrs.is_empty() => cidrs.iter().collect(),
+            _ => spec.and_then(|s| s.pod_cidr.as_ref()).into_iter().collect(),
+        };
+        for (cidr, v4) in cidrs.into_iter().filter_map(|c| normalize_cidr(c)) {
+            if !v4 {
+                continue;
+            }
+            if node.metadata.name.as_deref() == Some(node_name) {
+                own.push(cidr.clone());
+            }
+            all.insert(cidr);
+        }
+    }
+    let table = masquerade_table(bridge);
+    let mut script = format!("table ip {table} {{}}\ndelete table ip {table}\n");
+    if own.is_empty() {
+        return script;
+    }
+    let all: Vec<String> = all.into_iter().collect();
+    script.push_str(&format!(
+        "table ip {table} {{\n  set pod-cidrs {{ type ipv4_addr; flags interval; elements = {{ {} }} }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {{ {} }} ip daddr != @pod-cidrs ip daddr != 224.0.0.0/4 oifname != \"{bridge}\" masquerade\n  }}\n}}\n",
+        all.join(", "),
+        own.join(", "),
+    ));
+    script
+}
+
+/// `rkube-masq-<bridge>`.
+pub fn masquerade_table(bridge: &str) -> String {
+    format!("rkube-masq-{bridge}")
+}
+
+async fn apply_nft(script: &str) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running nft")?;
+    child
+        .stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(script.as_bytes())
+        .await?;
+    let out = child.wait_with_output().await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "nft -f: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
 }
 
 /// A route to another node's pod CIDR.
@@ -366,6 +445,26 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    #[test]
+    fn pods_are_masqueraded_only_outside_the_cluster_pod_cidrs() {
+        let nodes = [
+            node("a", &["10.42.0.0/24"], &[("InternalIP", "10.0.0.1")]),
+            node("b", &["10.42.1.0/24"], &[("InternalIP", "10.0.0.2")]),
+        ];
+        let script = masquerade_script("cni0", "a", &nodes);
+        assert!(script.starts_with("table ip rkube-masq-cni0 {}\ndelete table ip rkube-masq-cni0\n"));
+        assert!(script.contains("elements = { 10.42.0.0/24, 10.42.1.0/24 }"), "{script}");
+        assert!(
+            script.contains("ip saddr { 10.42.0.0/24 } ip daddr != @pod-cidrs"),
+            "{script}"
+        );
+        assert!(script.contains("oifname != \"cni0\" masquerade"), "{script}");
+        // Without a pod CIDR of our own there is nothing to masquerade yet: the table goes.
+        let script = masquerade_script("cni0", "c", &nodes);
+        assert!(!script.contains("masquerade"), "{script}");
+        assert!(script.contains("delete table ip rkube-masq-cni0"));
     }
 
     fn route(node: &str, via: &str) -> NodeRoute {

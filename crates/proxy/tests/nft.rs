@@ -378,3 +378,16 @@ fn bench_runs_small() {
     assert_eq!(report.chains, 300 + proxy::rules::BASE_CHAINS);
     assert_eq!(report.rules, 300 * 11 - 1);
 }
+
+/// The target: `cargo test --release -p proxy --test nft -- --ignored --nocapture`.
+#[test]
+#[ignore = "takes seconds; the figures go to docs/benchmarks.md"]
+fn bench_ten_thousand_services() {
+    if !can_run() {
+        eprintln!("skipped: needs root, nft, ip, curl and busybox");
+        return;
+    }
+    let report = proxy::bench(10_000, 10).unwrap();
+    eprintln!("{report}");
+    assert_eq!(report.services, 10_000);
+}

@@ -85,6 +85,15 @@ async fn killall(args: KillallArgs) -> anyhow::Result<()> {
             let _ = runtime::cgroups::remove_pod_cgroup(&parent.to_string_lossy());
         }
     }
+    let _ = std::process::Command::new("nft")
+        .args([
+            "delete",
+            "table",
+            "ip",
+            &kubelet::network::masquerade_table(&args.cni_bridge),
+        ])
+        .stderr(std::process::Stdio::null())
+        .status();
     let _ = std::process::Command::new("ip")
         .args(["link", "delete", &args.cni_bridge])
         .stderr(std::process::Stdio::null())

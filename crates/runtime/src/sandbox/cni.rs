@@ -81,7 +81,8 @@ pub(crate) fn node_conflist(
                 "type": "bridge",
                 "bridge": bridge,
                 "isGateway": true,
-                "ipMasq": true,
+                // The node agent masquerades itself, sparing other nodes' pod CIDRs.
+                "ipMasq": false,
                 "hairpinMode": true,
                 "mtu": mtu,
                 "ipam": {
