@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::records::{Records, ServiceKind};
 
@@ -513,14 +513,6 @@ fn srv(records: &Records, qname: &Name, entries: &[Entry<'_>], m: &mut Message) 
             m.additionals.push(address_record(entry.target, ttl, ip));
         }
     }
-}
-
-/// The records a reply carries for `qname` (any case), for tests and the cache.
-pub fn records_of(m: &Message, rtype: RecordType) -> Vec<&Record> {
-    m.answers
-        .iter()
-        .filter(|r| r.record_type() == rtype && r.dns_class == DNSClass::IN)
-        .collect()
 }
 
 #[cfg(test)]

@@ -110,7 +110,19 @@ fn lab(tag: &str, backends: usize) -> Lab {
         in_ns(&n, &["ip", "link", "set", &host, "master", "br0", "up"]);
         // With br_netfilter, DNAT back to the sender is bridged back out its own port
         // (the CNI bridge plugin's hairpinMode).
-        in_ns(&n, &["ip", "link", "set", &host, "type", "bridge_slave", "hairpin", "on"]);
+        in_ns(
+            &n,
+            &[
+                "ip",
+                "link",
+                "set",
+                &host,
+                "type",
+                "bridge_slave",
+                "hairpin",
+                "on",
+            ],
+        );
         in_ns(&ns.name, &["ip", "link", "set", "lo", "up"]);
         in_ns(
             &ns.name,
@@ -172,14 +184,28 @@ fn get(ns: &str, url: &str) -> Result<String, String> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
-        Err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
 /// How a TCP connection from a namespace fails (busybox nc names the errno).
 fn connect_error(ns: &str, ip: &str, port: u16) -> String {
     let out = Command::new("ip")
-        .args(["netns", "exec", ns, "/usr/bin/busybox", "nc", "-w", "3", ip, &port.to_string()])
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "/usr/bin/busybox",
+            "nc",
+            "-w",
+            "3",
+            ip,
+            &port.to_string(),
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("spawn nc");

@@ -2,7 +2,7 @@
 //! by the real kubectl: `logs` (tail, follow, previous container), `exec` with stdin, stdout,
 //! stderr and exit codes, `cp`, and `port-forward`; the default kubectl speaks WebSocket
 //! (`v5.channel.k8s.io`, SPDY tunnelled through a WebSocket for port-forward), kubectl 1.27
-//! speaks SPDY/3.1.
+//! speaks SPDY/3.1; the Python client uses WebSocket channels for port-forward.
 //!
 //! Runs as root (runc, cgroups, CNI), as CI does.
 
@@ -323,6 +323,23 @@ fn logs_exec_cp_and_port_forward_through_the_api_server() {
     if Path::new(KUBECTL_1_27).exists() {
         check_port_forward(&server, KUBECTL_1_27);
     }
+
+    // The official Python client: exec, and port-forward over WebSocket channels.
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/streaming_test.py"
+    );
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(server.kubeconfig())
+        .output()
+        .expect("run python3 (scripts/install-deps.sh installs the client)");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("python streaming: ok"),
+        "python streaming test failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // attach: stdin through the container's FIFO, output from its log.
     wait_running(&server, "echoer");

@@ -341,8 +341,36 @@ impl Server {
 /// it as `name` into the image store of `data_dir` (before the server starts).
 pub fn import_busybox(data_dir: &Path, name: &str) {
     let work = tempfile::tempdir().expect("temp dir");
-    let layout = work.path().join("layout");
-    let bundle = work.path().join("bundle");
+    let layout = busybox_layout(work.path());
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().expect("run image tool");
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let tar = work.path().join("image.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    run(Command::new(env!("CARGO_BIN_EXE_rkube"))
+        .arg("images")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("import")
+        .arg(&tar)
+        .args(["--name", name]));
+}
+
+/// Build a busybox image offline with umoci in `work`: an OCI layout whose one image is
+/// tagged `img`. Returns the layout directory.
+pub fn busybox_layout(work: &Path) -> PathBuf {
+    let layout = work.join("layout");
+    let bundle = work.join("bundle");
     let run = |cmd: &mut Command| {
         let out = cmd.output().expect("run image tool");
         assert!(
@@ -389,18 +417,6 @@ pub fn import_busybox(data_dir: &Path, name: &str) {
         "--config.cmd",
         "sh",
     ]));
-    let tar = work.path().join("image.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
-    run(Command::new(env!("CARGO_BIN_EXE_rkube"))
-        .arg("images")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("import")
-        .arg(&tar)
-        .args(["--name", name]));
+    let _ = std::fs::remove_dir_all(&bundle);
+    layout
 }
