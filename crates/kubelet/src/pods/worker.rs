@@ -586,17 +586,18 @@ impl Worker {
             return;
         }
         if let Some(deadline) = self.deadline()
-            && Instant::now() >= deadline {
-                let message = "Pod was active on the node longer than the specified deadline";
-                self.event(None, "Normal", "DeadlineExceeded", message);
-                self.terminal = Some(TerminalState {
-                    reason: Some("DeadlineExceeded".into()),
-                    message: Some(message.into()),
-                    cleaned: false,
-                });
-                self.release_terminal().await;
-                return;
-            }
+            && Instant::now() >= deadline
+        {
+            let message = "Pod was active on the node longer than the specified deadline";
+            self.event(None, "Normal", "DeadlineExceeded", message);
+            self.terminal = Some(TerminalState {
+                reason: Some("DeadlineExceeded".into()),
+                message: Some(message.into()),
+                cleaned: false,
+            });
+            self.release_terminal().await;
+            return;
+        }
         self.handle_probe_failures().await;
         if !self.ensure_sandbox().await {
             return;
@@ -681,6 +682,11 @@ impl Worker {
                 tracing::warn!(pod = %self.key, error = %e, "removing the old sandbox");
             }
             self.sandbox = None;
+            // A pod in a new sandbox starts over with its init containers, as upstream's;
+            // a Never pod whose containers ran is not started again anyway.
+            if spec::restart_policy(&self.pod) != "Never" {
+                self.rerun_init_containers();
+            }
         }
         if let Some(sandbox) = &self.sandbox {
             let gone = sandbox.netns.as_ref().is_some_and(|p| !p.exists());
@@ -737,6 +743,37 @@ impl Worker {
                 self.retry_at = Some(Instant::now() + RETRY);
                 false
             }
+        }
+    }
+
+    /// Make the init containers run again: each one's last run becomes its lastState.
+    fn rerun_init_containers(&mut self) {
+        if !self.slots.iter().any(|s| s.kind == Kind::Init) {
+            return;
+        }
+        self.initialized = false;
+        let mut stale = Vec::new();
+        for slot in self.slots.iter_mut().filter(|s| s.kind == Kind::Init) {
+            let Some(prev) = slot.current.take() else {
+                continue;
+            };
+            stale.extend(slot.last_id.take());
+            slot.last = prev
+                .terminated
+                .clone()
+                .or_else(|| Some(self_terminated(&prev.id, &prev.state)));
+            slot.last_attempt = Some(prev.attempt);
+            slot.last_id = Some(prev.id);
+            slot.waiting = None;
+            slot.retry_at = None;
+        }
+        if !stale.is_empty() {
+            let runtime = self.ctx.runtime.clone();
+            tokio::spawn(async move {
+                for id in stale {
+                    let _ = runtime.remove_container(&id).await;
+                }
+            });
         }
     }
 
@@ -1108,9 +1145,10 @@ impl Worker {
                 .get(".dockerconfigjson")
                 .or_else(|| data.get(".dockercfg"));
             if let Some(blob) = blob
-                && let Err(e) = credentials.add_docker_config(&blob.0) {
-                    tracing::warn!(pod = %self.key, secret = %name, error = %e, "bad image pull secret");
-                }
+                && let Err(e) = credentials.add_docker_config(&blob.0)
+            {
+                tracing::warn!(pod = %self.key, secret = %name, error = %e, "bad image pull secret");
+            }
         }
         if !missing.is_empty() {
             self.event(
@@ -1402,19 +1440,20 @@ impl Worker {
             .lifecycle
             .as_ref()
             .and_then(|l| l.post_start.as_ref())
-            && let Err(message) = crate::prober::run_handler(post_start, &target).await {
-                tracing::warn!(pod = %self.key, container = %container.name, %message, "postStart hook failed");
-                self.event(
-                    Some(i),
-                    "Warning",
-                    "FailedPostStartHook",
-                    "PostStartHook failed",
-                );
-                let grace = spec::grace_period(&self.pod);
-                self.stop_slot(i, grace).await;
-                self.refresh().await;
-                return false;
-            }
+            && let Err(message) = crate::prober::run_handler(post_start, &target).await
+        {
+            tracing::warn!(pod = %self.key, container = %container.name, %message, "postStart hook failed");
+            self.event(
+                Some(i),
+                "Warning",
+                "FailedPostStartHook",
+                "PostStartHook failed",
+            );
+            let grace = spec::grace_period(&self.pod);
+            self.stop_slot(i, grace).await;
+            self.refresh().await;
+            return false;
+        }
         true
     }
 
@@ -1534,30 +1573,27 @@ impl Worker {
                     .lifecycle
                     .as_ref()
                     .and_then(|l| l.pre_stop.as_ref())
-                {
-                    let budget = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(
-                        budget,
-                        crate::prober::run_handler(pre_stop, &target),
-                    )
+            {
+                let budget = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(budget, crate::prober::run_handler(pre_stop, &target))
                     .await
-                    {
-                        Ok(Ok(())) => {}
-                        Ok(Err(message)) => {
-                            tracing::warn!(pod = %key, container = %container.name, %message, "preStop hook failed");
-                            events.pod_event(
-                                &pod,
-                                Some((&container.name, init)),
-                                "Warning",
-                                "FailedPreStopHook",
-                                "PreStopHook failed",
-                            );
-                        }
-                        Err(_) => {
-                            tracing::warn!(pod = %key, container = %container.name, "preStop hook ran out of the grace period");
-                        }
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(message)) => {
+                        tracing::warn!(pod = %key, container = %container.name, %message, "preStop hook failed");
+                        events.pod_event(
+                            &pod,
+                            Some((&container.name, init)),
+                            "Warning",
+                            "FailedPreStopHook",
+                            "PreStopHook failed",
+                        );
+                    }
+                    Err(_) => {
+                        tracing::warn!(pod = %key, container = %container.name, "preStop hook ran out of the grace period");
                     }
                 }
+            }
             let grace = deadline
                 .saturating_duration_since(Instant::now())
                 .max(MIN_GRACE);
@@ -1604,10 +1640,11 @@ impl Worker {
                 .chain(slot.last_id.clone());
             for id in ids {
                 if let Err(e) = self.ctx.runtime.remove_container(&id).await
-                    && !matches!(e, RuntimeError::NotFound { .. }) {
-                        tracing::warn!(pod = %self.key, id = %id, error = %e, "removing container");
-                        ok = false;
-                    }
+                    && !matches!(e, RuntimeError::NotFound { .. })
+                {
+                    tracing::warn!(pod = %self.key, id = %id, error = %e, "removing container");
+                    ok = false;
+                }
             }
         }
         if let Err(e) = self.ctx.sandboxes.remove(&self.uid).await {
