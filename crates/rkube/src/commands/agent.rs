@@ -1,5 +1,4 @@
-//! `rkube agent --server URL --token T`: a node that joins a cluster: kubelet (and, with the
-//! next issue, the service proxy).
+//! `rkube agent --server URL --token T`: a node that joins a cluster: kubelet and service proxy.
 //!
 //! Joining, as k3s does: the token is `K10<sha256 of the server CA>::node:<secret>`. The agent
 //! fetches the CA from `GET /cacerts` without verifying TLS, checks its hash against the
@@ -65,6 +64,10 @@ pub struct AgentArgs {
     /// primary address).
     #[arg(long)]
     pub node_ip: Option<IpAddr>,
+    /// The cluster's pod network (the server's --cluster-cidr): the proxy masquerades traffic
+    /// to Services from anywhere else.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
     #[command(flatten)]
     pub kubelet: KubeletArgs,
 }
@@ -160,19 +163,51 @@ pub fn kubelet_config(
 /// Run the kubelet until the process ends; a failed kubelet is restarted after a pause, so
 /// one bad moment never leaves the node dead while the process lives.
 pub async fn run_kubelet_forever(client: kube::Client, config: kubelet::KubeletConfig) {
+    run_forever("kubelet", || kubelet::run(client.clone(), config.clone())).await
+}
+
+/// The node's service proxy, restarted like the kubelet when it fails.
+pub async fn run_proxy_forever(client: kube::Client, config: proxy::ProxyConfig) {
+    run_forever("service proxy", || proxy::run(client.clone(), config.clone())).await
+}
+
+/// The service proxy of a node whose pods hang off `bridge`. Its nftables table is named after
+/// the bridge, so that several agents sharing a machine keep apart.
+pub fn proxy_config(node_name: &str, node_ip: IpAddr, cluster_cidr: &str, bridge: &str) -> proxy::ProxyConfig {
+    proxy::ProxyConfig {
+        node_name: node_name.to_string(),
+        node_ips: vec![node_ip],
+        cluster_cidr: cluster_cidr.to_string(),
+        table: proxy_table(bridge),
+        ..Default::default()
+    }
+}
+
+/// `rkube` for the default bridge `cni0`, else `rkube-<bridge>`.
+pub fn proxy_table(bridge: &str) -> String {
+    if bridge == "cni0" {
+        "rkube".into()
+    } else {
+        format!("rkube-{bridge}")
+    }
+}
+
+async fn run_forever<F, Fut>(what: &'static str, mut start: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let mut pause = Duration::from_secs(1);
     loop {
         let started = std::time::Instant::now();
-        match kubelet::run(client.clone(), config.clone()).await {
-            Ok(()) => tracing::error!(node = %config.node_name, "the kubelet stopped"),
-            Err(e) => {
-                tracing::error!(node = %config.node_name, error = format!("{e:#}"), "the kubelet failed")
-            }
+        match start().await {
+            Ok(()) => tracing::error!("the {what} stopped"),
+            Err(e) => tracing::error!(error = format!("{e:#}"), "the {what} failed"),
         }
         if started.elapsed() > Duration::from_secs(60) {
             pause = Duration::from_secs(1);
         }
-        tracing::info!(retry_in_s = pause.as_secs(), "restarting the kubelet");
+        tracing::info!(retry_in_s = pause.as_secs(), "restarting the {what}");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(30));
     }
@@ -281,10 +316,15 @@ async fn join(args: AgentArgs) -> anyhow::Result<()> {
     )?;
     tracing::info!(node = %node_name, %node_ip, server = %server, "joined the cluster; starting the kubelet");
     println!("rkube agent: node {node_name} joined {server}");
+    let proxy = run_proxy_forever(
+        client.clone(),
+        proxy_config(&node_name, node_ip, &args.cluster_cidr, &args.kubelet.cni_bridge),
+    );
     let kubelet = run_kubelet_forever(client, config);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = kubelet => {}
+        _ = proxy => {}
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
         _ = term.recv() => tracing::info!("terminated; shutting down"),
     }

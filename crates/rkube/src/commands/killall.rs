@@ -94,6 +94,15 @@ async fn killall(args: KillallArgs) -> anyhow::Result<()> {
         ])
         .stderr(std::process::Stdio::null())
         .status();
+    let _ = std::process::Command::new("nft")
+        .args([
+            "delete",
+            "table",
+            "inet",
+            &super::agent::proxy_table(&args.cni_bridge),
+        ])
+        .stderr(std::process::Stdio::null())
+        .status();
     let _ = std::process::Command::new("ip")
         .args(["link", "delete", &args.cni_bridge])
         .stderr(std::process::Stdio::null())

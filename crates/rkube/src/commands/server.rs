@@ -54,6 +54,10 @@ pub struct ServerArgs {
     /// Node monitor grace period: a node whose Lease is not renewed for this long becomes NotReady.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,
+    /// Addresses for LoadBalancer Services, comma separated IPs or CIDRs (default: the nodes'
+    /// own addresses, like k3s's service load balancer).
+    #[arg(long, value_parser = parse_ip_pool)]
+    pub lb_ip_pool: Option<Vec<IpAddr>>,
     /// Also run this many simulated nodes in the server (see `rkube sim`).
     #[arg(long, default_value_t = 0)]
     pub sim_nodes: usize,
@@ -94,6 +98,29 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         _ => return Err(format!("invalid duration {s:?}: use s, m or h")),
     };
     Ok(std::time::Duration::from_secs(seconds))
+}
+
+/// `10.0.0.5,10.0.1.0/30`: single addresses and (IPv4) CIDRs, expanded; at most 4096.
+fn parse_ip_pool(s: &str) -> Result<Vec<IpAddr>, String> {
+    let mut pool = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((net, bits)) = part.split_once('/') {
+            let net: Ipv4Addr = net.parse().map_err(|_| format!("invalid CIDR {part:?}"))?;
+            let bits: u32 = bits.parse().map_err(|_| format!("invalid CIDR {part:?}"))?;
+            if !(20..=32).contains(&bits) {
+                return Err(format!("CIDR {part:?}: use a prefix from /20 to /32"));
+            }
+            let base = u32::from(net) & u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            let size = 1u32 << (32 - bits);
+            pool.extend((0..size).map(|i| IpAddr::V4(Ipv4Addr::from(base + i))));
+        } else {
+            pool.push(part.parse().map_err(|_| format!("invalid address {part:?}"))?);
+        }
+    }
+    if pool.is_empty() {
+        return Err("empty address pool".into());
+    }
+    Ok(pool)
 }
 
 fn parse_port_range(s: &str) -> anyhow::Result<(u16, u16)> {
@@ -293,6 +320,18 @@ async fn start_components(pki: &pki::Pki, args: &ServerArgs, host: &str) -> anyh
         tokio::spawn(scheduler::run(scheduler_client, identity.clone()));
     }
     if !args.disable_controller_manager {
+        let lb_client = controller_client.clone();
+        let pool = args.lb_ip_pool.clone();
+        tokio::spawn(async move {
+            // Like the controllers, a failed allocator comes back after a pause.
+            loop {
+                let config = proxy::LbConfig { pool: pool.clone() };
+                if let Err(e) = proxy::run_service_lb(lb_client.clone(), config).await {
+                    tracing::error!(error = format!("{e:#}"), "the service load balancer failed");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+        });
         let election =
             controllers::leader::LeaderElection::new("kube-controller-manager", &identity);
         tokio::spawn(async move {
@@ -362,6 +401,25 @@ async fn start_agent(
         },
     )?;
     tracing::info!(node = %node_name, %node_ip, port = args.kubelet.kubelet_port, "starting the node agent");
+    tokio::spawn(super::agent::run_proxy_forever(
+        client.clone(),
+        super::agent::proxy_config(&node_name, node_ip, &args.cluster_cidr, &args.kubelet.cni_bridge),
+    ));
     tokio::spawn(super::agent::run_kubelet_forever(client, config));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_pools_expand_cidrs_and_keep_single_addresses() {
+        let pool = parse_ip_pool("192.168.1.9, 10.0.0.4/30").unwrap();
+        let pool: Vec<String> = pool.iter().map(ToString::to_string).collect();
+        assert_eq!(pool, ["192.168.1.9", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.7"]);
+        assert!(parse_ip_pool("10.0.0.0/8").is_err());
+        assert!(parse_ip_pool("nope").is_err());
+        assert!(parse_ip_pool("").is_err());
+    }
 }

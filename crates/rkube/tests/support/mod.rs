@@ -22,6 +22,7 @@ pub struct AgentOptions {
     pub cgroup_root: String,
     pub bridge: String,
     pub cluster_cidr: String,
+    pub service_cidr: String,
 }
 
 impl AgentOptions {
@@ -37,6 +38,8 @@ impl AgentOptions {
             bridge: format!("rk{id}x{n}"),
             // A /16 of 10.64.0.0/10 per cluster, so that concurrent test clusters never share pod IPs.
             cluster_cidr: format!("10.{}.0.0/16", 64 + (id * 7 + n) % 64),
+            // Likewise for Service IPs: each cluster's proxy table answers for its own.
+            service_cidr: format!("10.{}.0.0/16", 128 + (id * 7 + n) % 64),
         }
     }
 }
@@ -113,6 +116,8 @@ impl Server {
                 a.bridge.clone(),
                 "--cluster-cidr".into(),
                 a.cluster_cidr.clone(),
+                "--service-cidr".into(),
+                a.service_cidr.clone(),
             ],
         }
     }
