@@ -29,6 +29,19 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Debian 12's busybox-static (1.35) is built without wget's timeout option, and `wget -T 5`
+# (which the acceptance scenarios run inside their busybox images) crashes it. Debian 13's
+# package (1.37, static, no dependencies) has it: install that one, pinned by its checksum.
+if busybox wget -T 1 -q -O /dev/null http://127.0.0.1:9/ 2>/dev/null; [ $? -ge 128 ]; then
+  deb=busybox-static_1.37.0-6+b9_amd64.deb
+  sum=598a3fd92bdafc34cd81196b2952ad36e910e47a4ecf162f8ce5e8e262598e53
+  tmp=$(mktemp -d)
+  curl -fsS -m 120 -o "$tmp/$deb" "http://deb.debian.org/debian/pool/main/b/busybox/$deb"
+  echo "$sum  $tmp/$deb" | sha256sum -c --quiet
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO dpkg -i "$tmp/$deb" >/dev/null
+  rm -rf "$tmp"
+fi
 # etcd's package may start a system etcd on 2379; tests use their own on free ports.
 if systemctl is-active --quiet etcd 2>/dev/null; then systemctl stop etcd || true; fi
 

@@ -549,3 +549,490 @@ fn agent_restart_keeps_containers_and_a_reboot_recreates_pods() {
         );
     }
 }
+
+/// A docker-registry of the test's own on a free loopback port, killed on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addr = format!("127.0.0.1:{}", testing::free_port());
+        let config = dir.path().join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("write registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry (scripts/install-deps.sh installs it)");
+        let registry = Registry {
+            child,
+            addr,
+            _dir: dir,
+        };
+        eventually(Duration::from_secs(20), "docker-registry to answer", || {
+            Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", &format!("http://{}/v2/", registry.addr)])
+                .status()
+                .is_ok_and(|s| s.success())
+                .then_some(())
+        });
+        registry
+    }
+
+    /// Push the busybox image built offline as `<repository>:<tag>`.
+    fn push_busybox(&self, repository: &str, tag: &str) {
+        let work = tempfile::tempdir().expect("temp dir");
+        let layout = support::busybox_layout(work.path());
+        let out = Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:img", layout.display()))
+            .arg(format!("docker://{}/{repository}:{tag}", self.addr))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo copy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn bad_specs_get_upstream_reasons_and_the_node_keeps_working() {
+    let registry = Registry::start();
+    registry.push_busybox("library/busybox", "1.36");
+    let mirror = format!(
+        "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{}\"\n",
+        registry.addr
+    );
+    let server = start_node(|data_dir| {
+        std::fs::write(data_dir.join("registries.yaml"), &mirror).expect("write registries.yaml");
+    });
+    let steady = pod("steady", COUNTER, "", "  terminationGracePeriodSeconds: 1\n");
+    server.apply(&steady);
+    let steady_pod = wait_pod(&server, "steady", "Running and Ready", running_and_ready);
+    let steady_id = id_of(&steady_pod, "main");
+
+    let host_port = testing::free_port();
+    let ports = format!("    ports:\n    - containerPort: 80\n      hostPort: {host_port}\n");
+    let cfg_volume = "    volumeMounts: [{name: cfg, mountPath: /cfg}]\n";
+    let bad = [
+        // A tag the registry does not have (pulled through the docker.io mirror).
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: notag\nspec:\n  containers:\n  - name: main\n    \
+         image: busybox:no-such-tag\n    command: [\"sleep\", \"3600\"]\n"
+            .to_string(),
+        // An executable the image does not have.
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: badcmd\nspec:\n  containers:\n  - name: main\n    \
+         image: busybox:1.36\n    imagePullPolicy: IfNotPresent\n    command: [\"no-such-binary\", \"--flag\"]\n"
+            .to_string(),
+        pod("port-a", "sleep 3600", &ports, "  terminationGracePeriodSeconds: 1\n"),
+        pod("port-b", "sleep 3600", &ports, "  terminationGracePeriodSeconds: 1\n"),
+        pod(
+            "needs-cm",
+            "cat /cfg/greeting; echo; sleep 3600",
+            cfg_volume,
+            "  terminationGracePeriodSeconds: 1\n  volumes:\n  - name: cfg\n    configMap: {name: late-cm}\n",
+        ),
+    ];
+    // port-a must hold the port before port-b asks for it.
+    server.apply(&bad[2]);
+    wait_pod(&server, "port-a", "Running", |p| p["status"]["phase"] == "Running");
+    server.apply(&[&bad[0], &bad[1], &bad[3], &bad[4]].map(String::as_str).join("---\n"));
+
+    // Missing tag: ErrImagePull, then ImagePullBackOff, with upstream's events.
+    let p = wait_pod(&server, "notag", "ErrImagePull", |p| {
+        waiting_reason(p, "main") == "ErrImagePull"
+    });
+    let message = container_status(&p, "main")["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("busybox:no-such-tag") && message.contains("not found"),
+        "{message}"
+    );
+    wait_pod(&server, "notag", "ImagePullBackOff", |p| {
+        waiting_reason(p, "main") == "ImagePullBackOff"
+    });
+    wait_event(&server, "notag", "Normal", "Pulling", "Pulling image \"busybox:no-such-tag\"");
+    wait_event(&server, "notag", "Warning", "Failed", "Failed to pull image \"busybox:no-such-tag\"");
+    wait_event(&server, "notag", "Warning", "Failed", "Error: ErrImagePull");
+    wait_event(&server, "notag", "Normal", "BackOff", "Back-off pulling image \"busybox:no-such-tag\"");
+    wait_event(&server, "notag", "Warning", "Failed", "Error: ImagePullBackOff");
+    assert_eq!(pod_json(&server, "notag").unwrap()["status"]["phase"], "Pending");
+
+    // Missing executable: upstream's StartError (exit code 128) naming it, then
+    // CrashLoopBackOff; the runtime's message in a Failed event.
+    let p = wait_pod(&server, "badcmd", "a StartError", |p| {
+        container_status(p, "main")["lastState"]["terminated"]["reason"] == "StartError"
+    });
+    let s = container_status(&p, "main");
+    let t = &s["lastState"]["terminated"];
+    assert_eq!(t["exitCode"], 128, "{s:#}");
+    assert!(
+        t["message"].as_str().unwrap_or_default().contains("no-such-binary"),
+        "{s:#}"
+    );
+    let p = wait_pod(&server, "badcmd", "CrashLoopBackOff", |p| {
+        waiting_reason(p, "main") == "CrashLoopBackOff"
+    });
+    assert!(container_status(&p, "main")["restartCount"].as_i64() >= Some(1));
+    assert_eq!(p["status"]["phase"], "Running", "{:#}", p["status"]);
+    wait_event(&server, "badcmd", "Warning", "Failed", "no-such-binary");
+    wait_event(&server, "badcmd", "Warning", "BackOff", "Back-off restarting failed container main");
+
+    // A hostPort taken on the only node: the scheduler keeps the second pod Pending.
+    let p = wait_pod(&server, "port-b", "Unschedulable", |p| {
+        condition(p, "PodScheduled")["reason"] == "Unschedulable"
+    });
+    assert_eq!(p["status"]["phase"], "Pending");
+    assert!(p["spec"]["nodeName"].is_null());
+    let expected = "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports.";
+    assert!(
+        condition(&p, "PodScheduled")["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(expected),
+        "{:#}",
+        p["status"]
+    );
+    wait_event(&server, "port-b", "Warning", "FailedScheduling", expected);
+
+    // A missing ConfigMap: ContainerCreating with FailedMount events, until it exists.
+    let p = wait_pod(&server, "needs-cm", "ContainerCreating", |p| {
+        waiting_reason(p, "main") == "ContainerCreating"
+    });
+    assert_eq!(p["status"]["phase"], "Pending");
+    wait_event(
+        &server,
+        "needs-cm",
+        "Warning",
+        "FailedMount",
+        "MountVolume.SetUp failed for volume \"cfg\" : configmap \"late-cm\" not found",
+    );
+    server.kubectl_ok(&["create", "configmap", "late-cm", "--from-literal=greeting=hello"]);
+    wait_pod(&server, "needs-cm", "Running and Ready", running_and_ready);
+    let logs = eventually(WAIT, "the needs-cm pod's logs", || {
+        let out = server.kubectl(&["logs", "needs-cm"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (!text.is_empty()).then_some(text)
+    });
+    assert_eq!(logs.trim(), "hello");
+
+    // Meanwhile the other pods ran on undisturbed, and new pods still start.
+    let p = pod_json(&server, "steady").unwrap();
+    assert!(running_and_ready(&p));
+    assert_eq!(id_of(&p, "main"), steady_id);
+    assert_eq!(container_status(&p, "main")["restartCount"], 0);
+    assert!(running_and_ready(&pod_json(&server, "port-a").unwrap()));
+    server.apply(&pod("late", "sleep 3600", "", "  terminationGracePeriodSeconds: 1\n"));
+    wait_pod(&server, "late", "Running and Ready", running_and_ready);
+    // The bad pods go as any other.
+    server.kubectl_ok(&["delete", "pod", "notag", "badcmd", "port-b", "--wait=false"]);
+    for name in ["notag", "badcmd", "port-b"] {
+        gone(&server, name);
+    }
+    // With the port free again, a pod asking for it is scheduled and runs.
+    server.apply(&pod("port-c", "sleep 3600", &ports, "  terminationGracePeriodSeconds: 1\n"));
+    server.kubectl_ok(&["delete", "pod", "port-a", "--wait=false"]);
+    wait_pod(&server, "port-c", "Running and Ready", running_and_ready);
+}
+
+/// Delete pods at once; how long each took to go from the API.
+fn delete_and_time(server: &Server, names: &[&str]) -> Vec<Duration> {
+    let start = Instant::now();
+    let mut args = vec!["delete", "pod", "--wait=false"];
+    args.extend_from_slice(names);
+    server.kubectl_ok(&args);
+    let mut took: Vec<Option<Duration>> = vec![None; names.len()];
+    while took.iter().any(Option::is_none) {
+        assert!(
+            start.elapsed() < WAIT,
+            "pods not deleted in {WAIT:?}: {names:?} {took:?}\n{}",
+            tail(&server.log(), 40)
+        );
+        let out = server.kubectl_ok(&["get", "pods", "-o", "name"]);
+        for (i, name) in names.iter().enumerate() {
+            if took[i].is_none() && !out.lines().any(|l| l == format!("pod/{name}")) {
+                took[i] = Some(start.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    took.into_iter().map(Option::unwrap).collect()
+}
+
+#[test]
+fn hooks_grace_periods_and_active_deadlines() {
+    let server = start_node(|_| {});
+    let host = tempfile::tempdir().expect("temp dir");
+    let host_volume = format!(
+        "  volumes:\n  - name: host\n    hostPath: {{path: {}, type: Directory}}\n",
+        host.path().display()
+    );
+    // postStart runs as the container starts (the container waits to see its file); preStop
+    // runs before SIGTERM reaches it (the order of lines in a file on the host).
+    let hooks = pod(
+        "hooks",
+        "trap 'echo term >> /host/order; exit 0' TERM; \
+         while [ ! -f /tmp/poststart ]; do sleep 0.1; done; echo saw $(cat /tmp/poststart); \
+         while true; do sleep 0.2; done",
+        "    lifecycle:\n      postStart:\n        exec: {command: [\"sh\", \"-c\", \"echo started > /tmp/poststart\"]}\n      \
+         preStop:\n        exec: {command: [\"sh\", \"-c\", \"echo prestop >> /host/order; sleep 2\"]}\n    \
+         volumeMounts: [{name: host, mountPath: /host}]\n",
+        &format!("  terminationGracePeriodSeconds: 30\n{host_volume}"),
+    );
+    // A sleep preStop action delays the SIGTERM it otherwise would get at once.
+    let sleep_hook = pod(
+        "sleephook",
+        "trap 'exit 0' TERM; while true; do sleep 0.2; done",
+        "    lifecycle:\n      preStop:\n        sleep: {seconds: 3}\n",
+        "  terminationGracePeriodSeconds: 30\n",
+    );
+    // PID 1 without a TERM handler ignores SIGTERM: SIGKILL after the grace period.
+    let stubborn = pod("stubborn", "sleep 3600", "", "  terminationGracePeriodSeconds: 4\n");
+    let quick = pod(
+        "quick",
+        "trap 'exit 0' TERM; while true; do sleep 0.2; done",
+        "",
+        "  terminationGracePeriodSeconds: 30\n",
+    );
+    let deadline = pod(
+        "deadline",
+        "sleep 3600",
+        "",
+        "  terminationGracePeriodSeconds: 1\n  activeDeadlineSeconds: 5\n",
+    );
+    server.apply(&[hooks, sleep_hook, stubborn, quick, deadline].join("---\n"));
+    for name in ["hooks", "sleephook", "stubborn", "quick"] {
+        wait_pod(&server, name, "Running and Ready", running_and_ready);
+    }
+    let logs = eventually(WAIT, "the hooks pod to see its postStart file", || {
+        let out = server.kubectl(&["logs", "hooks"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (!text.is_empty()).then_some(text)
+    });
+    assert_eq!(logs.trim(), "saw started");
+
+    let took = delete_and_time(&server, &["hooks", "sleephook", "stubborn", "quick"]);
+    let [hooks_took, sleep_took, stubborn_took, quick_took] = took[..] else {
+        unreachable!()
+    };
+    let order = std::fs::read_to_string(host.path().join("order")).unwrap_or_default();
+    assert_eq!(order, "prestop\nterm\n", "preStop must run before SIGTERM");
+    assert!(
+        hooks_took >= Duration::from_secs(2) && hooks_took < Duration::from_secs(20),
+        "the exec preStop hook sleeps 2 s: deletion took {hooks_took:?}"
+    );
+    assert!(
+        sleep_took >= Duration::from_secs(3) && sleep_took < Duration::from_secs(20),
+        "the sleep preStop action waits 3 s: deletion took {sleep_took:?}"
+    );
+    assert!(
+        stubborn_took >= Duration::from_millis(3500) && stubborn_took < Duration::from_secs(20),
+        "SIGKILL comes after the 4 s grace period: deletion took {stubborn_took:?}"
+    );
+    assert!(
+        quick_took < Duration::from_millis(3500),
+        "a container that exits on SIGTERM does not wait for its 30 s grace: {quick_took:?}"
+    );
+
+    // activeDeadlineSeconds: the pod fails with DeadlineExceeded and its container is killed.
+    let p = wait_pod(&server, "deadline", "Failed", |p| p["status"]["phase"] == "Failed");
+    assert_eq!(p["status"]["reason"], "DeadlineExceeded", "{:#}", p["status"]);
+    assert_eq!(
+        p["status"]["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+    let started = p["status"]["startTime"].as_str().expect("startTime").to_string();
+    let p = wait_pod(&server, "deadline", "its container terminated", |p| {
+        container_status(p, "main")["state"]["terminated"].is_object()
+    });
+    let t = &container_status(&p, "main")["state"]["terminated"];
+    assert_eq!(t["exitCode"], 137, "{t:#}");
+    let finished = t["finishedAt"].as_str().unwrap_or_default();
+    assert!(
+        secs_between(&started, finished) >= 4,
+        "killed before its deadline: started {started}, finished {finished}"
+    );
+    assert_eq!(condition(&p, "Ready")["status"], "False");
+    wait_event(&server, "deadline", "Normal", "DeadlineExceeded", "longer than the specified deadline");
+    // A failed pod's sandbox is released: its IP goes back.
+    eventually(WAIT, "the failed pod's sandbox to be released", || {
+        let uid = p["metadata"]["uid"].as_str().unwrap();
+        (!agent_root(&server).join("sandboxes").join(uid).exists()).then_some(())
+    });
+}
+
+/// Seconds from one RFC 3339 time (UTC, `Z`) to another.
+fn secs_between(from: &str, to: &str) -> i64 {
+    let secs = |t: &str| -> i64 {
+        let out = Command::new("date")
+            .args(["-u", "-d", t, "+%s"])
+            .output()
+            .expect("run date");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    };
+    secs(to) - secs(from)
+}
+
+#[test]
+fn static_pods_run_from_the_manifest_folder_and_are_mirrored() {
+    let server = start_node(|_| {});
+    let node = node_name(&server);
+    let manifests = server.data_dir.path().join("manifests");
+    let manifest = pod("static-web", COUNTER, "", "  terminationGracePeriodSeconds: 1\n");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(manifests.join("static-web.yaml"), manifest).unwrap();
+    let name = format!("static-web-{node}");
+    let p = wait_pod(&server, &name, "the mirror pod Running and Ready", running_and_ready);
+    let annotations = &p["metadata"]["annotations"];
+    assert!(annotations["kubernetes.io/config.mirror"].is_string(), "{annotations:#}");
+    assert_eq!(annotations["kubernetes.io/config.source"], "file");
+    assert_eq!(p["spec"]["nodeName"], node.as_str());
+    let id = id_of(&p, "main");
+    let (pid, shim) = container_pids(&server, &id);
+    assert!(alive(pid) && alive(shim));
+    let logs = eventually(WAIT, "the static pod's logs", || {
+        let out = server.kubectl(&["logs", &name]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("\n3\n").then_some(text)
+    });
+    assert!(logs.starts_with("1\n2\n"), "{logs}");
+
+    // Deleting the mirror pod only makes the agent mirror it again: the pod keeps running.
+    let mirror_uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    server.kubectl_ok(&["delete", "pod", &name, "--wait=false"]);
+    let p = wait_pod(&server, &name, "a new mirror pod", |p| {
+        p["metadata"]["uid"] != mirror_uid.as_str() && running_and_ready(p)
+    });
+    assert_eq!(id_of(&p, "main"), id, "deleting the mirror must not restart the static pod");
+    assert!(alive(pid));
+
+    // Removing the manifest stops the pod and removes its mirror.
+    std::fs::remove_file(manifests.join("static-web.yaml")).unwrap();
+    gone(&server, &name);
+    eventually(WAIT, "the static pod's container to stop", || {
+        (!alive(pid) && !alive(shim)).then_some(())
+    });
+    eventually(WAIT, "the static pod's container to be removed", || {
+        entries(&agent_root(&server).join("containers")).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn deleted_pods_leave_nothing_on_the_node() {
+    let server = start_node(|_| {});
+    let root = agent_root(&server);
+    let baseline_mounts = mounts_under(server.data_dir.path());
+    let host_port = testing::free_port();
+    server.kubectl_ok(&["create", "configmap", "settings", "--from-literal=k=v"]);
+    server.kubectl_ok(&["create", "secret", "generic", "token", "--from-literal=t=s"]);
+    let volumes = "  volumes:\n  - name: scratch\n    emptyDir: {}\n  - name: mem\n    emptyDir: {medium: Memory, sizeLimit: 8Mi}\n  \
+                   - name: cfg\n    configMap: {name: settings}\n  - name: sec\n    secret: {secretName: token}\n";
+    let mounts = "    volumeMounts:\n    - {name: scratch, mountPath: /scratch}\n    - {name: mem, mountPath: /mem}\n    \
+                  - {name: cfg, mountPath: /cfg}\n    - {name: sec, mountPath: /sec}\n";
+    let limits = "    resources:\n      requests: {cpu: 10m, memory: 16Mi}\n      limits: {cpu: 10m, memory: 16Mi}\n";
+    let ports = format!("    ports:\n    - containerPort: 80\n      hostPort: {host_port}\n");
+    let pods = [
+        pod(
+            "full",
+            "echo x > /scratch/f; echo y > /mem/f; sleep 3600",
+            &format!("{mounts}{ports}"),
+            &format!("  terminationGracePeriodSeconds: 1\n{volumes}"),
+        ),
+        pod("guaranteed", "sleep 3600", limits, "  terminationGracePeriodSeconds: 1\n"),
+        STAGED.to_string(),
+        pod("finished", "exit 0", "", "  restartPolicy: Never\n"),
+    ];
+    server.apply(&pods.join("---\n"));
+    for name in ["full", "guaranteed", "staged"] {
+        wait_pod(&server, name, "Running and Ready", running_and_ready);
+    }
+    wait_pod(&server, "finished", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
+    // While they run there is something to find, so the checks below can fail.
+    assert!(!cgroup_processes(&server).is_empty());
+    assert!(!pod_cgroups(&server).is_empty());
+    assert!(mounts_under(&root.join("containers")).len() >= 3);
+    assert!(mounts_under(&root.join("pods")).len() >= 2, "tmpfs volumes");
+    assert!(!agent_processes(&server).is_empty());
+    assert_eq!(reserved_ips(&server).len(), 3);
+
+    server.kubectl_ok(&["delete", "pods", "--all", "--wait=false"]);
+    eventually(WAIT, "every pod to be gone", || {
+        server
+            .kubectl_ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    // The worker finishes its cleanup right after the pod object goes.
+    let leftovers = || {
+        let mut left = Vec::new();
+        let procs = cgroup_processes(&server);
+        if !procs.is_empty() {
+            left.push(format!("processes in the pod cgroups: {procs:?}"));
+        }
+        let shims = agent_processes(&server);
+        if !shims.is_empty() {
+            left.push(format!("shims or runc: {shims:?}"));
+        }
+        let cgroups = pod_cgroups(&server);
+        if !cgroups.is_empty() {
+            left.push(format!("pod cgroups: {cgroups:?}"));
+        }
+        let mut mounts = mounts_under(server.data_dir.path());
+        mounts.retain(|m| !baseline_mounts.contains(m));
+        if !mounts.is_empty() {
+            left.push(format!("mounts: {mounts:?}"));
+        }
+        for dir in ["containers", "runc", "sandboxes", "pods", "logs"] {
+            let names = entries(&root.join(dir));
+            if !names.is_empty() {
+                left.push(format!("{dir}/: {names:?}"));
+            }
+        }
+        let ips = reserved_ips(&server);
+        if !ips.is_empty() {
+            left.push(format!("reserved IPs: {ips:?}"));
+        }
+        left
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = leftovers();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deleted pods left behind:\n  {}\nlog tail:\n{}",
+            left.join("\n  "),
+            tail(&server.log(), 40)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The freed hostPort and addresses serve a new pod.
+    server.apply(&pod("again", "sleep 3600", &ports, "  terminationGracePeriodSeconds: 1\n"));
+    wait_pod(&server, "again", "Running and Ready", running_and_ready);
+}
