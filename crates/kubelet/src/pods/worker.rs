@@ -131,6 +131,10 @@ struct Slot {
     backoff_counted: Option<i64>,
     probes: Option<ProbeHandle>,
     failures_seen: u64,
+    /// An adopted container's (started, ready) as the API last showed them, kept until this
+    /// moment unless its new probe workers decide sooner: a restarted agent does not turn
+    /// Ready pods NotReady while their probes run for the first time.
+    carried: Option<(bool, bool, Instant)>,
 }
 
 impl Slot {
@@ -148,6 +152,15 @@ impl Slot {
             backoff_counted: None,
             probes: None,
             failures_seen: 0,
+            carried: None,
+        }
+    }
+
+    /// The carried (started, ready) of an adopted container, while they hold.
+    fn carried(&self) -> (bool, bool) {
+        match self.carried {
+            Some((started, ready, until)) if Instant::now() < until => (started, ready),
+            _ => (false, false),
         }
     }
 
@@ -164,18 +177,20 @@ impl Slot {
 
     fn started(&self) -> bool {
         self.is_running()
-            && self
+            && (self
                 .probes
                 .as_ref()
                 .is_some_and(|p| *p.probes.started.borrow())
+                || self.carried().0)
     }
 
     fn ready(&self) -> bool {
         self.started()
-            && self
+            && (self
                 .probes
                 .as_ref()
                 .is_some_and(|p| *p.probes.ready.borrow())
+                || self.carried().1)
     }
 }
 
@@ -302,7 +317,55 @@ impl Worker {
             pod,
         };
         worker.adopt(adopted);
+        worker.carry_probe_results();
         worker
+    }
+
+    /// Adopted running containers keep the started and ready flags that the API shows for
+    /// them (same container ID) for one probe period, until their probes report again.
+    fn carry_probe_results(&mut self) {
+        let status = self.pod.status.clone().unwrap_or_default();
+        let shown: Vec<ContainerStatus> = status
+            .container_statuses
+            .into_iter()
+            .flatten()
+            .chain(status.init_container_statuses.into_iter().flatten())
+            .collect();
+        let spec = self.spec();
+        for slot in &mut self.slots {
+            let Some(current) = slot.current.as_ref().filter(|_| slot.is_running()) else {
+                continue;
+            };
+            let id = format!("{CONTAINER_ID_PREFIX}{}", current.id);
+            let Some(s) = shown
+                .iter()
+                .find(|s| s.name == slot.name && s.container_id.as_deref() == Some(&id))
+            else {
+                continue;
+            };
+            let container = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(spec.containers.iter())
+                .find(|c| c.name == slot.name);
+            let window = container
+                .into_iter()
+                .flat_map(|c| [&c.startup_probe, &c.readiness_probe])
+                .flatten()
+                .map(|p| {
+                    let period = p.period_seconds.unwrap_or(10).max(1) as u64;
+                    let timeout = p.timeout_seconds.unwrap_or(1).max(1) as u64;
+                    Duration::from_secs(period + timeout)
+                })
+                .max()
+                .unwrap_or_default();
+            slot.carried = Some((
+                s.started.unwrap_or(false),
+                s.ready,
+                Instant::now() + window + Duration::from_secs(2),
+            ));
+        }
     }
 
     /// Take over the containers found on disk: the newest run of each container is the
@@ -1408,6 +1471,7 @@ impl Worker {
                 slot.last_attempt = Some(prev.attempt);
                 slot.last_id = Some(prev.id);
             }
+            slot.carried = None;
             slot.current = Some(Instance {
                 id: id.clone(),
                 attempt,
