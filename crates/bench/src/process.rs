@@ -54,6 +54,7 @@ impl ServerProcess {
             .arg("--bind-address")
             .arg("127.0.0.1")
             .arg("--disable-agent")
+            .args(["--cluster-dns-port", "0"])
             .args(extra_args)
             .env_remove("RKUBE_DATA_DIR")
             .stdin(Stdio::null())

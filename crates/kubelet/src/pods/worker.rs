@@ -502,6 +502,11 @@ impl Worker {
                 let resync = Instant::now() >= next_resync;
                 if resync {
                     next_resync = Instant::now() + RESYNC;
+                    if self.is_static {
+                        // The mirror pod may have been deleted and made again since the
+                        // last patch: it gets the status anew.
+                        self.last_patch = None;
+                    }
                 }
                 self.sync(resync).await;
             }

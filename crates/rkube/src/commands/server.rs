@@ -58,6 +58,10 @@ pub struct ServerArgs {
     /// own addresses, like k3s's service load balancer).
     #[arg(long, value_parser = parse_ip_pool)]
     pub lb_ip_pool: Option<Vec<IpAddr>>,
+    /// Port of the cluster DNS server on the advertise address (the `kube-dns` Service sends
+    /// port 53 there); 0 runs no DNS server.
+    #[arg(long, default_value_t = 53)]
+    pub cluster_dns_port: u16,
     /// Also run this many simulated nodes in the server (see `rkube sim`).
     #[arg(long, default_value_t = 0)]
     pub sim_nodes: usize,
@@ -257,6 +261,9 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
 
     let serving = tokio::spawn(apiserver::serve(server, tls, listener));
     start_components(&pki, &args, &local).await?;
+    if args.cluster_dns_port != 0 {
+        start_cluster_dns(&pki, &args, &local, advertise, &service_cidr).await?;
+    }
     if !args.disable_agent {
         start_agent(&pki, &args, &local, advertise, &service_cidr).await?;
     }
@@ -340,6 +347,115 @@ async fn start_components(pki: &pki::Pki, args: &ServerArgs, host: &str) -> anyh
                 .await;
         });
     }
+    Ok(())
+}
+
+/// Cluster DNS in this process, on `<advertise>:<port>`, behind the `kube-system/kube-dns`
+/// Service at the tenth address of the service range (what kubelets write into pods'
+/// resolv.conf). The Service has no selector: its EndpointSlice, kept by this server, points at
+/// the DNS server itself.
+async fn start_cluster_dns(
+    pki: &pki::Pki,
+    args: &ServerArgs,
+    host: &str,
+    advertise: IpAddr,
+    service_cidr: &apiserver::allocator::Cidr,
+) -> anyhow::Result<()> {
+    let url = format!("https://{host}:{}", args.https_port);
+    let (cert, key) = pki.issue_client_cert("system:kube-dns", &["system:masters"])?;
+    let client = controllers::client_from_kubeconfig_yaml(&pki::kubeconfig_yaml(
+        &url,
+        pki.ca_pem(),
+        &cert,
+        &key,
+    ))
+    .await?;
+    let listen = SocketAddr::new(advertise, args.cluster_dns_port);
+    // Check the port now: a taken one means no cluster DNS, said once and clearly, while the
+    // rest of the cluster works.
+    if let Err(e) = std::net::UdpSocket::bind(listen) {
+        tracing::error!(%listen, error = %e, "cluster DNS cannot listen (another DNS server on this port?): pods will not resolve Service names; pick a free --cluster-dns-port");
+        return Ok(());
+    }
+    let cluster_ip = IpAddr::V4(service_cidr.nth(10));
+    let dns_client = client.clone();
+    tokio::spawn(async move {
+        loop {
+            let config = dns::DnsConfig {
+                listen: vec![listen],
+                ..Default::default()
+            };
+            if let Err(e) = dns::run(dns_client.clone(), config).await {
+                tracing::error!(error = format!("{e:#}"), "cluster DNS failed");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    });
+    tokio::spawn(async move {
+        // The Service and its endpoints may race with namespace bootstrap: retry until done.
+        let mut pause = std::time::Duration::from_millis(200);
+        loop {
+            match ensure_kube_dns_service(&client, cluster_ip, listen).await {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "creating the kube-dns Service"),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(10));
+        }
+    });
+    tracing::info!(%listen, %cluster_ip, "cluster DNS serving");
+    Ok(())
+}
+
+async fn ensure_kube_dns_service(
+    client: &kube::Client,
+    cluster_ip: IpAddr,
+    dns: SocketAddr,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Api, Patch, PatchParams};
+    let ports = serde_json::json!([
+        {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": dns.port()},
+        {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": dns.port()},
+    ]);
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kube-dns",
+            "namespace": "kube-system",
+            "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS", "kubernetes.io/cluster-service": "true"},
+        },
+        "spec": {"clusterIP": cluster_ip.to_string(), "ports": ports},
+    }))?;
+    let params = PatchParams::apply("rkube-server").force();
+    Api::<Service>::namespaced(client.clone(), "kube-system")
+        .patch("kube-dns", &params, &Patch::Apply(&service))
+        .await
+        .context("applying Service kube-system/kube-dns")?;
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kube-dns-rkube",
+            "namespace": "kube-system",
+            "labels": {
+                "kubernetes.io/service-name": "kube-dns",
+                "endpointslice.kubernetes.io/managed-by": "rkube-server",
+            },
+        },
+        "addressType": if dns.is_ipv4() { "IPv4" } else { "IPv6" },
+        "endpoints": [{"addresses": [dns.ip().to_string()], "conditions": {"ready": true, "serving": true, "terminating": false}}],
+        "ports": [
+            {"name": "dns", "port": dns.port(), "protocol": "UDP"},
+            {"name": "dns-tcp", "port": dns.port(), "protocol": "TCP"},
+        ],
+    }))?;
+    Api::<EndpointSlice>::namespaced(client.clone(), "kube-system")
+        .patch("kube-dns-rkube", &params, &Patch::Apply(&slice))
+        .await
+        .context("applying EndpointSlice kube-system/kube-dns-rkube")?;
     Ok(())
 }
 

@@ -23,6 +23,7 @@ pub struct AgentOptions {
     pub bridge: String,
     pub cluster_cidr: String,
     pub service_cidr: String,
+    pub dns_port: u16,
 }
 
 impl AgentOptions {
@@ -40,6 +41,7 @@ impl AgentOptions {
             cluster_cidr: format!("10.{}.0.0/16", 64 + (id * 7 + n) % 64),
             // Likewise for Service IPs: each cluster's proxy table answers for its own.
             service_cidr: format!("10.{}.0.0/16", 128 + (id * 7 + n) % 64),
+            dns_port: testing::free_port(),
         }
     }
 }
@@ -104,7 +106,7 @@ impl Server {
 
     fn agent_args(&self) -> Vec<String> {
         match &self.agent {
-            None => vec!["--disable-agent".into()],
+            None => vec!["--disable-agent".into(), "--cluster-dns-port".into(), "0".into()],
             Some(a) => vec![
                 "--node-name".into(),
                 a.node_name.clone(),
@@ -118,6 +120,8 @@ impl Server {
                 a.cluster_cidr.clone(),
                 "--service-cidr".into(),
                 a.service_cidr.clone(),
+                "--cluster-dns-port".into(),
+                a.dns_port.to_string(),
             ],
         }
     }
