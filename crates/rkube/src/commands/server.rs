@@ -414,7 +414,7 @@ async fn ensure_kube_dns_service(
 ) -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
-    use kube::api::{Api, Patch, PatchParams};
+    use kube::api::Api;
     let ports = serde_json::json!([
         {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": dns.port()},
         {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": dns.port()},
@@ -429,11 +429,15 @@ async fn ensure_kube_dns_service(
         },
         "spec": {"clusterIP": cluster_ip.to_string(), "ports": ports},
     }))?;
-    let params = PatchParams::apply("rkube-server").force();
-    Api::<Service>::namespaced(client.clone(), "kube-system")
-        .patch("kube-dns", &params, &Patch::Apply(&service))
-        .await
-        .context("applying Service kube-system/kube-dns")?;
+    // A merge patch, not apply: our apply still tells list items apart by the strategic merge
+    // key alone (`port`), which would fold the UDP and TCP ports into one.
+    create_or_merge(
+        &Api::<Service>::namespaced(client.clone(), "kube-system"),
+        "kube-dns",
+        &service,
+    )
+    .await
+    .context("Service kube-system/kube-dns")?;
     let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -452,11 +456,29 @@ async fn ensure_kube_dns_service(
             {"name": "dns-tcp", "port": dns.port(), "protocol": "TCP"},
         ],
     }))?;
-    Api::<EndpointSlice>::namespaced(client.clone(), "kube-system")
-        .patch("kube-dns-rkube", &params, &Patch::Apply(&slice))
-        .await
-        .context("applying EndpointSlice kube-system/kube-dns-rkube")?;
+    create_or_merge(
+        &Api::<EndpointSlice>::namespaced(client.clone(), "kube-system"),
+        "kube-dns-rkube",
+        &slice,
+    )
+    .await
+    .context("EndpointSlice kube-system/kube-dns-rkube")?;
     Ok(())
+}
+
+async fn create_or_merge<K>(api: &kube::Api<K>, name: &str, object: &K) -> kube::Result<()>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    use kube::api::{Patch, PatchParams, PostParams};
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => api
+            .patch(name, &PatchParams::default(), &Patch::Merge(object))
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The node agent of this host, in this process: like any kubelet it reaches the API server
