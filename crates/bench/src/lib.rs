@@ -144,7 +144,7 @@ impl Scenario {
                  `runc run -d` of the same rootfs with runc's default spec (no CNI, no shim, no \
                  API), 20 started at once in the same run; also 20 one after the other. Then \
                  `rkube agent` as its own process against a `--disable-agent` server with 100 \
-                 such pods: the agent's RSS, every `rkube shim`'s RSS (max and mean) and the \
+                 such pods: the agent's RSS (and before any pod), every `rkube shim`'s RSS (max and mean) and PSS, and the \
                  agent's CPU (utime+stime from /proc) over 20 s of steady state."
             }
         }

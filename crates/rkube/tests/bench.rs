@@ -48,8 +48,10 @@ const FIGURES: &[&str] = &[
     "pods.startup_p99_ms",
     "pods.runc_sequential_p50_ms",
     "pods.agent_rss_bytes",
+    "pods.agent_idle_rss_bytes",
     "pods.shim_rss_max_bytes",
     "pods.shim_rss_mean_bytes",
+    "pods.shim_pss_mean_bytes",
 ];
 
 /// Figures that may honestly be zero in a short run (an idle process uses no CPU in 1 s).

@@ -743,6 +743,12 @@ fn shim_pids(data_dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// The proportional set size of a process (`Pss:` of `/proc/<pid>/smaps_rollup`).
+fn pss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    kib_field(&text, "Pss:").map(|kib| kib * 1024)
+}
+
 /// CPU time of a process so far (its own, and that of the children it reaped), in clock ticks.
 fn cpu_ticks(pid: u32) -> Result<(u64, u64), BenchError> {
     let path = format!("/proc/{pid}/stat");
@@ -777,8 +783,11 @@ fn clock_ticks() -> f64 {
 
 struct Footprint {
     pods: usize,
+    agent_idle_rss: u64,
     agent_rss: u64,
     shims: Vec<u64>,
+    /// Proportional set sizes of the shims: what each adds, its share of the shared pages.
+    shim_pss: Vec<u64>,
     cpu_percent: f64,
     cpu_with_children_percent: f64,
     window: Duration,
@@ -833,6 +842,9 @@ async fn footprint(
     let mut conns = connections(&client, WRITERS.min(pods.max(1))).await?;
     wait_node_ready(&mut conns[0], &node.node_name, &mut [&mut agent]).await?;
     prepare_namespace(&mut conns[0]).await?;
+    tokio::time::sleep(settle).await;
+    agent.check()?;
+    let agent_idle_rss = rss_bytes(agent.pid()?)?;
     let watch = Watch::start(
         client.connect().await?,
         &format!("/api/v1/namespaces/{NAMESPACE}/pods?watch=1"),
@@ -856,10 +868,12 @@ async fn footprint(
     agent.check()?;
     let pid = agent.pid()?;
     let agent_rss = rss_bytes(pid)?;
-    let shims: Vec<u64> = shim_pids(&agent_data)
-        .into_iter()
-        .filter_map(|pid| rss_bytes(pid).ok())
+    let shim_pids = shim_pids(&agent_data);
+    let shims: Vec<u64> = shim_pids
+        .iter()
+        .filter_map(|pid| rss_bytes(*pid).ok())
         .collect();
+    let shim_pss: Vec<u64> = shim_pids.iter().filter_map(|pid| pss_bytes(*pid)).collect();
     let (own_before, children_before) = cpu_ticks(pid)?;
     let began = Instant::now();
     tokio::time::sleep(window).await;
@@ -878,8 +892,10 @@ async fn footprint(
     drop(server);
     Ok(Footprint {
         pods,
+        agent_idle_rss,
         agent_rss,
         shims,
+        shim_pss,
         cpu_percent: percent(own),
         cpu_with_children_percent: percent(own + children),
         window: Duration::from_secs_f64(elapsed),
@@ -924,10 +940,12 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
 
     let foot = footprint(options, dir.path(), &image, idle_pods, window, settle).await?;
     let shim_max = foot.shims.iter().copied().max().unwrap_or(0) as f64;
-    let shim_mean = if foot.shims.is_empty() {
-        0.0
-    } else {
-        foot.shims.iter().sum::<u64>() as f64 / foot.shims.len() as f64
+    let mean = |values: &[u64]| {
+        if values.is_empty() {
+            0.0
+        } else {
+            values.iter().sum::<u64>() as f64 / values.len() as f64
+        }
     };
     let runc_label = format!("bare runc run -d, {start_pods} at once");
     Ok(vec![
@@ -968,6 +986,13 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
         .target(Target::AtMost(40.0 * MIB)),
         Figure::new(
             SCENARIO,
+            "pods.agent_idle_rss_bytes",
+            "rkube agent RSS with its node Ready and no pods",
+            foot.agent_idle_rss as f64,
+            Unit::Bytes,
+        ),
+        Figure::new(
+            SCENARIO,
             "pods.shim_rss_max_bytes",
             format!("largest shim RSS of {} shims", foot.shims.len()),
             shim_max,
@@ -978,7 +1003,17 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
             SCENARIO,
             "pods.shim_rss_mean_bytes",
             format!("mean shim RSS of {} shims", foot.shims.len()),
-            shim_mean,
+            mean(&foot.shims),
+            Unit::Bytes,
+        ),
+        Figure::new(
+            SCENARIO,
+            "pods.shim_pss_mean_bytes",
+            format!(
+                "mean shim PSS of {} shims (shared pages divided among their users)",
+                foot.shim_pss.len()
+            ),
+            mean(&foot.shim_pss),
             Unit::Bytes,
         ),
         Figure::new(

@@ -464,6 +464,25 @@ impl Controller {
         let d_replicas = work.d.spec.as_ref().and_then(|s| s.min_ready_seconds);
         let deadline = progress_deadline(&work.d).is_some();
         if let Some(index) = work.new_index() {
+            // An older ReplicaSet becoming the new one again (`rollout undo`) starts a new
+            // rollout: its progress deadline counts from now, not from the rollout that timed
+            // out before it (upstream keeps the timed-out condition until progress shows, so
+            // `rollout status` right after an undo can fail at once).
+            let rolled_back = logic::revision(&work.rss[index]) < new_revision;
+            if deadline && rolled_back {
+                let status = work.d.status.get_or_insert_with(Default::default);
+                let timed_out = get_condition(status, PROGRESSING)
+                    .is_some_and(|c| c.reason.as_deref() == Some(TIMED_OUT_REASON));
+                if timed_out {
+                    let message =
+                        format!("Found new replica set \"{}\"", work.rss[index].name_any());
+                    remove_condition(status, PROGRESSING);
+                    set_condition(
+                        status,
+                        new_condition(PROGRESSING, "True", FOUND_NEW_RS_REASON, message, now()),
+                    );
+                }
+            }
             let mut copy = work.rss[index].clone();
             let annotations_updated =
                 set_new_rs_annotations(&work.d, &mut copy, new_revision, true);

@@ -1176,7 +1176,10 @@ impl Worker {
                 let now = Instant::now();
                 entry.0.next(now, now);
                 entry.1 = e.to_string();
-                let retry = now + entry.0.delay();
+                // Look again shortly: within the back-off the container shows
+                // ImagePullBackOff (as upstream's next sync does), and the pull is retried
+                // once the back-off is over.
+                let retry = now + POLL.min(entry.0.delay());
                 self.slots[i].waiting = Some((reason.to_string(), message));
                 Err(retry)
             }

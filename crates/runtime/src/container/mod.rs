@@ -500,7 +500,16 @@ impl ContainerRuntime {
         };
         if !grace.is_zero() {
             let _ = runc::kill(&self.config, id, &signal).await;
-            let deadline = tokio::time::Instant::now() + grace;
+            let pid = started.as_ref().map(|s| s.pid);
+            let deadline = if pid.is_some_and(|pid| signal_dropped_by_init(pid, &signal)) {
+                // The kernel drops a signal that the init of a PID namespace has no handler for
+                // (a shell or httpd as PID 1): nothing in the container saw it, and waiting out
+                // the grace period would only delay the same SIGKILL.
+                tracing::debug!(%id, %signal, "the container's init cannot receive the stop signal; killing it now");
+                tokio::time::Instant::now()
+            } else {
+                tokio::time::Instant::now() + grace
+            };
             while tokio::time::Instant::now() < deadline {
                 if gone(&dir) {
                     return Ok(());
@@ -692,5 +701,81 @@ mod tests {
         assert_eq!(id.len(), 64);
         assert!(valid_id(&id));
         assert!(!valid_id("../etc") && !valid_id("") && !valid_id("a/b"));
+    }
+}
+
+/// Whether `signal` sent to `pid` is discarded: `pid` is the init (PID 1) of its own PID
+/// namespace and neither catches the signal (`SigCgt` in /proc/<pid>/status).
+fn signal_dropped_by_init(pid: u32, signal: &str) -> bool {
+    let Some(number) = signal_number(signal) else {
+        return false;
+    };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    init_drops_signal(&status, number)
+}
+
+fn init_drops_signal(proc_status: &str, signal: u32) -> bool {
+    let field = |name: &str| {
+        proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    // NSpid lists the pid in every namespace from the outermost in: init is 1 in the last.
+    let is_init = field("NSpid:")
+        .and_then(|v| v.split_whitespace().last())
+        .is_some_and(|innermost| innermost == "1")
+        && field("NSpid:").is_some_and(|v| v.split_whitespace().count() > 1);
+    let caught = field("SigCgt:")
+        .and_then(|mask| u64::from_str_radix(mask, 16).ok())
+        .is_some_and(|mask| mask & (1u64 << (signal - 1)) != 0);
+    is_init && !caught
+}
+
+/// `SIGTERM`, `TERM` or `15`.
+fn signal_number(signal: &str) -> Option<u32> {
+    let name = signal.trim().trim_start_matches("SIG");
+    if let Ok(n) = name.parse::<u32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    Some(match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "USR1" => 10,
+        "USR2" => 12,
+        "TERM" => 15,
+        "WINCH" => 28,
+        "PWR" => 30,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod stop_signal_tests {
+    use super::*;
+
+    const HTTPD_AS_INIT: &str = "Name:\thttpd\nNSpid:\t4242\t1\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000000001\n";
+    const SHELL_WITH_TRAP: &str = "Name:\tsh\nNSpid:\t4243\t1\nSigCgt:\t0000000000004002\n";
+    const HOST_PID: &str = "Name:\thttpd\nNSpid:\t4244\nSigCgt:\t0000000000000000\n";
+
+    #[test]
+    fn an_init_without_a_handler_drops_the_stop_signal() {
+        assert!(init_drops_signal(HTTPD_AS_INIT, 15));
+        // It catches SIGHUP (bit 0), so SIGHUP would reach it.
+        assert!(!init_drops_signal(HTTPD_AS_INIT, 1));
+        assert!(!init_drops_signal(SHELL_WITH_TRAP, 15));
+        // Not the init of a PID namespace of its own: default actions apply.
+        assert!(!init_drops_signal(HOST_PID, 15));
+    }
+
+    #[test]
+    fn signal_names_and_numbers() {
+        assert_eq!(signal_number("SIGTERM"), Some(15));
+        assert_eq!(signal_number("QUIT"), Some(3));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("SIGNOPE"), None);
     }
 }
