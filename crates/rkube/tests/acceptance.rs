@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use support::Server;
 
-/// Scenarios the node agent makes pass; the Service-dependent ones come with the proxy and DNS.
+/// Every scenario.
 const SCENARIOS: &[&str] = &[
     "01-seed-nginx",
+    "02-seed-flask",
+    "03-seed-rolling",
     "04-self-healing",
     "05-scaling",
     "06-config",

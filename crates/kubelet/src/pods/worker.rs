@@ -82,7 +82,8 @@ impl Terminated {
             message: self.message.clone(),
             started_at: self.started_at.map(time_of),
             finished_at: Some(time_of(self.finished_at)),
-            container_id: Some(format!("{CONTAINER_ID_PREFIX}{}", self.container_id)),
+            container_id: (!self.container_id.is_empty())
+                .then(|| format!("{CONTAINER_ID_PREFIX}{}", self.container_id)),
         }
     }
 }
@@ -1434,9 +1435,12 @@ impl Worker {
         let result = self.ctx.runtime.run_container(&spec).await;
         let id = match result {
             Ok(id) => id,
+            Err(RuntimeError::Start { message, .. }) => {
+                self.start_failed(i, container, attempt, image, message);
+                return false;
+            }
             Err(e) => {
                 let (reason, message) = match &e {
-                    RuntimeError::Start { message, .. } => ("RunContainerError", message.clone()),
                     RuntimeError::Create { message, .. } => {
                         ("CreateContainerError", message.clone())
                     }
@@ -1527,6 +1531,70 @@ impl Worker {
             return false;
         }
         true
+    }
+
+    /// runc could not start the container (e.g. its executable is missing). As upstream with
+    /// containerd: the run counts as a container that ended at once with exit code 128,
+    /// reason StartError and runc's message; the restart policy and CrashLoopBackOff apply.
+    fn start_failed(
+        &mut self,
+        i: usize,
+        container: &Container,
+        attempt: u32,
+        image: &Image,
+        message: String,
+    ) {
+        tracing::warn!(pod = %self.key, container = %container.name, %message, "starting container");
+        self.event(
+            Some(i),
+            "Normal",
+            "Created",
+            format!("Created container: {}", container.name),
+        );
+        self.event(Some(i), "Warning", "Failed", format!("Error: {message}"));
+        let finished_at = now_nanos();
+        let exit = runtime::container::ExitInfo {
+            exit_code: 128,
+            signal: None,
+            reason: "StartError".into(),
+            started_at: 0,
+            finished_at,
+        };
+        let terminated = Terminated {
+            exit_code: 128,
+            signal: None,
+            reason: "StartError".into(),
+            message: Some(message.clone()),
+            // Never started: upstream shows the zero time (1970).
+            started_at: Some(0),
+            finished_at,
+            // The runtime removed what it had made: there is no container to name.
+            container_id: String::new(),
+        };
+        let slot = &mut self.slots[i];
+        let stale = slot.last_id.take();
+        if let Some(prev) = slot.current.take() {
+            slot.last = prev.terminated.clone();
+            slot.last_attempt = Some(prev.attempt);
+            slot.last_id = Some(prev.id);
+        }
+        slot.carried = None;
+        slot.current = Some(Instance {
+            id: String::new(),
+            attempt,
+            image: image.name.clone(),
+            image_id: image.repo_digest(),
+            state: ContainerState::Exited(exit),
+            terminated: Some(terminated),
+        });
+        slot.waiting = Some(("RunContainerError".into(), message));
+        slot.retry_at = None;
+        if let Some(old) = stale.filter(|id| !id.is_empty()) {
+            let runtime = self.ctx.runtime.clone();
+            tokio::spawn(async move {
+                let _ = runtime.remove_container(&old).await;
+            });
+        }
     }
 
     /// Running containers without probe workers (adopted after an agent restart) get them.
@@ -2066,7 +2134,7 @@ fn slot_status(slot: &Slot, container: &Container, default_reason: &str) -> Cont
         Some(c) => (
             c.image.clone(),
             c.image_id.clone(),
-            Some(format!("{CONTAINER_ID_PREFIX}{}", c.id)),
+            (!c.id.is_empty()).then(|| format!("{CONTAINER_ID_PREFIX}{}", c.id)),
             c.attempt as i32,
         ),
         None => (
