@@ -17,6 +17,8 @@ packages=(
   umoci                        # builds test images offline
   skopeo                       # copies images between layouts and registries
   busybox-static               # the userland of test images
+  iptables                     # the proxy benchmark's reference: iptables-restore of kube-proxy's rules
+  dnsmasq-base                 # the DNS benchmark's reference server (no system service)
 )
 
 missing=()

@@ -16,7 +16,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a graceful stop may take before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running `rkube server --disable-agent` on 127.0.0.1, killed (and reaped) on drop.
+/// A running `rkube server --disable-agent` (or with its agent, see
+/// [`ServerProcess::spawn_with_agent`]) on 127.0.0.1, killed (and reaped) on drop.
 pub struct ServerProcess {
     child: Option<Child>,
     data_dir: PathBuf,
@@ -38,6 +39,27 @@ impl ServerProcess {
         port: u16,
         extra_args: &[&str],
     ) -> Result<Self, BenchError> {
+        Self::spawn_server(binary, data_dir, port, false, extra_args)
+    }
+
+    /// [`ServerProcess::spawn_with`], but the server runs its node agent (no
+    /// `--disable-agent`): pass the flags that keep its node apart from others on the machine.
+    pub fn spawn_with_agent(
+        binary: &Path,
+        data_dir: &Path,
+        port: u16,
+        extra_args: &[&str],
+    ) -> Result<Self, BenchError> {
+        Self::spawn_server(binary, data_dir, port, true, extra_args)
+    }
+
+    fn spawn_server(
+        binary: &Path,
+        data_dir: &Path,
+        port: u16,
+        agent: bool,
+        extra_args: &[&str],
+    ) -> Result<Self, BenchError> {
         let log = data_dir.with_extension("log");
         let io = |context: String| move |source| BenchError::Io { context, source };
         let out = OpenOptions::new()
@@ -53,7 +75,7 @@ impl ServerProcess {
             .arg(port.to_string())
             .arg("--bind-address")
             .arg("127.0.0.1")
-            .arg("--disable-agent")
+            .args((!agent).then_some("--disable-agent"))
             .args(["--cluster-dns-port", "0"])
             .args(extra_args)
             .env_remove("RKUBE_DATA_DIR")

@@ -157,7 +157,10 @@ pub async fn bench(queries: usize, concurrency: usize) -> Result<BenchReport, Be
     result
 }
 
-async fn fire(
+/// The client half of [`bench`]: `queries` A queries for the synthetic Service names sent to
+/// `server` (any DNS server holding those names, e.g. a reference one), at most `concurrency`
+/// in flight.
+pub async fn fire(
     server: SocketAddr,
     queries: usize,
     concurrency: usize,

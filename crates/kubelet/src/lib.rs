@@ -62,6 +62,63 @@ pub struct KubeletConfig {
     pub node_labels: std::collections::BTreeMap<String, String>,
     /// How often the Lease is renewed (10 s).
     pub lease_renew_interval: std::time::Duration,
+    /// Hard eviction thresholds (`--eviction-hard`): below these the node reports
+    /// MemoryPressure / DiskPressure, and they are kept out of allocatable.
+    pub eviction: EvictionThresholds,
+}
+
+/// Upstream's `--eviction-hard` signals that rkube honours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvictionThresholds {
+    /// `memory.available<100Mi`
+    pub memory_available_bytes: u64,
+    /// `nodefs.available<10%`
+    pub nodefs_available_percent: u64,
+}
+
+impl Default for EvictionThresholds {
+    fn default() -> Self {
+        EvictionThresholds {
+            memory_available_bytes: 100 * 1024 * 1024,
+            nodefs_available_percent: 10,
+        }
+    }
+}
+
+impl std::str::FromStr for EvictionThresholds {
+    type Err = String;
+
+    /// `memory.available<100Mi,nodefs.available<10%` (either may be left out: it keeps its
+    /// default).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut thresholds = EvictionThresholds::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (signal, value) = part
+                .split_once('<')
+                .ok_or_else(|| format!("eviction threshold {part:?}: expected SIGNAL<VALUE"))?;
+            match signal.trim() {
+                "memory.available" => {
+                    thresholds.memory_available_bytes = api::validation::parse_quantity(value.trim())
+                        .ok()
+                        .and_then(|q| u64::try_from(q.value()).ok())
+                        .ok_or_else(|| format!("eviction threshold {part:?}: invalid quantity"))?;
+                }
+                "nodefs.available" => {
+                    let percent = value
+                        .trim()
+                        .strip_suffix('%')
+                        .and_then(|p| p.parse::<u64>().ok())
+                        .filter(|p| *p <= 100)
+                        .ok_or_else(|| {
+                            format!("eviction threshold {part:?}: use a percentage, e.g. 10%")
+                        })?;
+                    thresholds.nodefs_available_percent = percent;
+                }
+                other => return Err(format!("eviction signal {other:?} is not supported")),
+            }
+        }
+        Ok(thresholds)
+    }
 }
 
 pub mod events;
@@ -166,5 +223,21 @@ pub async fn run(client: kube::Client, config: KubeletConfig) -> anyhow::Result<
         Ok(Ok(())) => anyhow::bail!("the kubelet's {what} stopped"),
         Ok(Err(e)) => Err(e.context(format!("the kubelet's {what} failed"))),
         Err(e) => Err(anyhow::anyhow!("the kubelet's {what} panicked: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod eviction_tests {
+    use super::EvictionThresholds;
+
+    #[test]
+    fn eviction_thresholds_parse_as_upstream_writes_them() {
+        let t: EvictionThresholds = "memory.available<200Mi,nodefs.available<5%".parse().unwrap();
+        assert_eq!(t.memory_available_bytes, 200 * 1024 * 1024);
+        assert_eq!(t.nodefs_available_percent, 5);
+        let t: EvictionThresholds = "nodefs.available<1%".parse().unwrap();
+        assert_eq!(t.memory_available_bytes, 100 * 1024 * 1024);
+        assert!("imagefs.available<5%".parse::<EvictionThresholds>().is_err());
+        assert!("nodefs.available<5Gi".parse::<EvictionThresholds>().is_err());
     }
 }

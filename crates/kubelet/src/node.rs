@@ -38,10 +38,6 @@ pub const KUBELET_VERSION: &str = "v1.33.0";
 pub const LEASE_DURATION_SECONDS: i32 = 40;
 /// Upstream's `nodeStatusReportFrequency` is 5 min; a minute keeps `kubectl describe` fresh.
 const STATUS_REPORT_INTERVAL: Duration = Duration::from_secs(60);
-/// Upstream's default hard eviction thresholds, subtracted from capacity for allocatable and
-/// used for the pressure conditions.
-const MEMORY_EVICTION_BYTES: u64 = 100 * 1024 * 1024;
-const NODEFS_EVICTION_PERCENT: u64 = 10;
 
 const NETWORK_NOT_READY: &str = "container runtime network not ready: NetworkReady=false \
      reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized";
@@ -219,17 +215,23 @@ pub fn node_status(
     let mut allocatable = capacity.clone();
     allocatable.insert(
         "memory".into(),
-        kib(facts.memory_bytes.saturating_sub(MEMORY_EVICTION_BYTES)),
+        kib(facts
+            .memory_bytes
+            .saturating_sub(config.eviction.memory_available_bytes)),
     );
     let disk_capacity = observed.disk.capacity / 1024 * 1024;
     allocatable.insert(
         "ephemeral-storage".into(),
-        Quantity((disk_capacity - disk_capacity * NODEFS_EVICTION_PERCENT / 100).to_string()),
+        Quantity(
+            (disk_capacity - disk_capacity * config.eviction.nodefs_available_percent / 100)
+                .to_string(),
+        ),
     );
     let pressure = Pressure {
-        memory: observed.memory_available < MEMORY_EVICTION_BYTES,
+        memory: observed.memory_available < config.eviction.memory_available_bytes,
         disk: observed.disk.capacity > 0
-            && observed.disk.available * 100 < observed.disk.capacity * NODEFS_EVICTION_PERCENT,
+            && observed.disk.available * 100
+                < observed.disk.capacity * config.eviction.nodefs_available_percent,
         pid: false,
     };
     let not_ready = (!observed.network_ready).then_some(NETWORK_NOT_READY);
@@ -578,6 +580,7 @@ mod tests {
             )]
             .into(),
             lease_renew_interval: Duration::from_secs(10),
+            eviction: crate::EvictionThresholds::default(),
         }
     }
 

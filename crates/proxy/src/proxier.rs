@@ -258,6 +258,9 @@ impl Proxier {
     ) -> (String, HashMap<Element, isize>) {
         let t = &self.table;
         let empty = Vec::new();
+        // Sets and chains are all declared before any rule: a rule may jump to a chain that
+        // comes later (an `external-…` chain goes to its `service-…` chain).
+        let mut declare = String::new();
         let mut rewrite = String::new();
         let mut stale_chains: Vec<&str> = Vec::new();
         let mut stale_sets: Vec<&str> = Vec::new();
@@ -280,9 +283,9 @@ impl Proxier {
                     if old_sets.get(name.as_str()) != Some(&decl) {
                         if old_sets.contains_key(name.as_str()) {
                             // a new timeout: sets cannot be redeclared
-                            let _ = writeln!(rewrite, "flush set inet {t} {name}");
+                            let _ = writeln!(declare, "flush set inet {t} {name}");
                         }
-                        let _ = writeln!(rewrite, "add set inet {t} {name} {{ {decl} }}");
+                        let _ = writeln!(declare, "add set inet {t} {name} {{ {decl} }}");
                     }
                 }
             }
@@ -292,9 +295,9 @@ impl Proxier {
                     if old_chains.get(name.as_str()) == Some(&body) {
                         continue;
                     }
-                    let _ = writeln!(rewrite, "add chain inet {t} {name}");
+                    let _ = writeln!(declare, "add chain inet {t} {name}");
                     if old_chains.contains_key(name.as_str()) {
-                        let _ = writeln!(rewrite, "flush chain inet {t} {name}");
+                        let _ = writeln!(declare, "flush chain inet {t} {name}");
                     }
                     for rule in body {
                         let _ = writeln!(rewrite, "add rule inet {t} {name} {rule}");
@@ -312,7 +315,8 @@ impl Proxier {
             stale_chains.extend(old_chains.keys().filter(|n| !new_chains.contains(*n)));
             stale_sets.extend(old_sets.keys().filter(|n| !new_sets.contains(*n)));
         }
-        let mut s = rewrite;
+        let mut s = declare;
+        s.push_str(&rewrite);
         let mut deletes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         let mut adds: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (e, d) in &delta {

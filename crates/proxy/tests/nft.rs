@@ -367,6 +367,22 @@ fn services_in_a_real_kernel() {
     sync(&mut p, &mut cache, false);
     assert_eq!(get(&node, "http://10.96.0.11/").as_deref(), Ok("backend-2"));
 
+    // A NodePort Service and its endpoints, incrementally: its external chain jumps to a
+    // service chain declared in the same transaction.
+    cache.upsert_service(&service(
+        "late",
+        "10.96.0.14",
+        json!({"type": "NodePort",
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080, "nodePort": 30081}]}),
+    ));
+    cache.upsert_slice(&slice("late", &[(&b1, true)]));
+    sync(&mut p, &mut cache, false);
+    assert_eq!(get(&node, "http://10.96.0.14/").as_deref(), Ok("backend-1"));
+    assert_eq!(
+        get(&node, &format!("http://{NODE_IP}:30081/")).as_deref(),
+        Ok("backend-1")
+    );
+
     // A restart takes the table over in one transaction: same traffic after.
     let mut restarted = Proxier::new("rkube", config(), Nft::in_netns(&node));
     cache.upsert_service(&service("nothing", "10.96.0.11", json!({})));

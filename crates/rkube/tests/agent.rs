@@ -268,6 +268,8 @@ fn agent_command(server: &Server, token: &str, data_dir: &Path, options: &AgentO
         .arg(&options.cgroup_root)
         .arg("--cni-bridge")
         .arg(&options.bridge)
+        .arg("--eviction-hard")
+        .arg(support::TEST_EVICTION_HARD)
         .env("RKUBE_LOG", "info")
         .env_remove("RKUBE_TOKEN")
         .env_remove("RKUBE_URL")

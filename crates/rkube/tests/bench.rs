@@ -52,12 +52,27 @@ const FIGURES: &[&str] = &[
     "pods.shim_rss_max_bytes",
     "pods.shim_rss_mean_bytes",
     "pods.shim_pss_mean_bytes",
+    "proxy.full_sync_ms.1k",
+    "proxy.one_change_ms.1k",
+    "proxy.full_sync_ms.10k",
+    "proxy.one_change_ms.10k",
+    "dns.queries_per_s",
+    "dns.p50_ms",
+    "dns.p99_ms",
+    "footprint.binary_bytes",
+    "footprint.server_rss_bytes",
+    "footprint.server_agent_rss_bytes",
+    "footprint.sim_server_rss_bytes",
 ];
 
 /// Figures that may honestly be zero in a short run (an idle process uses no CPU in 1 s).
 const MAY_BE_ZERO: &[&str] = &[
     "pods.agent_cpu_percent",
     "pods.agent_cpu_with_children_percent",
+    "footprint.server_cpu_percent",
+    "footprint.server_agent_cpu_percent",
+    "footprint.sim_server_cpu_percent",
+    "footprint.agent_share_rss_bytes",
 ];
 
 fn rkube(args: &[&str], dir: &Path) -> Output {

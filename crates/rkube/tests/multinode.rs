@@ -333,6 +333,7 @@ fn start_cluster() -> Cluster {
             .args(["--node-name", &node_name])
             .args(["--node-ip", &cluster.lan.host_ip(i)])
             .args(["--cgroup-root", &cgroup_root])
+            .args(["--eviction-hard", support::TEST_EVICTION_HARD])
             .env("RKUBE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

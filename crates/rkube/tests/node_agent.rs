@@ -175,8 +175,7 @@ fn container_pids(server: &Server, id: &str) -> (u32, u32) {
         .join("containers")
         .join(id)
         .join("started.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let v: Value = serde_json::from_str(&text).unwrap();
     let pid = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {text}")) as u32;
     (pid("pid"), pid("shimPid"))
@@ -298,7 +297,10 @@ fn simulate_reboot(server: &mut Server) {
         if shims.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "shims survive SIGKILL: {shims:?}");
+        assert!(
+            Instant::now() < deadline,
+            "shims survive SIGKILL: {shims:?}"
+        );
         sigkill(shims);
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -428,7 +430,10 @@ fn agent_restart_keeps_containers_and_a_reboot_recreates_pods() {
     // SIGKILL the agent: containers, their shims and their logging carry on without it.
     server.kill_9();
     for (pid, shim) in &pids {
-        assert!(alive(*pid) && alive(*shim), "container {pid} / shim {shim} died with the agent");
+        assert!(
+            alive(*pid) && alive(*shim),
+            "container {pid} / shim {shim} died with the agent"
+        );
     }
     let lines = log_lines(&counter_log);
     std::thread::sleep(Duration::from_secs(2));
@@ -444,7 +449,8 @@ fn agent_restart_keeps_containers_and_a_reboot_recreates_pods() {
         for (n, name) in ["counter", "staged"].iter().enumerate() {
             let p = pod_json(&server, name).expect("pod");
             assert_eq!(
-                condition(&p, "Ready")["status"], "True",
+                condition(&p, "Ready")["status"],
+                "True",
                 "{name} lost readiness after the agent restart: {:#}\n{}",
                 p["status"],
                 tail(&server.log(), 40)
@@ -455,7 +461,11 @@ fn agent_restart_keeps_containers_and_a_reboot_recreates_pods() {
         std::thread::sleep(Duration::from_millis(250));
     }
     let staged = pod_json(&server, "staged").unwrap();
-    assert_eq!(id_of(&staged, "prepare"), init_id, "the init container ran again");
+    assert_eq!(
+        id_of(&staged, "prepare"),
+        init_id,
+        "the init container ran again"
+    );
     for (pid, shim) in &pids {
         assert!(alive(*pid) && alive(*shim));
     }
@@ -584,7 +594,12 @@ impl Registry {
         };
         eventually(Duration::from_secs(20), "docker-registry to answer", || {
             Command::new("curl")
-                .args(["-sf", "-o", "/dev/null", &format!("http://{}/v2/", registry.addr)])
+                .args([
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                    &format!("http://{}/v2/", registry.addr),
+                ])
                 .status()
                 .is_ok_and(|s| s.success())
                 .then_some(())
@@ -628,7 +643,12 @@ fn bad_specs_get_upstream_reasons_and_the_node_keeps_working() {
     let server = start_node(|data_dir| {
         std::fs::write(data_dir.join("registries.yaml"), &mirror).expect("write registries.yaml");
     });
-    let steady = pod("steady", COUNTER, "", "  terminationGracePeriodSeconds: 1\n");
+    let steady = pod(
+        "steady",
+        COUNTER,
+        "",
+        "  terminationGracePeriodSeconds: 1\n",
+    );
     server.apply(&steady);
     let steady_pod = wait_pod(&server, "steady", "Running and Ready", running_and_ready);
     let steady_id = id_of(&steady_pod, "main");
@@ -656,8 +676,14 @@ fn bad_specs_get_upstream_reasons_and_the_node_keeps_working() {
     ];
     // port-a must hold the port before port-b asks for it.
     server.apply(&bad[2]);
-    wait_pod(&server, "port-a", "Running", |p| p["status"]["phase"] == "Running");
-    server.apply(&[&bad[0], &bad[1], &bad[3], &bad[4]].map(String::as_str).join("---\n"));
+    wait_pod(&server, "port-a", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    server.apply(
+        &[&bad[0], &bad[1], &bad[3], &bad[4]]
+            .map(String::as_str)
+            .join("---\n"),
+    );
 
     // Missing tag: ErrImagePull, then ImagePullBackOff, with upstream's events.
     let p = wait_pod(&server, "notag", "ErrImagePull", |p| {
@@ -674,12 +700,39 @@ fn bad_specs_get_upstream_reasons_and_the_node_keeps_working() {
     wait_pod(&server, "notag", "ImagePullBackOff", |p| {
         waiting_reason(p, "main") == "ImagePullBackOff"
     });
-    wait_event(&server, "notag", "Normal", "Pulling", "Pulling image \"busybox:no-such-tag\"");
-    wait_event(&server, "notag", "Warning", "Failed", "Failed to pull image \"busybox:no-such-tag\"");
+    wait_event(
+        &server,
+        "notag",
+        "Normal",
+        "Pulling",
+        "Pulling image \"busybox:no-such-tag\"",
+    );
+    wait_event(
+        &server,
+        "notag",
+        "Warning",
+        "Failed",
+        "Failed to pull image \"busybox:no-such-tag\"",
+    );
     wait_event(&server, "notag", "Warning", "Failed", "Error: ErrImagePull");
-    wait_event(&server, "notag", "Normal", "BackOff", "Back-off pulling image \"busybox:no-such-tag\"");
-    wait_event(&server, "notag", "Warning", "Failed", "Error: ImagePullBackOff");
-    assert_eq!(pod_json(&server, "notag").unwrap()["status"]["phase"], "Pending");
+    wait_event(
+        &server,
+        "notag",
+        "Normal",
+        "BackOff",
+        "Back-off pulling image \"busybox:no-such-tag\"",
+    );
+    wait_event(
+        &server,
+        "notag",
+        "Warning",
+        "Failed",
+        "Error: ImagePullBackOff",
+    );
+    assert_eq!(
+        pod_json(&server, "notag").unwrap()["status"]["phase"],
+        "Pending"
+    );
 
     // Missing executable: upstream's StartError (exit code 128) naming it, then
     // CrashLoopBackOff; the runtime's message in a Failed event.
@@ -690,7 +743,10 @@ fn bad_specs_get_upstream_reasons_and_the_node_keeps_working() {
     let t = &s["lastState"]["terminated"];
     assert_eq!(t["exitCode"], 128, "{s:#}");
     assert!(
-        t["message"].as_str().unwrap_or_default().contains("no-such-binary"),
+        t["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no-such-binary"),
         "{s:#}"
     );
     let p = wait_pod(&server, "badcmd", "CrashLoopBackOff", |p| {
@@ -699,7 +755,13 @@ fn bad_specs_get_upstream_reasons_and_the_node_keeps_working() {
     assert!(container_status(&p, "main")["restartCount"].as_i64() >= Some(1));
     assert_eq!(p["status"]["phase"], "Running", "{:#}", p["status"]);
     wait_event(&server, "badcmd", "Warning", "Failed", "no-such-binary");
-    wait_event(&server, "badcmd", "Warning", "BackOff", "Back-off restarting failed container main");
+    wait_event(
+        &server,
+        "badcmd",
+        "Warning",
+        "BackOff",
+        "Back-off restarting failed container main",
+    );
 
     // A hostPort taken on the only node: the scheduler keeps the second pod Pending.
     let p = wait_pod(&server, "port-b", "Unschedulable", |p| {
@@ -707,7 +769,8 @@ fn bad_specs_get_upstream_reasons_and_the_node_keeps_working() {
     });
     assert_eq!(p["status"]["phase"], "Pending");
     assert!(p["spec"]["nodeName"].is_null());
-    let expected = "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports.";
+    let expected =
+        "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports.";
     assert!(
         condition(&p, "PodScheduled")["message"]
             .as_str()
@@ -730,7 +793,12 @@ fn bad_specs_get_upstream_reasons_and_the_node_keeps_working() {
         "FailedMount",
         "MountVolume.SetUp failed for volume \"cfg\" : configmap \"late-cm\" not found",
     );
-    server.kubectl_ok(&["create", "configmap", "late-cm", "--from-literal=greeting=hello"]);
+    server.kubectl_ok(&[
+        "create",
+        "configmap",
+        "late-cm",
+        "--from-literal=greeting=hello",
+    ]);
     wait_pod(&server, "needs-cm", "Running and Ready", running_and_ready);
     let logs = eventually(WAIT, "the needs-cm pod's logs", || {
         let out = server.kubectl(&["logs", "needs-cm"]);
@@ -745,7 +813,12 @@ fn bad_specs_get_upstream_reasons_and_the_node_keeps_working() {
     assert_eq!(id_of(&p, "main"), steady_id);
     assert_eq!(container_status(&p, "main")["restartCount"], 0);
     assert!(running_and_ready(&pod_json(&server, "port-a").unwrap()));
-    server.apply(&pod("late", "sleep 3600", "", "  terminationGracePeriodSeconds: 1\n"));
+    server.apply(&pod(
+        "late",
+        "sleep 3600",
+        "",
+        "  terminationGracePeriodSeconds: 1\n",
+    ));
     wait_pod(&server, "late", "Running and Ready", running_and_ready);
     // The bad pods go as any other.
     server.kubectl_ok(&["delete", "pod", "notag", "badcmd", "port-b", "--wait=false"]);
@@ -753,7 +826,12 @@ fn bad_specs_get_upstream_reasons_and_the_node_keeps_working() {
         gone(&server, name);
     }
     // With the port free again, a pod asking for it is scheduled and runs.
-    server.apply(&pod("port-c", "sleep 3600", &ports, "  terminationGracePeriodSeconds: 1\n"));
+    server.apply(&pod(
+        "port-c",
+        "sleep 3600",
+        &ports,
+        "  terminationGracePeriodSeconds: 1\n",
+    ));
     server.kubectl_ok(&["delete", "pod", "port-a", "--wait=false"]);
     wait_pod(&server, "port-c", "Running and Ready", running_and_ready);
 }
@@ -809,8 +887,14 @@ fn hooks_grace_periods_and_active_deadlines() {
         "    lifecycle:\n      preStop:\n        sleep: {seconds: 3}\n",
         "  terminationGracePeriodSeconds: 30\n",
     );
-    // PID 1 without a TERM handler ignores SIGTERM: SIGKILL after the grace period.
-    let stubborn = pod("stubborn", "sleep 3600", "", "  terminationGracePeriodSeconds: 4\n");
+    // A container that catches SIGTERM and carries on gets SIGKILL after the grace period.
+    // (An init without any handler never sees SIGTERM: the runtime kills it at once.)
+    let stubborn = pod(
+        "stubborn",
+        "trap 'echo ignoring TERM' TERM; while true; do sleep 0.2; done",
+        "",
+        "  terminationGracePeriodSeconds: 4\n",
+    );
     let quick = pod(
         "quick",
         "trap 'exit 0' TERM; while true; do sleep 0.2; done",
@@ -850,7 +934,8 @@ fn hooks_grace_periods_and_active_deadlines() {
     );
     assert!(
         stubborn_took >= Duration::from_millis(3500) && stubborn_took < Duration::from_secs(20),
-        "SIGKILL comes after the 4 s grace period: deletion took {stubborn_took:?}"
+        "SIGKILL comes after the 4 s grace period: deletion took {stubborn_took:?}\n{}",
+        log_about(&server, "stubborn")
     );
     assert!(
         quick_took < Duration::from_millis(3500),
@@ -858,13 +943,22 @@ fn hooks_grace_periods_and_active_deadlines() {
     );
 
     // activeDeadlineSeconds: the pod fails with DeadlineExceeded and its container is killed.
-    let p = wait_pod(&server, "deadline", "Failed", |p| p["status"]["phase"] == "Failed");
-    assert_eq!(p["status"]["reason"], "DeadlineExceeded", "{:#}", p["status"]);
+    let p = wait_pod(&server, "deadline", "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(
+        p["status"]["reason"], "DeadlineExceeded",
+        "{:#}",
+        p["status"]
+    );
     assert_eq!(
         p["status"]["message"],
         "Pod was active on the node longer than the specified deadline"
     );
-    let started = p["status"]["startTime"].as_str().expect("startTime").to_string();
+    let started = p["status"]["startTime"]
+        .as_str()
+        .expect("startTime")
+        .to_string();
     let p = wait_pod(&server, "deadline", "its container terminated", |p| {
         container_status(p, "main")["state"]["terminated"].is_object()
     });
@@ -876,12 +970,25 @@ fn hooks_grace_periods_and_active_deadlines() {
         "killed before its deadline: started {started}, finished {finished}"
     );
     assert_eq!(condition(&p, "Ready")["status"], "False");
-    wait_event(&server, "deadline", "Normal", "DeadlineExceeded", "longer than the specified deadline");
+    wait_event(
+        &server,
+        "deadline",
+        "Normal",
+        "DeadlineExceeded",
+        "longer than the specified deadline",
+    );
     // A failed pod's sandbox is released: its IP goes back.
     eventually(WAIT, "the failed pod's sandbox to be released", || {
         let uid = p["metadata"]["uid"].as_str().unwrap();
         (!agent_root(&server).join("sandboxes").join(uid).exists()).then_some(())
     });
+}
+
+/// The server log's lines that mention `word`.
+fn log_about(server: &Server, word: &str) -> String {
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(word)).collect();
+    tail(&lines.join("\n"), 60)
 }
 
 /// Seconds from one RFC 3339 time (UTC, `Z`) to another.
@@ -891,7 +998,10 @@ fn secs_between(from: &str, to: &str) -> i64 {
             .args(["-u", "-d", t, "+%s"])
             .output()
             .expect("run date");
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
     };
     secs(to) - secs(from)
 }
@@ -901,13 +1011,26 @@ fn static_pods_run_from_the_manifest_folder_and_are_mirrored() {
     let server = start_node(|_| {});
     let node = node_name(&server);
     let manifests = server.data_dir.path().join("manifests");
-    let manifest = pod("static-web", COUNTER, "", "  terminationGracePeriodSeconds: 1\n");
+    let manifest = pod(
+        "static-web",
+        COUNTER,
+        "",
+        "  terminationGracePeriodSeconds: 1\n",
+    );
     std::fs::create_dir_all(&manifests).unwrap();
     std::fs::write(manifests.join("static-web.yaml"), manifest).unwrap();
     let name = format!("static-web-{node}");
-    let p = wait_pod(&server, &name, "the mirror pod Running and Ready", running_and_ready);
+    let p = wait_pod(
+        &server,
+        &name,
+        "the mirror pod Running and Ready",
+        running_and_ready,
+    );
     let annotations = &p["metadata"]["annotations"];
-    assert!(annotations["kubernetes.io/config.mirror"].is_string(), "{annotations:#}");
+    assert!(
+        annotations["kubernetes.io/config.mirror"].is_string(),
+        "{annotations:#}"
+    );
     assert_eq!(annotations["kubernetes.io/config.source"], "file");
     assert_eq!(p["spec"]["nodeName"], node.as_str());
     let id = id_of(&p, "main");
@@ -926,7 +1049,11 @@ fn static_pods_run_from_the_manifest_folder_and_are_mirrored() {
     let p = wait_pod(&server, &name, "a new mirror pod", |p| {
         p["metadata"]["uid"] != mirror_uid.as_str() && running_and_ready(p)
     });
-    assert_eq!(id_of(&p, "main"), id, "deleting the mirror must not restart the static pod");
+    assert_eq!(
+        id_of(&p, "main"),
+        id,
+        "deleting the mirror must not restart the static pod"
+    );
     assert!(alive(pid));
 
     // Removing the manifest stops the pod and removes its mirror.
@@ -936,7 +1063,9 @@ fn static_pods_run_from_the_manifest_folder_and_are_mirrored() {
         (!alive(pid) && !alive(shim)).then_some(())
     });
     eventually(WAIT, "the static pod's container to be removed", || {
-        entries(&agent_root(&server).join("containers")).is_empty().then_some(())
+        entries(&agent_root(&server).join("containers"))
+            .is_empty()
+            .then_some(())
     });
 }
 
@@ -961,7 +1090,12 @@ fn deleted_pods_leave_nothing_on_the_node() {
             &format!("{mounts}{ports}"),
             &format!("  terminationGracePeriodSeconds: 1\n{volumes}"),
         ),
-        pod("guaranteed", "sleep 3600", limits, "  terminationGracePeriodSeconds: 1\n"),
+        pod(
+            "guaranteed",
+            "sleep 3600",
+            limits,
+            "  terminationGracePeriodSeconds: 1\n",
+        ),
         STAGED.to_string(),
         pod("finished", "exit 0", "", "  restartPolicy: Never\n"),
     ];
@@ -969,7 +1103,9 @@ fn deleted_pods_leave_nothing_on_the_node() {
     for name in ["full", "guaranteed", "staged"] {
         wait_pod(&server, name, "Running and Ready", running_and_ready);
     }
-    wait_pod(&server, "finished", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
+    wait_pod(&server, "finished", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
     // While they run there is something to find, so the checks below can fail.
     assert!(!cgroup_processes(&server).is_empty());
     assert!(!pod_cgroups(&server).is_empty());
@@ -1035,6 +1171,11 @@ fn deleted_pods_leave_nothing_on_the_node() {
         std::thread::sleep(Duration::from_millis(250));
     }
     // The freed hostPort and addresses serve a new pod.
-    server.apply(&pod("again", "sleep 3600", &ports, "  terminationGracePeriodSeconds: 1\n"));
+    server.apply(&pod(
+        "again",
+        "sleep 3600",
+        &ports,
+        "  terminationGracePeriodSeconds: 1\n",
+    ));
     wait_pod(&server, "again", "Running and Ready", running_and_ready);
 }

@@ -1552,25 +1552,6 @@ impl Worker {
             format!("Created container: {}", container.name),
         );
         self.event(Some(i), "Warning", "Failed", format!("Error: {message}"));
-        let finished_at = now_nanos();
-        let exit = runtime::container::ExitInfo {
-            exit_code: 128,
-            signal: None,
-            reason: "StartError".into(),
-            started_at: 0,
-            finished_at,
-        };
-        let terminated = Terminated {
-            exit_code: 128,
-            signal: None,
-            reason: "StartError".into(),
-            message: Some(message.clone()),
-            // Never started: upstream shows the zero time (1970).
-            started_at: Some(0),
-            finished_at,
-            // The runtime removed what it had made: there is no container to name.
-            container_id: String::new(),
-        };
         let slot = &mut self.slots[i];
         let stale = slot.last_id.take();
         if let Some(prev) = slot.current.take() {
@@ -1579,14 +1560,12 @@ impl Worker {
             slot.last_id = Some(prev.id);
         }
         slot.carried = None;
-        slot.current = Some(Instance {
-            id: String::new(),
+        slot.current = Some(start_error(
             attempt,
-            image: image.name.clone(),
-            image_id: image.repo_digest(),
-            state: ContainerState::Exited(exit),
-            terminated: Some(terminated),
-        });
+            image.name.clone(),
+            image.repo_digest(),
+            message.clone(),
+        ));
         slot.waiting = Some(("RunContainerError".into(), message));
         slot.retry_at = None;
         if let Some(old) = stale.filter(|id| !id.is_empty()) {
@@ -2075,6 +2054,35 @@ fn self_terminated(id: &str, state: &ContainerState) -> Terminated {
     }
 }
 
+/// A run that runc could not start, as upstream reports it: exit code 128, reason
+/// StartError, never started (the zero time), and no container left to name.
+fn start_error(attempt: u32, image: String, image_id: String, message: String) -> Instance {
+    let finished_at = now_nanos();
+    let exit = runtime::container::ExitInfo {
+        exit_code: 128,
+        signal: None,
+        reason: "StartError".into(),
+        started_at: 0,
+        finished_at,
+    };
+    Instance {
+        id: String::new(),
+        attempt,
+        image,
+        image_id,
+        state: ContainerState::Exited(exit),
+        terminated: Some(Terminated {
+            exit_code: 128,
+            signal: None,
+            reason: "StartError".into(),
+            message: Some(message),
+            started_at: Some(0),
+            finished_at,
+            container_id: String::new(),
+        }),
+    }
+}
+
 /// One container's status from its slot.
 fn slot_status(slot: &Slot, container: &Container, default_reason: &str) -> ContainerStatus {
     let spec_image = container.image.clone().unwrap_or_default();
@@ -2305,6 +2313,71 @@ mod tests {
             Some("CrashLoopBackOff")
         );
         assert_eq!(s.last_state.unwrap().terminated.unwrap().exit_code, 1);
+    }
+
+    #[test]
+    fn a_start_error_waits_with_run_container_error_over_its_termination() {
+        let container = Container {
+            name: "app".into(),
+            image: Some("busybox:1.36".into()),
+            ..Default::default()
+        };
+        let mut slot = Slot::new("app".into(), Kind::App);
+        let message = "exec: \"nope\": executable file not found in $PATH".to_string();
+        slot.current = Some(start_error(
+            1,
+            "busybox:1.36".into(),
+            String::new(),
+            message.clone(),
+        ));
+        slot.waiting = Some(("RunContainerError".into(), message.clone()));
+        assert!(!slot.is_running());
+        assert_eq!(slot.exited().map(|t| t.exit_code), Some(128));
+        let s = slot_status(&slot, &container, "ContainerCreating");
+        let waiting = s.state.as_ref().unwrap().waiting.as_ref().unwrap();
+        assert_eq!(waiting.reason.as_deref(), Some("RunContainerError"));
+        let last = s.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+        assert_eq!(
+            (
+                last.exit_code,
+                last.reason.as_deref(),
+                last.message.as_deref()
+            ),
+            (128, Some("StartError"), Some(message.as_str()))
+        );
+        assert_eq!(last.started_at.as_ref().map(|t| t.0.as_second()), Some(0));
+        // Nothing on disk to name: no container ID rather than a bare prefix.
+        assert_eq!(
+            (last.container_id.as_deref(), s.container_id.as_deref()),
+            (None, None)
+        );
+        assert_eq!(s.restart_count, 1);
+    }
+
+    #[test]
+    fn adopted_containers_keep_their_shown_readiness_for_a_while() {
+        let mut slot = Slot::new("app".into(), Kind::App);
+        slot.current = Some(Instance {
+            id: "abc".into(),
+            attempt: 0,
+            image: "busybox".into(),
+            image_id: String::new(),
+            state: ContainerState::Running {
+                started_at: 1,
+                pid: 1,
+            },
+            terminated: None,
+        });
+        assert!(!slot.started() && !slot.ready(), "no probe verdict yet");
+        slot.carried = Some((true, true, Instant::now() + Duration::from_secs(60)));
+        assert!(slot.started() && slot.ready());
+        slot.carried = Some((true, false, Instant::now() + Duration::from_secs(60)));
+        assert!(slot.started() && !slot.ready());
+        slot.carried = Some((true, true, Instant::now() - Duration::from_secs(1)));
+        assert!(!slot.started() && !slot.ready(), "the carried flags expire");
+        slot.carried = Some((true, true, Instant::now() + Duration::from_secs(60)));
+        slot.current.as_mut().unwrap().state = exited(0);
+        assert!(!slot.ready(), "only a running container is ready");
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub struct KubeletArgs {
     /// Pods this node runs at most.
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
+    /// Hard eviction thresholds, as upstream: below them the node reports MemoryPressure or
+    /// DiskPressure (and gets the matching taint).
+    #[arg(long, default_value = "memory.available<100Mi,nodefs.available<10%")]
+    pub eviction_hard: kubelet::EvictionThresholds,
 }
 
 #[derive(Args, Debug)]
@@ -157,6 +161,7 @@ pub fn kubelet_config(
         max_pods: args.max_pods,
         node_labels,
         lease_renew_interval: Duration::from_secs(10),
+        eviction: args.eviction_hard,
     })
 }
 

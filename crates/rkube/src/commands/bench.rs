@@ -30,6 +30,12 @@ pub enum BenchCommand {
     Scheduler(RunArgs),
     /// Real containers (root): 20 pods created at once to Running and Ready, p50/p99, beside a bare runc run; agent and shim RSS and agent CPU with 100 pods.
     Pods(RunArgs),
+    /// Service proxy (root): nftables full sync and one-endpoint change for 1,000 and 10,000 Services × 10 endpoints, beside iptables-restore of kube-proxy's rules.
+    Proxy(RunArgs),
+    /// Cluster DNS: queries/s and p50/p99 from one client, 16 in flight, beside dnsmasq serving the same names.
+    Dns(RunArgs),
+    /// Binary size; RSS and CPU of the server idle, with its agent (root), and with 5,000 simulated nodes; k3s's published profile.
+    Footprint(RunArgs),
     /// Every scenario; rewrites the whole document.
     All(RunArgs),
     /// Print which figures of NEW got worse than in OLD beyond their noise; exit 1 if any did.
@@ -69,6 +75,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Bulk(a) => (vec![bench::Scenario::Bulk], a),
         BenchCommand::Scheduler(a) => (vec![bench::Scenario::Scheduler], a),
         BenchCommand::Pods(a) => (vec![bench::Scenario::Pods], a),
+        BenchCommand::Proxy(a) => (vec![bench::Scenario::Proxy], a),
+        BenchCommand::Dns(a) => (vec![bench::Scenario::Dns], a),
+        BenchCommand::Footprint(a) => (vec![bench::Scenario::Footprint], a),
         BenchCommand::All(a) => (bench::Scenario::ALL.to_vec(), a),
     };
     let rewrite = scenarios.len() == bench::Scenario::ALL.len();

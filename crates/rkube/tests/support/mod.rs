@@ -26,6 +26,9 @@ pub struct AgentOptions {
     pub dns_port: u16,
 }
 
+/// `--eviction-hard` of test nodes.
+pub const TEST_EVICTION_HARD: &str = "memory.available<100Mi,nodefs.available<1%";
+
 impl AgentOptions {
     pub fn unique() -> AgentOptions {
         use std::sync::atomic::{AtomicU32, Ordering};
@@ -106,7 +109,11 @@ impl Server {
 
     fn agent_args(&self) -> Vec<String> {
         match &self.agent {
-            None => vec!["--disable-agent".into(), "--cluster-dns-port".into(), "0".into()],
+            None => vec![
+                "--disable-agent".into(),
+                "--cluster-dns-port".into(),
+                "0".into(),
+            ],
             Some(a) => vec![
                 "--node-name".into(),
                 a.node_name.clone(),
@@ -122,6 +129,10 @@ impl Server {
                 a.service_cidr.clone(),
                 "--cluster-dns-port".into(),
                 a.dns_port.to_string(),
+                // Build machines fill their disks with target dirs; these tests are not about
+                // disk pressure, so only a really full disk taints the node.
+                "--eviction-hard".into(),
+                TEST_EVICTION_HARD.into(),
             ],
         }
     }
