@@ -30,12 +30,22 @@ enum Command {
     Shim(runtime::shim::ShimArgs),
 }
 
+/// `rkube shim ...` alone: parsed without building the whole command tree, so that a shim
+/// (one per container) touches as little of the binary as it can.
+#[derive(Parser)]
+#[command(name = "rkube shim")]
+struct ShimOnly {
+    #[command(flatten)]
+    args: runtime::shim::ShimArgs,
+}
+
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    // The shim stays small: no logging setup, no async runtime.
-    if let Command::Shim(args) = cli.command {
-        return runtime::shim::main(args);
+    if std::env::args_os().nth(1).is_some_and(|a| a == "shim") {
+        // No logging setup, no async runtime.
+        let shim = ShimOnly::parse_from(std::env::args_os().skip(1));
+        return runtime::shim::main(shim.args);
     }
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RKUBE_LOG")
@@ -50,6 +60,6 @@ fn main() -> anyhow::Result<()> {
         Command::Images(args) => commands::images::run(args),
         Command::Agent(args) => commands::agent::run(args),
         Command::Killall(args) => commands::killall::run(args),
-        Command::Shim(_) => unreachable!("handled above"),
+        Command::Shim(args) => runtime::shim::main(args),
     }
 }

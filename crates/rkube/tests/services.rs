@@ -190,6 +190,16 @@ impl Cluster {
         }
     }
 
+    /// The server log's warnings and errors.
+    fn log_warnings(&self) -> String {
+        let log = self.server.log();
+        let kept: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        tail(&kept.join("\n"), 40)
+    }
+
     /// The server log's last lines, without the API server's per-request debug lines.
     fn log_tail(&self, lines: usize) -> String {
         let log = self.server.log();
@@ -595,46 +605,53 @@ fn no_request_fails_during_a_rolling_update() {
         let eps = c.endpoints("my-web");
         (eps.len() == 3 && eps.iter().all(|(_, r)| *r)).then_some(())
     });
-    // One request every 50 ms, by name, for as long as the rollout takes (bounded: ~4 min).
-    let requests = RequestLoop::start(&c, "client", "roll", "http://my-web/", "0.05", 4000);
+    // A request every 20 ms or so, by name, for as long as the rollouts take (bounded).
+    let requests = RequestLoop::start(&c, "client", "roll", "http://my-web/", "0.02", 20000);
     requests.wait_ok(&c, 20);
-    let started = Instant::now();
-    c.kubectl_ok(&[
-        "set",
-        "image",
-        "deployment/my-web",
-        "web=rkube-test/web:2.0",
-    ]);
-    c.kubectl_ok(&["rollout", "status", "deployment/my-web", "--timeout=180s"]);
-    let rollout = started.elapsed();
-    // Old pods finish terminating after the rollout reports done: keep going past that.
-    c.eventually("the old pods to be gone", || {
-        let pods = c.get(&["pods", "-l", "app=my-web"])?;
-        let images: Vec<&str> = pods["items"]
-            .as_array()?
-            .iter()
-            .filter_map(|p| p["spec"]["containers"][0]["image"].as_str())
-            .collect();
-        (images.len() == 3 && images.iter().all(|i| *i == "rkube-test/web:2.0")).then_some(())
-    });
-    std::thread::sleep(Duration::from_secs(2));
+    // Four rollouts, back and forth: twelve old pods stop while the loop runs.
+    let mut took = Vec::new();
+    for version in ["2.0", "1.0", "2.0", "1.0"] {
+        let started = Instant::now();
+        let image = format!("rkube-test/web:{version}");
+        c.kubectl_ok(&["set", "image", "deployment/my-web", &format!("web={image}")]);
+        c.kubectl_ok(&["rollout", "status", "deployment/my-web", "--timeout=180s"]);
+        // Old pods finish terminating after the rollout reports done: keep going past that.
+        c.eventually(&format!("only {image} pods left"), || {
+            let pods = c.get(&["pods", "-l", "app=my-web"])?;
+            let images: Vec<&str> = pods["items"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| p["spec"]["containers"][0]["image"].as_str())
+                .collect();
+            (images.len() == 3 && images.iter().all(|i| *i == image)).then_some(())
+        });
+        took.push(started.elapsed());
+    }
+    std::thread::sleep(Duration::from_secs(1));
     let report = requests.stop(&c);
     eprintln!(
-        "rolling update took {rollout:?}: {} requests succeeded, {} failed",
+        "rolling updates took {took:?}: {} requests succeeded, {} failed",
         report.ok.len(),
         report.failed.len()
     );
     assert!(
         report.failed.is_empty(),
-        "{} of {} requests failed during the rolling update:\n{}\nserver log tail:\n{}",
+        "{} of {} requests failed during the rolling updates:\n{}\nserver warnings:\n{}",
         report.failed.len(),
         report.failed.len() + report.ok.len(),
         report.failed.join("\n"),
-        c.log_tail(80)
+        c.log_warnings()
     );
-    assert!(report.ok.len() >= 40, "too few requests: {report:?}");
-    assert_eq!(report.ok.first().map(String::as_str), Some("web 1.0"));
-    assert_eq!(report.ok.last().map(String::as_str), Some("web 2.0"));
+    assert!(report.ok.len() >= 100, "too few requests: {report:?}");
+    // Each rollout shows in the answers: 1.0, then 2.0, 1.0, 2.0, 1.0 (with overlaps).
+    let mut versions: Vec<&str> = report.ok.iter().map(String::as_str).collect();
+    versions.dedup();
+    assert_eq!(versions.first(), Some(&"web 1.0"), "{versions:?}");
+    assert_eq!(versions.last(), Some(&"web 1.0"), "{versions:?}");
+    assert!(
+        versions.iter().all(|v| *v == "web 1.0" || *v == "web 2.0") && versions.len() >= 5,
+        "{versions:?}"
+    );
 }
 
 #[test]
