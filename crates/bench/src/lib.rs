@@ -162,7 +162,9 @@ impl Scenario {
                  full sync (rules generated from the objects and loaded in one `nft` \
                  transaction) and one EndpointSlice change (an endpoint not ready) programmed. \
                  The reference, in the same run in another throwaway namespace: \
-                 `iptables-restore --noflush` of the rule set kube-proxy's iptables mode writes \
+                 `iptables-restore --noflush`, with each of its backends (legacy, and nf_tables \
+                 given 60 s: it grows faster than linearly), the faster being the reference, of \
+                 the rule set kube-proxy's iptables mode writes \
                  for the same Services (KUBE-SERVICES, a KUBE-SVC chain per Service with \
                  `statistic random` jumps, a KUBE-SEP chain per endpoint with its DNAT), then of \
                  its partial sync after the same change (KUBE-SERVICES rewritten, one \

@@ -65,7 +65,14 @@ pub struct KubeletConfig {
     /// Hard eviction thresholds (`--eviction-hard`): below these the node reports
     /// MemoryPressure / DiskPressure, and they are kept out of allocatable.
     pub eviction: EvictionThresholds,
+    /// Whether this node's Service proxy may still send new connections to an address. A
+    /// deleted pod's containers are stopped once it no longer does (see
+    /// [`pods::PROXY_DRAIN_LIMIT`]), so that no request goes to a container already stopped.
+    pub proxy_routes: Option<ProxyRoutes>,
 }
+
+/// Asks the node's Service proxy whether it may still send new connections to an address.
+pub type ProxyRoutes = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
 /// Upstream's `--eviction-hard` signals that rkube honours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -581,6 +581,7 @@ mod tests {
             .into(),
             lease_renew_interval: Duration::from_secs(10),
             eviction: crate::EvictionThresholds::default(),
+            proxy_routes: None,
         }
     }
 

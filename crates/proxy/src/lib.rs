@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod metrics;
 pub mod model;
+pub mod netlink;
 pub mod nft;
 pub mod proxier;
 pub mod rules;
@@ -31,7 +32,7 @@ use tokio::sync::{Notify, watch};
 pub use bench::{BenchReport, bench};
 pub use metrics::metrics_text;
 pub use nft::Nft;
-pub use proxier::{Cache, Proxier};
+pub use proxier::{Cache, Proxier, Routes};
 pub use rules::RuleConfig;
 pub use servicelb::{LbConfig, run_service_lb};
 
@@ -52,6 +53,8 @@ pub struct ProxyConfig {
     pub masquerade_all: bool,
     /// NodePorts on 127.0.0.1 too (sets `route_localnet`).
     pub localhost_node_ports: bool,
+    /// Kept up to date with where the table sends new connections (for the kubelet).
+    pub routes: Routes,
 }
 
 impl Default for ProxyConfig {
@@ -65,6 +68,7 @@ impl Default for ProxyConfig {
             min_sync_interval: Duration::from_millis(10),
             masquerade_all: false,
             localhost_node_ports: true,
+            routes: Routes::default(),
         }
     }
 }
@@ -141,6 +145,9 @@ pub async fn run(client: kube::Client, config: ProxyConfig) -> anyhow::Result<()
         rule_config.clone(),
         Nft::default(),
     ));
+    if let Some(p) = proxier.as_mut() {
+        p.routes = config.routes.clone();
+    }
     let mut need_full = true;
     let mut next_full = tokio::time::Instant::now();
     loop {

@@ -1,7 +1,11 @@
-//! Running `nft -f -`: one script, one atomic transaction.
+//! Running `nft -f -`: one script, one atomic transaction; and the same scripts of
+//! per-Service commands through netlink ([`crate::netlink`]), which skips the program.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use crate::netlink::{Netlink, NetlinkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -9,6 +13,10 @@ pub enum NftError {
     Spawn(#[source] std::io::Error),
     #[error("nft rejected the transaction: {stderr}")]
     Failed { stderr: String },
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("the endpoint-slots maps have no free slot left: the table must be rewritten")]
+    SlotsExhausted,
 }
 
 /// Where scripts go: this network namespace, or a named one (`ip netns exec`), as tests and
@@ -16,13 +24,65 @@ pub enum NftError {
 #[derive(Debug, Clone, Default)]
 pub struct Nft {
     pub netns: Option<String>,
+    /// Opened on first use, kept for the next transactions.
+    netlink: Arc<Mutex<Option<Netlink>>>,
 }
 
 impl Nft {
     pub fn in_netns(name: &str) -> Nft {
         Nft {
             netns: Some(name.to_string()),
+            netlink: Arc::default(),
         }
+    }
+
+    fn with_netlink<T>(
+        &self,
+        f: impl FnOnce(&mut Netlink) -> Result<T, NetlinkError>,
+    ) -> Result<T, NftError> {
+        let mut guard = self.netlink.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(Netlink::open(self.netns.as_deref())?);
+        }
+        let nl = guard.as_mut().expect("opened above");
+        let result = f(nl);
+        if let Err(NetlinkError::Io(_)) = &result {
+            // a broken socket: the next call opens another
+            *guard = None;
+        }
+        Ok(result?)
+    }
+
+    /// Apply a script of per-Service commands as one transaction: through netlink, or `nft`
+    /// for a line netlink cannot say.
+    pub fn apply_services(&self, script: &str) -> Result<(), NftError> {
+        match self.with_netlink(|nl| nl.apply(script)) {
+            Err(NftError::Netlink(NetlinkError::Unsupported(line))) => {
+                tracing::debug!(%line, "service proxy script goes to nft");
+                self.apply(script)
+            }
+            other => other,
+        }
+    }
+
+    /// Declare the table's fixed part; a table from an older layout that refuses it is
+    /// replaced whole.
+    pub fn apply_base(&self, table: &str, script: &str) -> Result<(), NftError> {
+        match self.apply(script) {
+            Ok(()) => Ok(()),
+            Err(NftError::Failed { stderr }) if self.table_exists(table) => {
+                tracing::warn!(table, error = %stderr, "replacing the service proxy's table");
+                self.apply(&format!(
+                    "add table inet {table}\ndelete table inet {table}\n{script}"
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Names of the chains and of the sets of `inet <table>`.
+    pub fn list(&self, table: &str) -> Result<(Vec<String>, Vec<String>), NftError> {
+        self.with_netlink(|nl| Ok((nl.list_chains(table)?, nl.list_sets(table)?)))
     }
 
     fn command(&self, args: &[&str]) -> Command {

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -141,6 +143,45 @@ impl Cache {
     }
 }
 
+/// The endpoint addresses that the programmed table may send new connections to, shared with
+/// the kubelet of the same node: it stops a deleted pod's containers once no Service here
+/// routes to the pod any more.
+#[derive(Debug, Clone, Default)]
+pub struct Routes(Arc<RwLock<HashMap<IpAddr, usize>>>);
+
+impl Routes {
+    /// Whether some programmed Service may send a new connection to `ip`.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&ip)
+    }
+
+    fn apply(&self, delta: &HashMap<IpAddr, isize>, replace: bool) {
+        let mut refs = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if replace {
+            refs.clear();
+        }
+        for (ip, d) in delta {
+            let n = refs.get(ip).copied().unwrap_or(0) as isize + d;
+            if n > 0 {
+                refs.insert(*ip, n as usize);
+            } else {
+                refs.remove(ip);
+            }
+        }
+    }
+}
+
+fn add_targets(delta: &mut HashMap<IpAddr, isize>, ports: &DesiredService, sign: isize) {
+    for (_, r) in ports {
+        for ip in &r.targets {
+            *delta.entry(*ip).or_default() += sign;
+        }
+    }
+}
+
 /// What one sync did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncStats {
@@ -160,6 +201,10 @@ pub struct Proxier {
     element_refs: HashMap<Element, usize>,
     chains: usize,
     rules: usize,
+    /// The next free slot of the endpoint-slots maps (see [`Proxier::place`]).
+    next_slot: u32,
+    /// Where the programmed table sends new connections (updated after each commit).
+    pub routes: Routes,
 }
 
 impl Proxier {
@@ -172,6 +217,8 @@ impl Proxier {
             element_refs: HashMap::new(),
             chains: 0,
             rules: 0,
+            next_slot: 0,
+            routes: Routes::default(),
         }
     }
 
@@ -225,13 +272,24 @@ impl Proxier {
         &mut self,
         desired: Vec<(ServiceKey, DesiredService)>,
     ) -> Result<SyncStats, NftError> {
-        let script = self.full_script(&desired);
-        self.nft.apply(&script)?;
+        let desired = self.place(desired, true)?;
+        // The fixed part first (unchanged on a restart), then every Service at once.
+        let base = self.base_script();
+        self.nft.apply_base(&self.table, &base)?;
+        let (chains, sets) = self.nft.list(&self.table)?;
+        let script = self.services_script(&desired, &chains, &sets);
+        self.nft.apply_services(&script)?;
+        let script_bytes = base.len() + script.len();
         self.programmed.clear();
         self.element_refs.clear();
         self.chains = 0;
         self.rules = 0;
         let services = desired.len();
+        let mut targets = HashMap::new();
+        for (_, ports) in &desired {
+            add_targets(&mut targets, ports, 1);
+        }
+        self.routes.apply(&targets, true);
         for (key, ports) in desired {
             for (_, r) in &ports {
                 self.chains += r.chains.len();
@@ -246,7 +304,7 @@ impl Proxier {
         }
         Ok(SyncStats {
             services,
-            script_bytes: script.len(),
+            script_bytes,
         })
     }
 
@@ -355,9 +413,10 @@ impl Proxier {
         &mut self,
         changes: Vec<(ServiceKey, DesiredService)>,
     ) -> Result<SyncStats, NftError> {
+        let changes = self.place(changes, false)?;
         let (script, delta) = self.partial_script(&changes);
         if !script.is_empty() {
-            self.nft.apply(&script)?;
+            self.nft.apply_services(&script)?;
         }
         let stats = SyncStats {
             services: changes.len(),
@@ -378,6 +437,14 @@ impl Proxier {
             *refs = (*refs as isize + d).max(0) as usize;
         }
         self.element_refs.retain(|_, n| *n > 0);
+        let mut targets = HashMap::new();
+        for (key, ports) in &changes {
+            if let Some(old) = self.programmed.get(key) {
+                add_targets(&mut targets, old, -1);
+            }
+            add_targets(&mut targets, ports, 1);
+        }
+        self.routes.apply(&targets, false);
         for (key, ports) in changes {
             if let Some(old) = self.programmed.remove(&key) {
                 for (_, r) in &old {
@@ -396,5 +463,6 @@ impl Proxier {
     }
 }
 
+mod full;
 #[cfg(test)]
 mod tests;

@@ -6,8 +6,11 @@
 //! (all usable endpoints), a `local-…` chain when a traffic policy is Local, and an
 //! `external-…` chain when it takes traffic from outside (NodePort, externalIPs,
 //! LoadBalancer). Unlike upstream, an endpoint gets its own `endpoint-…` chain only when
-//! session affinity needs one; otherwise the service chain DNATs directly, and hairpin
-//! traffic is found by one `hairpin-ips` set lookup in postrouting: half the rules to load.
+//! session affinity needs one; otherwise the service chain DNATs with one rule, through a
+//! shared map of endpoint slots ([`Balancer`]), hairpin traffic is found by one `hairpin-ips`
+//! set lookup in postrouting, and traffic to a ClusterIP from outside the pods is marked for
+//! masquerade by one rule of `services` (`masquerade-cluster-ips`): a Service costs one or
+//! two rules rather than one per endpoint, which is what the kernel spends its time on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -105,11 +108,44 @@ pub struct ServiceRules {
     /// Set name → declaration (session affinity sets).
     pub sets: BTreeMap<String, String>,
     pub elements: BTreeSet<Element>,
+    /// Endpoint addresses that new connections may be sent to.
+    pub targets: BTreeSet<IpAddr>,
+    /// Chain name → the random choice its last rule makes (placed by the proxier).
+    pub balancers: BTreeMap<String, Balancer>,
+}
+
+/// Number of `endpoint-slots-N` maps per family. A rule that reads a map costs every later
+/// element of it a walk over the map's users (and a new user a walk over its elements): one
+/// shared map would make a full load quadratic; 64 keep it linear in practice.
+pub const SLOT_MAPS: usize = 64;
+
+/// A chain's final rule: one of `targets` at random, by `numgen random mod n offset b` into
+/// the `endpoint-slots-N` map whose elements `b + i : target i` the proxier allocates. One
+/// rule and n map elements, rather than n rules, whatever the number of endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balancer {
+    pub family: Family,
+    pub protocol: &'static str,
+    /// `addr . port`, as map data.
+    pub targets: Vec<String>,
+    /// (map index, first slot) once placed.
+    pub placed: Option<(usize, u32)>,
+}
+
+impl Balancer {
+    /// The same choice, wherever placed.
+    pub fn same_choice(&self, other: &Balancer) -> bool {
+        self.family == other.family
+            && self.protocol == other.protocol
+            && self.targets == other.targets
+    }
 }
 
 impl ServiceRules {
     pub fn rule_count(&self) -> usize {
-        self.chains.values().map(Vec::len).sum()
+        let placed = self.balancers.values().filter(|b| b.placed.is_some());
+        self.chains.values().map(Vec::len).sum::<usize>() + self.balancers.len()
+            - placed.count()
     }
 }
 
@@ -275,29 +311,23 @@ fn family_rules(
         return;
     }
 
-    // The cluster chain: masquerade what does not come from pods, then balance.
+    // The cluster chain balances; what reaches a ClusterIP from outside the pods is marked for
+    // masquerade before, by one rule of the `services` chain and this element.
     let mut rules = Vec::new();
-    for ip in &cluster_ips {
-        let matches = format!("{ipf} daddr {ip} {proto} dport {}", sp.port);
-        if cfg.masquerade_all {
-            rules.push(format!("{matches} jump mark-for-masquerade"));
-        } else {
-            for cidr in cfg
-                .cluster_cidrs
-                .iter()
-                .filter(|c| cidr_family(c) == Some(f))
-            {
-                rules.push(format!(
-                    "{matches} {ipf} saddr != {cidr} jump mark-for-masquerade"
-                ));
-            }
+    if !sp.internal_local {
+        for ip in &cluster_ips {
+            out.elements.insert(Element::new(
+                f.set("masquerade-cluster-ips"),
+                ip_key(ip),
+                None,
+            ));
         }
     }
-    balance(out, &mut rules, sp, &cluster, f);
+    balance(out, &mut rules, sp, &cluster, f, &service_chain);
     out.chains.insert(service_chain.clone(), rules);
     if uses_local {
         let mut rules = Vec::new();
-        balance(out, &mut rules, sp, &local, f);
+        balance(out, &mut rules, sp, &local, f, &local_chain);
         out.chains.insert(local_chain.clone(), rules);
     }
     for ep in cluster.iter().chain(&local) {
@@ -387,10 +417,12 @@ fn balance(
     sp: &ServicePort,
     eps: &[&Endpoint],
     f: Family,
+    chain_name: &str,
 ) {
     let ipf = f.nft();
     let proto = sp.name.protocol.nft();
     let n = eps.len();
+    out.targets.extend(eps.iter().map(|e| e.ip));
     let mut targets = Vec::with_capacity(n);
     if let Some(timeout) = sp.affinity_timeout {
         for ep in eps {
@@ -415,12 +447,21 @@ fn balance(
             targets.push(format!("goto {chain}"));
         }
     } else {
-        for ep in eps {
-            targets.push(format!(
-                "meta l4proto {proto} dnat {ipf} to {}",
-                addr_port(ep)
-            ));
+        if n > 0 {
+            out.balancers.insert(
+                chain_name.to_string(),
+                Balancer {
+                    family: f,
+                    protocol: proto,
+                    targets: eps
+                        .iter()
+                        .map(|ep| format!("{} . {}", ep.ip, ep.port))
+                        .collect(),
+                    placed: None,
+                },
+            );
         }
+        return;
     }
     for (i, target) in targets.into_iter().enumerate() {
         if i + 1 < n {
@@ -461,6 +502,20 @@ pub fn base_declaration(table: &str, cfg: &RuleConfig) -> String {
             "\tmap {} {{ type inet_proto . inet_service : verdict ; }}",
             f.set("no-endpoint-nodeports")
         );
+        let _ = writeln!(
+            s,
+            "\tset {} {{ type {a} . inet_proto . inet_service ; }}",
+            f.set("masquerade-cluster-ips")
+        );
+        for i in 0..SLOT_MAPS {
+            // (`th dport` reads as any protocol's port; the kernel knows no types)
+            let _ = writeln!(
+                s,
+                "\tmap {} {{ typeof numgen random mod 1 : {} daddr . th dport ; }}",
+                f.set(&format!("endpoint-slots-{i}")),
+                f.nft()
+            );
+        }
     }
     let chain = |s: &mut String, name: &str, hook: Option<&str>, rules: &[String]| {
         let _ = writeln!(s, "\tchain {name} {{");
@@ -551,6 +606,23 @@ pub fn base_declaration(table: &str, cfg: &RuleConfig) -> String {
         } else {
             format!("{ipf} daddr @{}", f.set("nodeport-ips"))
         };
+        let to_cluster_ip = format!(
+            "{ipf} daddr . meta l4proto . th dport @{}",
+            f.set("masquerade-cluster-ips")
+        );
+        if cfg.masquerade_all {
+            services.push(format!("{to_cluster_ip} jump mark-for-masquerade"));
+        } else {
+            for cidr in cfg
+                .cluster_cidrs
+                .iter()
+                .filter(|c| cidr_family(c) == Some(f))
+            {
+                services.push(format!(
+                    "{to_cluster_ip} {ipf} saddr != {cidr} jump mark-for-masquerade"
+                ));
+            }
+        }
         services.push(format!(
             "{ipf} daddr . meta l4proto . th dport vmap @{}",
             f.set("service-ips")

@@ -276,7 +276,10 @@ impl Cluster {
 }
 
 fn start_cluster() -> Cluster {
-    let id = std::process::id() % 100_000;
+    // Apart from other test processes (pid) and from the other tests of this one (n).
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = (std::process::id() % 100_000) * 10 + n % 10;
     let lan = Lan::new(id, &["host-a", "host-b"]);
     let server_dir = tempfile::tempdir().unwrap();
     let port = testing::free_port();
@@ -292,6 +295,9 @@ fn start_cluster() -> Cluster {
         .args(["--advertise-address", &lan.gateway()])
         .args(["--tls-san", &lan.gateway()])
         .args(["--cluster-cidr", &cluster_cidr])
+        // Cluster DNS on the server's address, which pods of both nodes reach through the
+        // kube-dns ClusterIP (each agent's proxy sends it there).
+        .args(["--cluster-dns-port", &testing::free_port().to_string()])
         .arg("--disable-agent")
         .env("RKUBE_LOG", "info")
         .stdout(Stdio::null())
@@ -333,6 +339,7 @@ fn start_cluster() -> Cluster {
             .args(["--node-name", &node_name])
             .args(["--node-ip", &cluster.lan.host_ip(i)])
             .args(["--cgroup-root", &cgroup_root])
+            .args(["--cluster-cidr", &cluster_cidr])
             .args(["--eviction-hard", support::TEST_EVICTION_HARD])
             .env("RKUBE_LOG", "info")
             .stdout(Stdio::null())
@@ -474,4 +481,118 @@ fn pods_on_different_nodes_reach_each_other_by_ip() {
             (!dir.exists()).then_some(())
         });
     }
+}
+
+/// Services across nodes: a pod on node a reaches, by name, a Service whose pods all run on
+/// node b. Node a's own service proxy (in its `rkube agent`) picks the endpoints on node b;
+/// the name resolves through the kube-dns ClusterIP, which node a's proxy sends to the
+/// server's cluster DNS.
+#[test]
+fn a_pod_reaches_a_service_on_the_other_node_by_name() {
+    if skip() {
+        return;
+    }
+    let cluster = start_cluster();
+    let nodes: Vec<String> = cluster.agents.iter().map(|a| a.node_name.clone()).collect();
+    for name in &nodes {
+        cluster.eventually(
+            Duration::from_secs(90),
+            &format!("node {name} Ready"),
+            || {
+                let node = cluster.get_json(&["node", name])?;
+                node["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    .then_some(())
+            },
+        );
+    }
+    cluster.apply(&web_pod("far-1", &nodes[1]).replace(
+        r#""metadata": {"name": "far-1"}"#,
+        r#""metadata": {"name": "far-1", "labels": {"app": "far"}}"#,
+    ));
+    cluster.apply(&web_pod("far-2", &nodes[1]).replace(
+        r#""metadata": {"name": "far-2"}"#,
+        r#""metadata": {"name": "far-2", "labels": {"app": "far"}}"#,
+    ));
+    cluster.apply(
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "far"},
+  "spec": {"selector": {"app": "far"}, "ports": [{"port": 80, "targetPort": 8080}]}}"#,
+    );
+    cluster.apply(&format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "near"}},
+  "spec": {{"nodeName": "{}", "terminationGracePeriodSeconds": 0,
+    "containers": [{{"name": "client", "image": "{IMAGE}", "imagePullPolicy": "Never",
+      "command": ["sleep", "3600"]}}]}}}}"#,
+        nodes[0]
+    ));
+    for name in ["far-1", "far-2", "near"] {
+        cluster.eventually(
+            Duration::from_secs(90),
+            &format!("pod {name} Running"),
+            || {
+                let pod = cluster.get_json(&["pod", name])?;
+                (pod["status"]["phase"] == "Running").then_some(())
+            },
+        );
+    }
+    cluster.eventually(Duration::from_secs(60), "2 ready endpoints of far", || {
+        let slices =
+            cluster.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=far"])?;
+        let ready = slices["items"]
+            .as_array()?
+            .iter()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true && e["nodeName"] == nodes[1].as_str())
+            .count();
+        (ready == 2).then_some(())
+    });
+    let exec = |script: &str| cluster.kubectl(&["exec", "near", "--", "sh", "-c", script]);
+    // By name (resolv.conf's search list), fully qualified, and many times: both pods answer.
+    let mut seen = std::collections::BTreeSet::new();
+    for url in ["http://far/", "http://far.default.svc.cluster.local/"] {
+        let body = cluster.eventually(
+            Duration::from_secs(30),
+            &format!("{url} from node a"),
+            || {
+                let out = exec(&format!("wget -q -O- -T 5 {url}"));
+                out.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            },
+        );
+        seen.insert(body);
+    }
+    let out = exec("for i in $(seq 30); do wget -q -O- -T 5 http://far/ || echo failed; done");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        assert!(
+            line.starts_with("hello from far-"),
+            "{text}\n{}",
+            cluster.logs()
+        );
+        seen.insert(line.to_string());
+    }
+    assert_eq!(text.lines().count(), 30, "{text}");
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["hello from far-1", "hello from far-2"],
+        "both pods on node b get traffic"
+    );
+    // Node a's own proxy did it: its table has the Service, with node b's pod addresses.
+    let table = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &cluster.agents[0].netns,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "rkube",
+        ],
+    );
+    assert!(table.contains("default/far/tcp/"), "{table}");
 }

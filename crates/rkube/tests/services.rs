@@ -999,8 +999,7 @@ spec:
     let lookup = c.exec("client", &format!("nslookup -type=A {fqdn}"));
     assert_eq!(parse_nslookup(&fqdn, &lookup), Some(vec![ip0.clone()]));
     assert_eq!(
-        c.fetch("client", &format!("http://web-1.web:8080/"))
-            .unwrap(),
+        c.fetch("client", "http://web-1.web:8080/").unwrap(),
         "web-1"
     );
 

@@ -38,11 +38,10 @@ const K3S_AGENT_RSS: f64 = 256.0 * MIB;
 const K3S_SERVER_CPU_PERCENT: f64 = 6.0;
 /// The k3s README: "all in a binary less than 100 MB".
 const K3S_BINARY: f64 = 100e6;
-const K3S_SERVER_LABEL: &str = "k3s server min RAM, published (docs.k3s.io Resource Profiling, k3s 1.19.2; 1596 M in v1.26.5)";
-const K3S_AGENT_LABEL: &str = "k3s agent min RAM, published (docs.k3s.io Resource Profiling, k3s 1.19.2; 275 M in v1.26.5)";
-const K3S_CPU_LABEL: &str =
-    "k3s server with a workload, min CPU, published (docs.k3s.io Resource Profiling, v1.26.5)";
-const K3S_BINARY_LABEL: &str = "k3s binary, published: < 100 MB (k3s README)";
+const K3S_SERVER_LABEL: &str = "k3s 1.19.2 server with a workload, published";
+const K3S_AGENT_LABEL: &str = "k3s 1.19.2 agent, published";
+const K3S_CPU_LABEL: &str = "k3s v1.26.5 server with a workload, published";
+const K3S_BINARY_LABEL: &str = "k3s binary < 100 MB, published";
 
 fn fail(message: impl Into<String>) -> BenchError {
     BenchError::Scenario(message.into())

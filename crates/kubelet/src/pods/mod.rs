@@ -39,6 +39,11 @@ use crate::volumes::VolumeManager;
 /// The annotation of a mirror pod (the API's copy of a static pod).
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
+/// How long a deleted pod's containers wait, at most (and never past the grace period), for
+/// this node's Service proxy to stop sending them new connections: kube-proxy's default
+/// minimum sync period, the time upstream proxies take to act on an EndpointSlice change.
+pub const PROXY_DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
 /// What every pod worker shares.
 pub struct PodContext {
     pub client: kube::Client,

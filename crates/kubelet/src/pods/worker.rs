@@ -1792,6 +1792,7 @@ impl Worker {
         tracing::info!(pod = %self.key, "terminating pod");
         let grace = spec::grace_period(&self.pod);
         self.refresh().await;
+        self.wait_for_proxy_drain(grace).await;
         self.kill_all(grace, true).await;
         if self.terminal.is_none() {
             self.terminal = Some(TerminalState {
@@ -1830,6 +1831,31 @@ impl Worker {
         let _ = std::fs::remove_dir_all(self.pod_log_dir());
         tracing::info!(pod = %self.key, "pod deleted");
         true
+    }
+
+    /// The EndpointSlices mark a deleted pod not ready at once, but this node's Service proxy
+    /// acts on that a little later: stop the containers only once it sends them no new
+    /// connection, or it would send some to a stopped container (refused or reset). Bounded by
+    /// [`super::PROXY_DRAIN_LIMIT`] and the grace period; host-network pods share the node's
+    /// address and do not wait.
+    async fn wait_for_proxy_drain(&self, grace: Duration) {
+        let Some(routes) = self.ctx.config.proxy_routes.clone() else {
+            return;
+        };
+        if self.spec().host_network == Some(true) || self.pod_ips.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let deadline = started + grace.min(super::PROXY_DRAIN_LIMIT);
+        while self.pod_ips.iter().any(|ip| routes(*ip)) {
+            if Instant::now() >= deadline {
+                // e.g. its last endpoints: terminating ones serve when none is ready
+                tracing::debug!(pod = %self.key, "Services still send connections to the pod; stopping it anyway");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tracing::debug!(pod = %self.key, waited = ?started.elapsed(), "no Service sends new connections to the pod");
     }
 
     /// The pod is gone from the API (or its manifest from the static pod folder).

@@ -53,6 +53,7 @@ fn sync(proxier: &mut Proxier, cache: &mut Cache) -> String {
             (k, d)
         })
         .collect();
+    let changes = proxier.place(changes, false).unwrap();
     let (script, delta) = proxier.partial_script(&changes);
     // taken as programmed, as after a successful apply
     proxier.record(changes, delta);
@@ -84,13 +85,14 @@ fn cluster_ip_balances_over_ready_endpoints_only() {
             protocol: model::Protocol::Tcp,
         },
     );
+    let slots = format!("endpoint-slots-{}", super::full::slot_map(&chain));
     let expected = format!(
         "add chain inet t {chain}
-add rule inet t {chain} ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.42.0.0/16 jump mark-for-masquerade
-add rule inet t {chain} numgen random mod 2 == 0 meta l4proto tcp dnat ip to 10.42.0.5:8080
-add rule inet t {chain} meta l4proto tcp dnat ip to 10.42.0.7:8080
+add rule inet t {chain} meta l4proto tcp dnat ip to numgen random mod 2 offset 0 map @{slots}
 add element inet t cluster-ips {{ 10.96.0.10 }}
+add element inet t {slots} {{ 0 : 10.42.0.5 . 8080, 1 : 10.42.0.7 . 8080 }}
 add element inet t hairpin-ips {{ 10.42.0.5 . 10.42.0.5, 10.42.0.7 . 10.42.0.7 }}
+add element inet t masquerade-cluster-ips {{ 10.96.0.10 . tcp . 80 }}
 add element inet t service-ips {{ 10.96.0.10 . tcp . 80 : goto {chain} }}
 "
     );
@@ -100,7 +102,8 @@ add element inet t service-ips {{ 10.96.0.10 . tcp . 80 : goto {chain} }}
         "{chain}"
     );
 
-    // One endpoint turns not ready: only its rule and its hairpin element change.
+    // One endpoint turns not ready: the chain's one rule takes fresh slots, the old ones
+    // and the endpoint's hairpin element go.
     cache.upsert_slice(&slice(
         "web",
         "web-1",
@@ -115,9 +118,10 @@ add element inet t service-ips {{ 10.96.0.10 . tcp . 80 : goto {chain} }}
     let expected = format!(
         "add chain inet t {chain}
 flush chain inet t {chain}
-add rule inet t {chain} ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.42.0.0/16 jump mark-for-masquerade
-add rule inet t {chain} meta l4proto tcp dnat ip to 10.42.0.5:8080
+add rule inet t {chain} meta l4proto tcp dnat ip to numgen random mod 1 offset 2 map @{slots}
+delete element inet t {slots} {{ 0, 1 }}
 delete element inet t hairpin-ips {{ 10.42.0.7 . 10.42.0.7 }}
+add element inet t {slots} {{ 2 : 10.42.0.5 . 8080 }}
 "
     );
     assert_eq!(script, expected);
@@ -131,7 +135,9 @@ delete element inet t hairpin-ips {{ 10.42.0.7 . 10.42.0.7 }}
     let script = sync(&mut p, &mut cache);
     let expected = format!(
         "delete element inet t cluster-ips {{ 10.96.0.10 }}
+delete element inet t {slots} {{ 2 }}
 delete element inet t hairpin-ips {{ 10.42.0.5 . 10.42.0.5 }}
+delete element inet t masquerade-cluster-ips {{ 10.96.0.10 . tcp . 80 }}
 delete element inet t service-ips {{ 10.96.0.10 . tcp . 80 }}
 flush chain inet t {chain}
 delete chain inet t {chain}
@@ -155,7 +161,8 @@ fn terminating_endpoints_serve_only_when_none_is_ready() {
         ]),
     ));
     let script = sync(&mut p, &mut cache);
-    assert!(script.contains("dnat ip to 10.42.0.5:8080"), "{script}");
+    assert!(script.contains("dnat ip to numgen random mod 1 "), "{script}");
+    assert!(script.contains(" { 0 : 10.42.0.5 . 8080 }"), "{script}");
     assert!(!script.contains("10.42.0.6"), "{script}");
 }
 
@@ -252,7 +259,14 @@ fn external_traffic_policy_local_keeps_outside_traffic_on_this_node() {
         rules::port_chain("external", f, &name),
     );
     for line in [
-        format!("add rule inet t {local} meta l4proto tcp dnat ip to 10.42.0.5:8080"),
+        format!(
+            "add rule inet t {local} meta l4proto tcp dnat ip to numgen random mod 1 offset 0 map @endpoint-slots-{}",
+            super::full::slot_map(&local)
+        ),
+        format!(
+            "add element inet t endpoint-slots-{} {{ 0 : 10.42.0.5 . 8080 }}",
+            super::full::slot_map(&local)
+        ),
         format!("add rule inet t {ext} ip saddr 10.42.0.0/16 goto {svc}"),
         format!("add rule inet t {ext} fib saddr type local jump mark-for-masquerade"),
         format!("add rule inet t {ext} fib saddr type local goto {svc}"),
@@ -268,8 +282,8 @@ fn external_traffic_policy_local_keeps_outside_traffic_on_this_node() {
         );
     }
     assert!(
-        !script.contains(&format!("{local} numgen")),
-        "the local chain balances over local endpoints only:\n{script}"
+        script.contains(&format!("{svc} meta l4proto tcp dnat ip to numgen random mod 2 ")),
+        "the local chain balances over local endpoints only, the service chain over all:\n{script}"
     );
     // Cluster policy: outside traffic is masqueraded and may go anywhere.
     cache.upsert_service(&lb(false));
@@ -342,4 +356,57 @@ fn full_script_declares_the_table_and_replaces_it() {
         script.contains("add element inet t service-ips { 10.96.0.10 . tcp . 80 : goto service-"),
         "{script}"
     );
+}
+
+#[test]
+fn routes_follow_the_endpoints_new_connections_go_to() {
+    let mut cache = Cache::default();
+    let mut p = Proxier::new("t", config(), Nft::default());
+    let routes = p.routes.clone();
+    let (a, b): (IpAddr, IpAddr) = ("10.42.0.5".parse().unwrap(), "10.42.0.6".parse().unwrap());
+    cache.upsert_service(&web(json!({})));
+    // Two Services share endpoint a.
+    cache.upsert_service(&service(
+        json!({"metadata": {"namespace": "ns", "name": "other"},
+        "spec": {"clusterIP": "10.96.0.11", "clusterIPs": ["10.96.0.11"],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}),
+    ));
+    cache.upsert_slice(&slice(
+        "web",
+        "web-1",
+        8080,
+        json!([
+            ep("10.42.0.5", true, true, false, "n1"),
+            ep("10.42.0.6", true, true, false, "n1")
+        ]),
+    ));
+    cache.upsert_slice(&slice(
+        "other",
+        "other-1",
+        8080,
+        json!([ep("10.42.0.5", true, true, false, "n1")]),
+    ));
+    sync(&mut p, &mut cache);
+    assert!(routes.contains(a) && routes.contains(b));
+    // b terminates while a stays ready: no new connection goes to b.
+    cache.upsert_slice(&slice(
+        "web",
+        "web-1",
+        8080,
+        json!([
+            ep("10.42.0.5", true, true, false, "n1"),
+            ep("10.42.0.6", false, true, true, "n1")
+        ]),
+    ));
+    sync(&mut p, &mut cache);
+    assert!(routes.contains(a) && !routes.contains(b));
+    // a leaves web but other still sends to it.
+    cache.upsert_slice(&slice("web", "web-1", 8080, json!([])));
+    sync(&mut p, &mut cache);
+    assert!(routes.contains(a));
+    cache.remove_service(&service(
+        json!({"metadata": {"namespace": "ns", "name": "other"}}),
+    ));
+    sync(&mut p, &mut cache);
+    assert!(!routes.contains(a) && !routes.contains(b));
 }

@@ -126,6 +126,8 @@ pub struct NodeIdentity {
     pub default_pod_cidr: Option<String>,
     pub cluster_dns: Vec<IpAddr>,
     pub extra_labels: BTreeMap<String, String>,
+    /// Where this node's Service proxy sends new connections (shared with its kubelet).
+    pub proxy_routes: proxy::Routes,
 }
 
 /// The kubelet's configuration for a node whose files live under `data_dir`.
@@ -162,6 +164,7 @@ pub fn kubelet_config(
         node_labels,
         lease_renew_interval: Duration::from_secs(10),
         eviction: args.eviction_hard,
+        proxy_routes: Some(Arc::new(move |ip| node.proxy_routes.contains(ip))),
     })
 }
 
@@ -178,12 +181,19 @@ pub async fn run_proxy_forever(client: kube::Client, config: proxy::ProxyConfig)
 
 /// The service proxy of a node whose pods hang off `bridge`. Its nftables table is named after
 /// the bridge, so that several agents sharing a machine keep apart.
-pub fn proxy_config(node_name: &str, node_ip: IpAddr, cluster_cidr: &str, bridge: &str) -> proxy::ProxyConfig {
+pub fn proxy_config(
+    node_name: &str,
+    node_ip: IpAddr,
+    cluster_cidr: &str,
+    bridge: &str,
+    routes: proxy::Routes,
+) -> proxy::ProxyConfig {
     proxy::ProxyConfig {
         node_name: node_name.to_string(),
         node_ips: vec![node_ip],
         cluster_cidr: cluster_cidr.to_string(),
         table: proxy_table(bridge),
+        routes,
         ..Default::default()
     }
 }
@@ -307,6 +317,7 @@ async fn join(args: AgentArgs) -> anyhow::Result<()> {
         &[node_ip, IpAddr::V4(Ipv4Addr::LOCALHOST)],
     )?;
     let serving_tls = pki::kubelet_server_config(&cert, &key, &client_ca)?;
+    let proxy_routes = proxy::Routes::default();
     let config = kubelet_config(
         &args.data_dir,
         &args.kubelet,
@@ -317,13 +328,20 @@ async fn join(args: AgentArgs) -> anyhow::Result<()> {
             default_pod_cidr: None,
             cluster_dns,
             extra_labels: BTreeMap::new(),
+            proxy_routes: proxy_routes.clone(),
         },
     )?;
     tracing::info!(node = %node_name, %node_ip, server = %server, "joined the cluster; starting the kubelet");
     println!("rkube agent: node {node_name} joined {server}");
     let proxy = run_proxy_forever(
         client.clone(),
-        proxy_config(&node_name, node_ip, &args.cluster_cidr, &args.kubelet.cni_bridge),
+        proxy_config(
+            &node_name,
+            node_ip,
+            &args.cluster_cidr,
+            &args.kubelet.cni_bridge,
+            proxy_routes,
+        ),
     );
     let kubelet = run_kubelet_forever(client, config);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

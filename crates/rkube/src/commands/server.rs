@@ -522,6 +522,7 @@ async fn start_agent(
             .expect("--cluster-cidr was checked at start");
         format!("{}/24", cluster.network)
     });
+    let proxy_routes = proxy::Routes::default();
     let config = super::agent::kubelet_config(
         &args.data_dir,
         &args.kubelet,
@@ -536,12 +537,19 @@ async fn start_agent(
                 "true".to_string(),
             )]
             .into(),
+            proxy_routes: proxy_routes.clone(),
         },
     )?;
     tracing::info!(node = %node_name, %node_ip, port = args.kubelet.kubelet_port, "starting the node agent");
     tokio::spawn(super::agent::run_proxy_forever(
         client.clone(),
-        super::agent::proxy_config(&node_name, node_ip, &args.cluster_cidr, &args.kubelet.cni_bridge),
+        super::agent::proxy_config(
+            &node_name,
+            node_ip,
+            &args.cluster_cidr,
+            &args.kubelet.cni_bridge,
+            proxy_routes,
+        ),
     ));
     tokio::spawn(super::agent::run_kubelet_forever(client, config));
     Ok(())

@@ -1,0 +1,261 @@
+//! Placing balancers in the endpoint-slots maps, and the full sync as a reconciliation: the
+//! fixed part of the table through `nft`, then every Service's chains and elements in one
+//! netlink transaction that also removes what is no longer wanted. The table is never
+//! deleted, so traffic flows throughout, and session affinity state survives a restart.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt::Write as _;
+
+use super::{DesiredService, Proxier};
+use crate::model::ServiceKey;
+use crate::nft::NftError;
+use crate::rules::{self, Balancer, Element, SLOT_MAPS};
+
+/// The map a chain's balancer uses: spread by a hash of its name.
+pub(super) fn slot_map(chain: &str) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in chain.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h as usize % SLOT_MAPS
+}
+
+fn slot_map_name(b: &Balancer, map: usize) -> String {
+    b.family.set(&format!("endpoint-slots-{map}"))
+}
+
+/// The rule that ends a chain with its balancer's choice.
+fn balancer_rule(b: &Balancer, map: usize, first: u32) -> String {
+    format!(
+        "meta l4proto {} dnat {} to numgen random mod {} offset {first} map @{}",
+        b.protocol,
+        b.family.nft(),
+        b.targets.len(),
+        slot_map_name(b, map)
+    )
+}
+
+impl Proxier {
+    /// Give each balancer its slots (the ones it had when its choice is unchanged, else fresh
+    /// ones; all fresh when `fresh`), ending its chain with the rule and adding the slot
+    /// elements, so that the rest of the proxier sees plain chains and elements.
+    pub fn place(
+        &mut self,
+        changes: Vec<(ServiceKey, DesiredService)>,
+        fresh: bool,
+    ) -> Result<Vec<(ServiceKey, DesiredService)>, NftError> {
+        if fresh {
+            self.next_slot = 0;
+        }
+        let mut out = Vec::with_capacity(changes.len());
+        for (key, mut ports) in changes {
+            let old = if fresh {
+                None
+            } else {
+                self.programmed.get(&key)
+            };
+            for (name, r) in &mut ports {
+                let old_rules = old.and_then(|o| o.iter().find(|(n, _)| n == name).map(|p| &p.1));
+                for (chain, b) in &mut r.balancers {
+                    if b.placed.is_some() {
+                        continue;
+                    }
+                    let reuse = old_rules
+                        .and_then(|o| o.balancers.get(chain))
+                        .filter(|ob| ob.same_choice(b))
+                        .and_then(|ob| ob.placed);
+                    let (map, first) = match reuse {
+                        Some(p) => p,
+                        None => {
+                            let n = b.targets.len() as u32;
+                            let first = self.next_slot;
+                            self.next_slot =
+                                first.checked_add(n).ok_or(NftError::SlotsExhausted)?;
+                            (slot_map(chain), first)
+                        }
+                    };
+                    b.placed = Some((map, first));
+                    let set = slot_map_name(b, map);
+                    for (i, target) in b.targets.iter().enumerate() {
+                        r.elements.insert(Element {
+                            set: set.clone(),
+                            key: (first + i as u32).to_string(),
+                            value: Some(target.clone()),
+                        });
+                    }
+                    r.chains
+                        .entry(chain.clone())
+                        .or_default()
+                        .push(balancer_rule(b, map, first));
+                }
+            }
+            out.push((key, ports));
+        }
+        Ok(out)
+    }
+
+    /// The fixed part, made to exist as declared without touching the rest: chains and sets
+    /// are added if missing, base chains emptied and refilled, in one `nft` transaction.
+    pub fn base_script(&self) -> String {
+        let t = &self.table;
+        let decl = rules::base_declaration(t, &self.config);
+        let mut skeleton = String::new();
+        let mut flushes = String::new();
+        let mut in_chain = false;
+        for line in decl.lines() {
+            let trimmed = line.trim();
+            if let Some(name) = trimmed
+                .strip_prefix("chain ")
+                .and_then(|r| r.strip_suffix(" {"))
+            {
+                in_chain = true;
+                let _ = writeln!(flushes, "flush chain inet {t} {name}");
+                skeleton.push_str(line);
+                skeleton.push('\n');
+            } else if in_chain {
+                // keep only the hook declaration: rules come in the full declaration
+                if trimmed == "}" {
+                    in_chain = false;
+                    skeleton.push_str(line);
+                    skeleton.push('\n');
+                } else if trimmed.starts_with("type ") {
+                    skeleton.push_str(line);
+                    skeleton.push('\n');
+                }
+            } else if !trimmed.starts_with("add element") {
+                skeleton.push_str(line);
+                skeleton.push('\n');
+            }
+        }
+        // node addresses may have changed: the set is ours alone, refilled whole
+        let mut s = format!("add table inet {t}\n{skeleton}{flushes}");
+        for f in rules::Family::ALL {
+            let _ = writeln!(s, "flush set inet {t} {}", f.set("nodeport-ips"));
+        }
+        s.push_str(&decl);
+        s
+    }
+
+    /// Sets the fixed part declares (their elements belong to the Services, but nodeport-ips).
+    fn base_sets(&self) -> BTreeSet<String> {
+        rules::base_declaration(&self.table, &self.config)
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim();
+                l.strip_prefix("set ")
+                    .or_else(|| l.strip_prefix("map "))
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(String::from)
+            })
+            .collect()
+    }
+
+    fn base_chains(&self) -> HashSet<String> {
+        rules::base_declaration(&self.table, &self.config)
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix("chain ")
+                    .and_then(|r| r.strip_suffix(" {"))
+                    .map(String::from)
+            })
+            .collect()
+    }
+
+    /// The per-Service part of the table as one transaction: empty the Services' sets, write
+    /// every wanted chain and element, remove chains and sets nobody wants any more.
+    pub fn services_script(
+        &self,
+        desired: &[(ServiceKey, DesiredService)],
+        existing_chains: &[String],
+        existing_sets: &[String],
+    ) -> String {
+        let t = &self.table;
+        let mut s = String::with_capacity(desired.len() * 1024 + 4096);
+        let base_sets = self.base_sets();
+        let node_port_sets: HashSet<String> = rules::Family::ALL
+            .iter()
+            .map(|f| f.set("nodeport-ips"))
+            .collect();
+        for set in base_sets.iter().filter(|n| !node_port_sets.contains(*n)) {
+            let _ = writeln!(s, "flush set inet {t} {set}");
+        }
+        let existing: HashSet<&str> = existing_chains.iter().map(String::as_str).collect();
+        let base_chains = self.base_chains();
+        let mut wanted_chains: HashSet<&str> = HashSet::new();
+        let mut wanted_sets: HashSet<&str> = HashSet::new();
+        for (_, ports) in desired {
+            for (_, r) in ports {
+                wanted_chains.extend(r.chains.keys().map(String::as_str));
+                wanted_sets.extend(r.sets.keys().map(String::as_str));
+            }
+        }
+        let stale_chains: Vec<&str> = existing_chains
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !base_chains.contains(*c) && !wanted_chains.contains(c))
+            .collect();
+        for c in &stale_chains {
+            let _ = writeln!(s, "flush chain inet {t} {c}");
+        }
+        let mut elements: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        let mut seen: HashSet<&Element> = HashSet::new();
+        // every chain exists before a rule jumps to it
+        for (_, ports) in desired {
+            for (_, r) in ports {
+                for name in r.chains.keys() {
+                    let _ = writeln!(s, "add chain inet {t} {name}");
+                    if existing.contains(name.as_str()) {
+                        let _ = writeln!(s, "flush chain inet {t} {name}");
+                    }
+                }
+            }
+        }
+        for (_, ports) in desired {
+            for (_, r) in ports {
+                for (name, decl) in &r.sets {
+                    let _ = writeln!(s, "add set inet {t} {name} {{ {decl} }}");
+                }
+                for (name, body) in &r.chains {
+                    for rule in body {
+                        let _ = writeln!(s, "add rule inet {t} {name} {rule}");
+                    }
+                }
+                for e in &r.elements {
+                    if seen.insert(e) {
+                        elements.entry(&e.set).or_default().push(e.text());
+                    }
+                }
+            }
+        }
+        for (set, items) in elements {
+            for chunk in items.chunks(2000) {
+                let _ = writeln!(s, "add element inet {t} {set} {{ {} }}", chunk.join(", "));
+            }
+        }
+        for c in &stale_chains {
+            let _ = writeln!(s, "delete chain inet {t} {c}");
+        }
+        for set in existing_sets {
+            if !base_sets.contains(set) && !wanted_sets.contains(set.as_str()) {
+                let _ = writeln!(s, "delete set inet {t} {set}");
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_maps_spread_chains() {
+        let used: HashSet<usize> = (0..1000)
+            .map(|i| slot_map(&format!("service-{i}")))
+            .collect();
+        assert!(used.len() > SLOT_MAPS / 2, "{used:?}");
+        assert!(used.iter().all(|m| *m < SLOT_MAPS));
+    }
+}
