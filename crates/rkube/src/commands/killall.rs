@@ -80,10 +80,10 @@ async fn killall(args: KillallArgs) -> anyhow::Result<()> {
         failures.push(format!("removing cgroup {}: {e}", args.cgroup_root));
     }
     // A test agent's cgroup root is nested one level down (`/rkube-test-N/kubepods`).
-    if let Some(parent) = Path::new(&args.cgroup_root).parent() {
-        if parent != Path::new("/") {
-            let _ = runtime::cgroups::remove_pod_cgroup(&parent.to_string_lossy());
-        }
+    if let Some(parent) = Path::new(&args.cgroup_root).parent()
+        && parent != Path::new("/")
+    {
+        let _ = runtime::cgroups::remove_pod_cgroup(&parent.to_string_lossy());
     }
     let _ = std::process::Command::new("nft")
         .args([
@@ -168,10 +168,10 @@ fn kill_processes_mentioning(root: &Path) {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
-        if String::from_utf8_lossy(&cmdline).contains(&needle) {
-            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
+        if String::from_utf8_lossy(&cmdline).contains(&needle)
+            && let Some(pid) = rustix::process::Pid::from_raw(pid as i32)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
 }
