@@ -813,14 +813,24 @@ spec:
         || {
             let table = c.nft_table();
             eps.iter()
-                .all(|(ip, _)| table.contains(&format!("{ip}:8080")))
+                // A `dnat to ip:port` rule, or an element of the service's endpoint map.
+                .all(|(ip, _)| {
+                    table.contains(&format!("{ip}:8080")) || table.contains(&format!("{ip} . 8080"))
+                })
                 .then_some(())
         },
     );
     let table = c.nft_table();
+    // One dispatch entry for the ClusterIP and one chain for the Service's port.
+    assert_eq!(
+        table.matches(&format!("{cluster_ip} . tcp . 80 :")).count(),
+        1,
+        "the Service's dispatch entry is there more than once or not at all:\n{table}"
+    );
     assert_eq!(
         table
-            .matches(&format!("ip daddr {cluster_ip} tcp dport 80 ip saddr"))
+            .lines()
+            .filter(|l| l.trim_start().starts_with("chain service-") && l.contains("/steady/tcp/"))
             .count(),
         1,
         "the Service's chain is there more than once or not at all:\n{table}"
