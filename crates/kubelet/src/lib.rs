@@ -105,10 +105,13 @@ impl std::str::FromStr for EvictionThresholds {
                 .ok_or_else(|| format!("eviction threshold {part:?}: expected SIGNAL<VALUE"))?;
             match signal.trim() {
                 "memory.available" => {
-                    thresholds.memory_available_bytes = api::validation::parse_quantity(value.trim())
-                        .ok()
-                        .and_then(|q| u64::try_from(q.value()).ok())
-                        .ok_or_else(|| format!("eviction threshold {part:?}: invalid quantity"))?;
+                    thresholds.memory_available_bytes =
+                        api::validation::parse_quantity(value.trim())
+                            .ok()
+                            .and_then(|q| u64::try_from(q.value()).ok())
+                            .ok_or_else(|| {
+                                format!("eviction threshold {part:?}: invalid quantity")
+                            })?;
                 }
                 "nodefs.available" => {
                     let percent = value
@@ -201,13 +204,18 @@ pub async fn run(client: kube::Client, config: KubeletConfig) -> anyhow::Result<
         while pod_cidr_rx.changed().await.is_ok() {
             let cidr = pod_cidr_rx.borrow_and_update().clone();
             if let Some(cidr) = cidr
-                && let Err(e) = network_sandboxes.configure(&cidr) {
-                    tracing::error!(%cidr, error = %e, "writing the CNI configuration");
-                }
+                && let Err(e) = network_sandboxes.configure(&cidr)
+            {
+                tracing::error!(%cidr, error = %e, "writing the CNI configuration");
+            }
         }
     });
     let mut node = tokio::spawn(node::run(client.clone(), config.clone(), pod_cidr_tx));
-    let mut serving = tokio::spawn(server::serve(listener, config.serving_tls.clone(), streaming));
+    let mut serving = tokio::spawn(server::serve(
+        listener,
+        config.serving_tls.clone(),
+        streaming,
+    ));
     let mut routes = tokio::spawn(network::run_routes(
         client.clone(),
         config.node_name.clone(),
@@ -239,12 +247,22 @@ mod eviction_tests {
 
     #[test]
     fn eviction_thresholds_parse_as_upstream_writes_them() {
-        let t: EvictionThresholds = "memory.available<200Mi,nodefs.available<5%".parse().unwrap();
+        let t: EvictionThresholds = "memory.available<200Mi,nodefs.available<5%"
+            .parse()
+            .unwrap();
         assert_eq!(t.memory_available_bytes, 200 * 1024 * 1024);
         assert_eq!(t.nodefs_available_percent, 5);
         let t: EvictionThresholds = "nodefs.available<1%".parse().unwrap();
         assert_eq!(t.memory_available_bytes, 100 * 1024 * 1024);
-        assert!("imagefs.available<5%".parse::<EvictionThresholds>().is_err());
-        assert!("nodefs.available<5Gi".parse::<EvictionThresholds>().is_err());
+        assert!(
+            "imagefs.available<5%"
+                .parse::<EvictionThresholds>()
+                .is_err()
+        );
+        assert!(
+            "nodefs.available<5Gi"
+                .parse::<EvictionThresholds>()
+                .is_err()
+        );
     }
 }

@@ -454,13 +454,21 @@ mod tests {
             node("b", &["10.42.1.0/24"], &[("InternalIP", "10.0.0.2")]),
         ];
         let script = masquerade_script("cni0", "a", &nodes);
-        assert!(script.starts_with("table ip rkube-masq-cni0 {}\ndelete table ip rkube-masq-cni0\n"));
-        assert!(script.contains("elements = { 10.42.0.0/24, 10.42.1.0/24 }"), "{script}");
+        assert!(
+            script.starts_with("table ip rkube-masq-cni0 {}\ndelete table ip rkube-masq-cni0\n")
+        );
+        assert!(
+            script.contains("elements = { 10.42.0.0/24, 10.42.1.0/24 }"),
+            "{script}"
+        );
         assert!(
             script.contains("ip saddr { 10.42.0.0/24 } ip daddr != @pod-cidrs"),
             "{script}"
         );
-        assert!(script.contains("oifname != \"cni0\" masquerade"), "{script}");
+        assert!(
+            script.contains("oifname != \"cni0\" masquerade"),
+            "{script}"
+        );
         // Without a pod CIDR of our own there is nothing to masquerade yet: the table goes.
         let script = masquerade_script("cni0", "c", &nodes);
         assert!(!script.contains("masquerade"), "{script}");

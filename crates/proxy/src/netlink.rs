@@ -106,7 +106,7 @@ impl Batch {
     /// Start a message: header and nfgenmsg; returns its offset for [`Batch::end`].
     fn begin(&mut self, kind: u16, flags: u16, family: u8) -> usize {
         let at = self.buf.len();
-        let (msg_type, res_id) = if kind >= NFNL_MSG_BATCH_BEGIN && kind <= NFNL_MSG_BATCH_END {
+        let (msg_type, res_id) = if (NFNL_MSG_BATCH_BEGIN..=NFNL_MSG_BATCH_END).contains(&kind) {
             (kind, NFNL_SUBSYS_NFTABLES)
         } else {
             ((NFNL_SUBSYS_NFTABLES << 8) | kind, 0)
@@ -431,12 +431,7 @@ fn rule_exprs(rule: &str) -> Option<Vec<Expr>> {
                 need_family(&mut out, f);
                 out.push(payload(1, if f == NFPROTO_IPV4 { 12 } else { 8 }, alen));
                 // NFTA_DYNSET_SET_NAME, _OP (1: update), _SREG_KEY
-                out.push(
-                    Expr::new("dynset")
-                        .str(1, set)
-                        .u32(3, 1)
-                        .u32(4, NFT_REG_1),
-                );
+                out.push(Expr::new("dynset").str(1, set).u32(3, 1).u32(4, NFT_REG_1));
                 i += 6;
             }
             "dnat" => {
@@ -553,13 +548,19 @@ fn element(buf: &mut Vec<u8>, set: &str, item: &str, with_data: bool) -> Option<
         match words.as_slice() {
             [kind @ ("goto" | "jump"), chain] => {
                 let vd = buf.nest_begin(2); // NFTA_DATA_VERDICT
-                buf.u32_attr(1, (if *kind == "goto" { NFT_GOTO } else { NFT_JUMP }) as u32);
+                buf.u32_attr(
+                    1,
+                    (if *kind == "goto" { NFT_GOTO } else { NFT_JUMP }) as u32,
+                );
                 buf.str_attr(2, chain);
                 buf.nest_end(vd);
             }
             [code @ ("drop" | "accept")] => {
                 let vd = buf.nest_begin(2);
-                buf.u32_attr(1, (if *code == "drop" { NF_DROP } else { NF_ACCEPT }) as u32);
+                buf.u32_attr(
+                    1,
+                    (if *code == "drop" { NF_DROP } else { NF_ACCEPT }) as u32,
+                );
                 buf.nest_end(vd);
             }
             _ => buf.attr(1, &encode_fields(v, false)?),
@@ -665,7 +666,10 @@ fn encode_script(script: &str, seq: u32) -> Result<Batch, NetlinkError> {
                 b.end(at);
             }
             ("add", "set") => {
-                let decl = tail.trim().strip_prefix('{').and_then(|d| d.strip_suffix('}'));
+                let decl = tail
+                    .trim()
+                    .strip_prefix('{')
+                    .and_then(|d| d.strip_suffix('}'));
                 let at = b.command(NFT_MSG_NEWSET, NLM_F_CREATE, n);
                 b.buf.str_attr(1, table); // NFTA_SET_TABLE
                 b.buf.str_attr(2, name); // NFTA_SET_NAME
@@ -841,7 +845,10 @@ impl Netlink {
                     NLMSG_DONE => return Ok(names),
                     NLMSG_ERROR => {
                         let code = i32::from_ne_bytes(
-                            payload.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]),
+                            payload
+                                .get(..4)
+                                .and_then(|b| b.try_into().ok())
+                                .unwrap_or([0; 4]),
                         );
                         if code == -(Errno::NOENT.raw_os_error()) {
                             return Ok(Vec::new());
@@ -966,7 +973,11 @@ mod tests {
         ] {
             assert!(rule_exprs(rule).is_some(), "{rule}");
         }
-        for rule in ["counter", "ip saddr 10.0.0.1/33 drop", "ct state new accept"] {
+        for rule in [
+            "counter",
+            "ip saddr 10.0.0.1/33 drop",
+            "ct state new accept",
+        ] {
             assert!(rule_exprs(rule).is_none(), "{rule}");
         }
         // a prefix that is not byte-aligned is masked

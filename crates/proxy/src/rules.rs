@@ -144,8 +144,7 @@ impl Balancer {
 impl ServiceRules {
     pub fn rule_count(&self) -> usize {
         let placed = self.balancers.values().filter(|b| b.placed.is_some());
-        self.chains.values().map(Vec::len).sum::<usize>() + self.balancers.len()
-            - placed.count()
+        self.chains.values().map(Vec::len).sum::<usize>() + self.balancers.len() - placed.count()
     }
 }
 

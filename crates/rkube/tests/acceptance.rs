@@ -80,7 +80,12 @@ impl Registry {
 
     fn answers(&self) -> bool {
         Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", &format!("http://{}/v2/", self.addr)])
+            .args([
+                "-sf",
+                "-o",
+                "/dev/null",
+                &format!("http://{}/v2/", self.addr),
+            ])
             .status()
             .is_ok_and(|s| s.success())
     }

@@ -292,18 +292,30 @@ async fn pods_get_addresses_reach_each_other_and_host_ports() {
     assert!(nat.contains("--dport 18080"), "{nat}");
 
     // Remove: the address is released, the rules go, nothing stays mounted or on disk.
-    assert_eq!(masquerade_chains(), 0, "the node agent masquerades; the bridge plugin makes no chains");
+    assert_eq!(
+        masquerade_chains(),
+        0,
+        "the node agent masquerades; the bridge plugin makes no chains"
+    );
     m.remove("uid-web").await.unwrap();
     m.remove("uid-web").await.unwrap();
     assert_eq!(m.get("uid-web").unwrap(), None);
     assert!(!host.root().join("uid-web").exists());
     assert_eq!(host.allocated_ips(), [b.ips[0]]);
     assert!(!run("iptables", &["-w", "-t", "nat", "-S"]).contains("--dport 18080"));
-    assert_eq!(masquerade_chains(), 0, "the node agent masquerades; the bridge plugin makes no chains");
+    assert_eq!(
+        masquerade_chains(),
+        0,
+        "the node agent masquerades; the bridge plugin makes no chains"
+    );
     assert!(!ping(&netns_b, &ip_a), "pod a's address is gone");
     m.remove("uid-client").await.unwrap();
     assert!(host.allocated_ips().is_empty());
-    assert_eq!(masquerade_chains(), 0, "the node agent masquerades; the bridge plugin makes no chains");
+    assert_eq!(
+        masquerade_chains(),
+        0,
+        "the node agent masquerades; the bridge plugin makes no chains"
+    );
     assert!(m.list().unwrap().is_empty());
     let root = std::fs::canonicalize(host.root()).unwrap();
     assert_eq!(
@@ -351,7 +363,11 @@ async fn addresses_are_released_and_reused_and_a_failed_add_leaves_nothing() {
     }
     assert!(!host.root().join("uid-full").exists());
     assert_eq!(m.get("uid-full").unwrap(), None);
-    assert_eq!(masquerade_chains(), 0, "the node agent masquerades; the bridge plugin makes no chains");
+    assert_eq!(
+        masquerade_chains(),
+        0,
+        "the node agent masquerades; the bridge plugin makes no chains"
+    );
 
     // Removing one frees its address for the next pod.
     let freed = sandboxes[2].ips[0];
@@ -363,7 +379,11 @@ async fn addresses_are_released_and_reused_and_a_failed_add_leaves_nothing() {
         m.remove(&s.pod_uid).await.unwrap();
     }
     assert!(host.allocated_ips().is_empty());
-    assert_eq!(masquerade_chains(), 0, "the node agent masquerades; the bridge plugin makes no chains");
+    assert_eq!(
+        masquerade_chains(),
+        0,
+        "the node agent masquerades; the bridge plugin makes no chains"
+    );
     assert_eq!(mounts_under(host.dir.path()).len(), 1);
 }
 
@@ -389,7 +409,11 @@ async fn a_sandbox_whose_namespaces_are_gone_is_replaced_and_removable() {
     // create replaces it (releasing the old address first).
     let second = m.create(&spec("uid-a", "a")).await.unwrap();
     assert_eq!(host.allocated_ips(), second.ips);
-    assert_eq!(masquerade_chains(), 0, "the node agent masquerades; the bridge plugin makes no chains");
+    assert_eq!(
+        masquerade_chains(),
+        0,
+        "the node agent masquerades; the bridge plugin makes no chains"
+    );
     assert!(in_netns(
         second.netns.as_ref().unwrap(),
         &["busybox", "ping", "-c1", "-W2", "10.77.7.1"]
@@ -403,7 +427,11 @@ async fn a_sandbox_whose_namespaces_are_gone_is_replaced_and_removable() {
     .unwrap();
     m.remove("uid-a").await.unwrap();
     assert!(host.allocated_ips().is_empty());
-    assert_eq!(masquerade_chains(), 0, "the node agent masquerades; the bridge plugin makes no chains");
+    assert_eq!(
+        masquerade_chains(),
+        0,
+        "the node agent masquerades; the bridge plugin makes no chains"
+    );
     assert!(!host.root().join("uid-a").exists());
 }
 

@@ -185,7 +185,10 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
                 .await
                 .map_err(|e| fail(format!("dnsmasq: {e}")))?;
             check(&dnsmasq.version, &report)?;
-            Some((format!("{}, same names and client", dnsmasq.version), report))
+            Some((
+                format!("{}, same names and client", dnsmasq.version),
+                report,
+            ))
         }
         None => {
             eprintln!(

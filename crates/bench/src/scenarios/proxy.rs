@@ -467,8 +467,7 @@ mod tests {
         // The nodeports jump is KUBE-SERVICES' last rule.
         let last = script
             .lines()
-            .filter(|l| l.starts_with("-A KUBE-SERVICES"))
-            .next_back()
+            .rfind(|l| l.starts_with("-A KUBE-SERVICES"))
             .unwrap();
         assert!(last.ends_with("-j KUBE-NODEPORTS"), "{last}");
         assert_eq!(script.matches("COMMIT").count(), 2);

@@ -280,9 +280,10 @@ pub async fn run(ctx: Arc<PodContext>) -> anyhow::Result<()> {
             }
             Ok(Event::Delete(pod)) => {
                 if let Some(uid) = &pod.metadata.uid
-                    && !is_mirror(&pod) {
-                        ctx.workers.remove(uid);
-                    }
+                    && !is_mirror(&pod)
+                {
+                    ctx.workers.remove(uid);
+                }
             }
             Err(e) => tracing::warn!(error = %e, "watching this node's pods"),
         }
@@ -301,9 +302,9 @@ async fn cleanup_orphans(ctx: &PodContext, keep: &HashSet<String>, sandboxes: Ve
                 .runtime
                 .stop_container(&c.id, Duration::from_secs(2))
                 .await
-            {
-                tracing::warn!(id = %c.id, error = %e, "stopping an orphaned container");
-            }
+        {
+            tracing::warn!(id = %c.id, error = %e, "stopping an orphaned container");
+        }
         if let Err(e) = ctx.runtime.remove_container(&c.id).await {
             tracing::warn!(id = %c.id, error = %e, "removing an orphaned container");
         }

@@ -161,7 +161,10 @@ fn terminating_endpoints_serve_only_when_none_is_ready() {
         ]),
     ));
     let script = sync(&mut p, &mut cache);
-    assert!(script.contains("dnat ip to numgen random mod 1 "), "{script}");
+    assert!(
+        script.contains("dnat ip to numgen random mod 1 "),
+        "{script}"
+    );
     assert!(script.contains(" { 0 : 10.42.0.5 . 8080 }"), "{script}");
     assert!(!script.contains("10.42.0.6"), "{script}");
 }
@@ -282,7 +285,9 @@ fn external_traffic_policy_local_keeps_outside_traffic_on_this_node() {
         );
     }
     assert!(
-        script.contains(&format!("{svc} meta l4proto tcp dnat ip to numgen random mod 2 ")),
+        script.contains(&format!(
+            "{svc} meta l4proto tcp dnat ip to numgen random mod 2 "
+        )),
         "the local chain balances over local endpoints only, the service chain over all:\n{script}"
     );
     // Cluster policy: outside traffic is masqueraded and may go anywhere.

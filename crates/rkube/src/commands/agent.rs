@@ -176,7 +176,10 @@ pub async fn run_kubelet_forever(client: kube::Client, config: kubelet::KubeletC
 
 /// The node's service proxy, restarted like the kubelet when it fails.
 pub async fn run_proxy_forever(client: kube::Client, config: proxy::ProxyConfig) {
-    run_forever("service proxy", || proxy::run(client.clone(), config.clone())).await
+    run_forever("service proxy", || {
+        proxy::run(client.clone(), config.clone())
+    })
+    .await
 }
 
 /// The service proxy of a node whose pods hang off `bridge`. Its nftables table is named after

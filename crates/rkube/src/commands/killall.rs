@@ -38,13 +38,14 @@ async fn killall(args: KillallArgs) -> anyhow::Result<()> {
     let root = args.data_dir.join("agent");
     let mut failures = Vec::new();
     if root.join("containers").exists() {
-        let runtime = runtime::container::ContainerRuntime::new(runtime::container::RuntimeConfig {
-            root: root.join("containers"),
-            runc: args.runc.clone(),
-            runc_root: root.join("runc"),
-            shim_exe: std::env::current_exe()?,
-            cgroup_root: args.cgroup_root.clone(),
-        })?;
+        let runtime =
+            runtime::container::ContainerRuntime::new(runtime::container::RuntimeConfig {
+                root: root.join("containers"),
+                runc: args.runc.clone(),
+                runc_root: root.join("runc"),
+                shim_exe: std::env::current_exe()?,
+                cgroup_root: args.cgroup_root.clone(),
+            })?;
         for container in runtime.list_containers().await? {
             let id = &container.id;
             if let Err(e) = runtime.stop_container(id, Duration::ZERO).await {
@@ -67,7 +68,10 @@ async fn killall(args: KillallArgs) -> anyhow::Result<()> {
         })?;
         for sandbox in sandboxes.list()? {
             if let Err(e) = sandboxes.remove(&sandbox.pod_uid).await {
-                failures.push(format!("removing the sandbox of pod {}: {e}", sandbox.pod_uid));
+                failures.push(format!(
+                    "removing the sandbox of pod {}: {e}",
+                    sandbox.pod_uid
+                ));
             }
         }
     }
@@ -111,14 +115,17 @@ async fn killall(args: KillallArgs) -> anyhow::Result<()> {
         println!("stopped every container and removed the node's sandboxes, mounts and cgroups");
         Ok(())
     } else {
-        anyhow::bail!("killall left some things behind:\n  {}", failures.join("\n  "))
+        anyhow::bail!(
+            "killall left some things behind:\n  {}",
+            failures.join("\n  ")
+        )
     }
 }
 
 /// Mount points at or below `root`, deepest first (so nested mounts go before their parents).
 fn mounts_under(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .context("reading /proc/self/mountinfo")?;
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     let mut mounts: Vec<PathBuf> = mountinfo
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
@@ -159,7 +166,11 @@ fn kill_processes_mentioning(root: &Path) {
         return;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == me {

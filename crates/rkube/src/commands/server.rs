@@ -118,7 +118,10 @@ fn parse_ip_pool(s: &str) -> Result<Vec<IpAddr>, String> {
             let size = 1u32 << (32 - bits);
             pool.extend((0..size).map(|i| IpAddr::V4(Ipv4Addr::from(base + i))));
         } else {
-            pool.push(part.parse().map_err(|_| format!("invalid address {part:?}"))?);
+            pool.push(
+                part.parse()
+                    .map_err(|_| format!("invalid address {part:?}"))?,
+            );
         }
     }
     if pool.is_empty() {
@@ -563,7 +566,16 @@ mod tests {
     fn ip_pools_expand_cidrs_and_keep_single_addresses() {
         let pool = parse_ip_pool("192.168.1.9, 10.0.0.4/30").unwrap();
         let pool: Vec<String> = pool.iter().map(ToString::to_string).collect();
-        assert_eq!(pool, ["192.168.1.9", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.7"]);
+        assert_eq!(
+            pool,
+            [
+                "192.168.1.9",
+                "10.0.0.4",
+                "10.0.0.5",
+                "10.0.0.6",
+                "10.0.0.7"
+            ]
+        );
         assert!(parse_ip_pool("10.0.0.0/8").is_err());
         assert!(parse_ip_pool("nope").is_err());
         assert!(parse_ip_pool("").is_err());

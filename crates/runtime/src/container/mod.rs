@@ -757,7 +757,8 @@ fn signal_number(signal: &str) -> Option<u32> {
 mod stop_signal_tests {
     use super::*;
 
-    const HTTPD_AS_INIT: &str = "Name:\thttpd\nNSpid:\t4242\t1\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000000001\n";
+    const HTTPD_AS_INIT: &str =
+        "Name:\thttpd\nNSpid:\t4242\t1\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000000001\n";
     const SHELL_WITH_TRAP: &str = "Name:\tsh\nNSpid:\t4243\t1\nSigCgt:\t0000000000004002\n";
     const HOST_PID: &str = "Name:\thttpd\nNSpid:\t4244\nSigCgt:\t0000000000000000\n";
 
