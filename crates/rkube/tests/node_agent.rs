@@ -10,7 +10,7 @@ mod support;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -560,81 +560,9 @@ fn agent_restart_keeps_containers_and_a_reboot_recreates_pods() {
     }
 }
 
-/// A docker-registry of the test's own on a free loopback port, killed on drop.
-struct Registry {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let addr = format!("127.0.0.1:{}", testing::free_port());
-        let config = dir.path().join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("write registry config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry (scripts/install-deps.sh installs it)");
-        let registry = Registry {
-            child,
-            addr,
-            _dir: dir,
-        };
-        eventually(Duration::from_secs(20), "docker-registry to answer", || {
-            Command::new("curl")
-                .args([
-                    "-sf",
-                    "-o",
-                    "/dev/null",
-                    &format!("http://{}/v2/", registry.addr),
-                ])
-                .status()
-                .is_ok_and(|s| s.success())
-                .then_some(())
-        });
-        registry
-    }
-
-    /// Push the busybox image built offline as `<repository>:<tag>`.
-    fn push_busybox(&self, repository: &str, tag: &str) {
-        let work = tempfile::tempdir().expect("temp dir");
-        let layout = support::busybox_layout(work.path());
-        let out = Command::new("skopeo")
-            .args(["copy", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:img", layout.display()))
-            .arg(format!("docker://{}/{repository}:{tag}", self.addr))
-            .output()
-            .expect("run skopeo");
-        assert!(
-            out.status.success(),
-            "skopeo copy failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn bad_specs_get_upstream_reasons_and_the_node_keeps_working() {
-    let registry = Registry::start();
+    let registry = support::Registry::start();
     registry.push_busybox("library/busybox", "1.36");
     let mirror = format!(
         "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{}\"\n",

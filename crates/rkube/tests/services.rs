@@ -12,7 +12,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -56,68 +56,11 @@ fn acceptance_dir() -> PathBuf {
         .unwrap_or_else(|| support::seed_manifests().join(".."))
 }
 
-/// A docker-registry of the test's own on a free loopback port, killed on drop.
-struct Registry {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let addr = format!("127.0.0.1:{}", testing::free_port());
-        let config = dir.path().join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("write registry config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let registry = Registry {
-            child,
-            addr,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !Command::new("curl")
-            .args([
-                "-sf",
-                "-o",
-                "/dev/null",
-                &format!("http://{}/v2/", registry.addr),
-            ])
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        registry
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One test cluster: `rkube server` with its node agent, pulling from a registry of its own.
 struct Cluster {
     // Field order is drop order: the server (and its containers) before the registry.
     server: Server,
-    _registry: Registry,
+    _registry: support::Registry,
     node: String,
 }
 
@@ -127,7 +70,7 @@ impl Cluster {
     }
 
     fn start_with(extra: &[&str]) -> Cluster {
-        let registry = Registry::start();
+        let registry = support::Registry::start();
         let work = tempfile::tempdir().expect("temp dir");
         let built = Command::new("bash")
             .arg(acceptance_dir().join("images.sh"))
