@@ -33,8 +33,10 @@ pub struct CachedObject {
     /// Storage-version JSON with `metadata.resourceVersion` set.
     pub json: Bytes,
     pub mod_revision: Revision,
-    pub labels: Map<String, Value>,
-    pub fields: FieldSet,
+    /// Shared with the object's previous version while they are the same (a node's heartbeats
+    /// change neither), so the event window holds them once.
+    pub labels: Arc<Map<String, Value>>,
+    pub fields: Arc<FieldSet>,
 }
 
 impl CachedObject {
@@ -78,8 +80,18 @@ impl CachedObject {
             key: key.into(),
             json,
             mod_revision: revision,
-            labels,
-            fields,
+            labels: Arc::new(labels),
+            fields: Arc::new(fields),
+        }
+    }
+
+    /// Take `prev`'s selector data where it is equal to this version's.
+    fn share_unchanged(&mut self, prev: &CachedObject) {
+        if prev.labels == self.labels {
+            self.labels = prev.labels.clone();
+        }
+        if prev.fields == self.fields {
+            self.fields = prev.fields.clone();
         }
     }
 
@@ -113,6 +125,27 @@ pub struct WatchEvent {
     pub object: Arc<CachedObject>,
     pub prev: Option<Arc<CachedObject>>,
     pub revision: Revision,
+    /// The event's JSON watch line for each type a watcher may see it as (selectors turn
+    /// modifications into additions and deletions), made by the first watcher that sends it
+    /// and shared by every other: one copy of the object per event, not one per watcher.
+    pub lines: [std::sync::OnceLock<Bytes>; 3],
+}
+
+impl WatchEvent {
+    fn new(
+        kind: EventType,
+        object: Arc<CachedObject>,
+        prev: Option<Arc<CachedObject>>,
+        revision: Revision,
+    ) -> WatchEvent {
+        WatchEvent {
+            kind,
+            object,
+            prev,
+            revision,
+            lines: Default::default(),
+        }
+    }
 }
 
 struct ResourceCache {
@@ -269,12 +302,12 @@ impl Cache {
             for old in gone {
                 rc.objects.remove(&old.key);
                 let object = Arc::new(restamp(rc.resource, &old, revision));
-                rc.push(Arc::new(WatchEvent {
-                    kind: EventType::Deleted,
+                rc.push(Arc::new(WatchEvent::new(
+                    EventType::Deleted,
                     object,
-                    prev: Some(old),
+                    Some(old),
                     revision,
-                }));
+                )));
             }
             for (key, kv) in current {
                 let prev = rc.objects.get(key).cloned();
@@ -295,12 +328,12 @@ impl Cache {
                     } else {
                         EventType::Added
                     };
-                    rc.push(Arc::new(WatchEvent {
+                    rc.push(Arc::new(WatchEvent::new(
                         kind,
                         object,
                         prev,
-                        revision: kv.mod_revision,
-                    }));
+                        kv.mod_revision,
+                    )));
                 }
             }
         }
@@ -321,11 +354,14 @@ impl Cache {
         let prev = rc.objects.get(event.kv.key.as_str()).cloned();
         match event.kind {
             EventKind::Put => {
-                let Some(obj) =
+                let Some(mut obj) =
                     CachedObject::from_store(resource, &event.kv.key, &event.kv.value, revision)
                 else {
                     return;
                 };
+                if let Some(prev) = &prev {
+                    obj.share_unchanged(prev);
+                }
                 let object = Arc::new(obj);
                 rc.objects
                     .insert(event.kv.key.as_str().into(), object.clone());
@@ -334,23 +370,18 @@ impl Cache {
                 } else {
                     EventType::Added
                 };
-                rc.push(Arc::new(WatchEvent {
-                    kind,
-                    object,
-                    prev,
-                    revision,
-                }));
+                rc.push(Arc::new(WatchEvent::new(kind, object, prev, revision)));
             }
             EventKind::Delete => {
                 let Some(prev) = prev else { return };
                 rc.objects.remove(event.kv.key.as_str());
                 let object = Arc::new(restamp(resource, &prev, revision));
-                rc.push(Arc::new(WatchEvent {
-                    kind: EventType::Deleted,
+                rc.push(Arc::new(WatchEvent::new(
+                    EventType::Deleted,
                     object,
-                    prev: Some(prev),
+                    Some(prev),
                     revision,
-                }));
+                )));
             }
         }
     }

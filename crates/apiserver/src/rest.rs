@@ -471,7 +471,7 @@ impl Filter {
     }
 
     fn matches(&self, obj: &CachedObject) -> bool {
-        self.labels.as_ref().is_none_or(|s| s.matches(&obj.labels))
+        self.labels.as_ref().is_none_or(|s| s.matches(&*obj.labels))
             && self.fields.as_ref().is_none_or(|s| s.matches(&obj.fields))
     }
 }
@@ -713,6 +713,34 @@ async fn watch(ctx: &Ctx<'_>) -> ApiResult<Response<Body>> {
     Ok(response)
 }
 
+/// `{"metadata": …}` of a cached object: a metadata-only watch (the garbage collector's, of
+/// every resource) need not build a tree of the whole object for every event.
+fn metadata_only(obj: &CachedObject) -> ApiResult<Value> {
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        #[serde(default)]
+        metadata: Option<Value>,
+    }
+    let parsed: Metadata =
+        serde_json::from_slice(&obj.json).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut out = serde_json::Map::with_capacity(1);
+    if let Some(metadata) = parsed.metadata {
+        out.insert("metadata".into(), metadata);
+    }
+    Ok(Value::Object(out))
+}
+
+/// `{"type":…,"object":…}` and a newline.
+fn json_event_line(kind: EventType, json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(json.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
+}
+
 fn prefix_matches(obj: &CachedObject, prefix: &str) -> bool {
     obj.key.starts_with(prefix)
 }
@@ -733,16 +761,7 @@ impl EventEncoder {
 
     fn object_line(&self, kind: EventType, obj: &CachedObject) -> ApiResult<Bytes> {
         match self.format {
-            Format::Json => {
-                let json = served_json(self.resource, obj)?;
-                let mut out = Vec::with_capacity(json.len() + 32);
-                out.extend_from_slice(b"{\"type\":\"");
-                out.extend_from_slice(kind.as_str().as_bytes());
-                out.extend_from_slice(b"\",\"object\":");
-                out.extend_from_slice(&json);
-                out.extend_from_slice(b"}\n");
-                Ok(Bytes::from(out))
-            }
+            Format::Json => Ok(json_event_line(kind, &served_json(self.resource, obj)?)),
             Format::Table(include) => {
                 let value = to_served(self.resource, obj.value())?;
                 let rv = value
@@ -766,7 +785,7 @@ impl EventEncoder {
             }
             Format::PartialMetadata => Ok(self.line(
                 kind.as_str(),
-                &api::table::partial_object_metadata(&obj.value()),
+                &api::table::partial_object_metadata(&metadata_only(obj)?),
             )),
         }
     }
@@ -787,6 +806,11 @@ impl EventEncoder {
             EventType::Modified if before => EventType::Deleted,
             _ => return None,
         };
+        if matches!(self.format, Format::Json) && self.resource.storage_version {
+            let line = event.lines[kind as usize]
+                .get_or_init(|| json_event_line(kind, &event.object.json));
+            return Some(line.clone());
+        }
         self.object_line(kind, &event.object).ok()
     }
 

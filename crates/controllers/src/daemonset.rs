@@ -130,41 +130,34 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             futures::future::ready(())
         })
     };
-    let (nodes, node_writer) = reflector::store();
+    // Nodes from the controllers' shared cache.
+    let node_informer = ctx.informers.nodes();
+    let nodes = node_informer.store().await;
     let node_driver = {
         let queue = queue.clone();
         let sets = sets.clone();
         // Heartbeats change nodes all the time; only what decides placement queues the sets.
         let mut seen: HashMap<String, u64> = HashMap::new();
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(|n: &mut Node| {
-                n.managed_fields_mut().clear();
-                if let Some(status) = n.status.as_mut() {
-                    status.images = None;
+        node_informer.subscribe().for_each(move |event| {
+            let changed = match event {
+                Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
+                    let sig = node_signature(&node);
+                    seen.insert(node.name_any(), sig) != Some(sig)
                 }
-            })
-            .reflect(node_writer)
-            .for_each(move |event| {
-                let changed = match event {
-                    Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
-                        let sig = node_signature(&node);
-                        seen.insert(node.name_any(), sig) != Some(sig)
-                    }
-                    Ok(watcher::Event::Delete(node)) => {
-                        seen.remove(&node.name_any());
-                        true
-                    }
-                    Ok(watcher::Event::InitDone) => true,
-                    _ => false,
-                };
-                if changed {
-                    for ds in sets.state() {
-                        queue.add((ds.namespace().unwrap_or_default(), ds.name_any()));
-                    }
+                Ok(watcher::Event::Delete(node)) => {
+                    seen.remove(&node.name_any());
+                    true
                 }
-                futures::future::ready(())
-            })
+                Ok(watcher::Event::InitDone) => true,
+                _ => false,
+            };
+            if changed {
+                for ds in sets.state() {
+                    queue.add((ds.namespace().unwrap_or_default(), ds.name_any()));
+                }
+            }
+            futures::future::ready(())
+        })
     };
 
     let state = Arc::new(State {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
@@ -22,10 +22,10 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use kube::core::{Selector, SelectorExt};
-use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::controller::{self, Action, ReconcileRequest};
 use kube::runtime::events::{EventType, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::Context;
 use crate::util::{controller_of, is_pod_ready, record_event};
@@ -56,33 +56,55 @@ pub enum Error {
 
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let client = ctx.client.clone();
-    let controller = Controller::new(
-        Api::<PodDisruptionBudget>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(controller::Config::default().debounce(Duration::from_millis(300)));
-    let budgets = controller.store();
-    controller
-        .watches(
-            Api::<Pod>::all(client.clone()),
+    let (budgets, writer) = reflector::store::<PodDisruptionBudget>();
+    let budget_events = reflector::reflector(
+        writer,
+        watcher(
+            Api::<PodDisruptionBudget>::all(client.clone()),
             watcher::Config::default(),
-            budgets_of_pod(budgets),
         )
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "disruption reconcile");
-            }
-        })
-        .await;
+        .default_backoff(),
+    )
+    .applied_objects()
+    .map_ok(|pdb| ReconcileRequest::from(ObjectRef::from_obj(&pdb)));
+    // Pods from the controllers' shared cache.
+    let pod_events = {
+        let budgets_of = budgets_of_pod(budgets.clone());
+        ctx.informers
+            .pods()
+            .subscribe()
+            .touched_objects()
+            .map_ok(move |pod| {
+                futures::stream::iter(
+                    budgets_of(&pod)
+                        .into_iter()
+                        .map(|r| Ok(ReconcileRequest::from(r))),
+                )
+            })
+            .try_flatten()
+    };
+    controller::applier(
+        |pdb, ctx| Box::pin(reconcile(pdb, ctx)),
+        error_policy,
+        ctx,
+        budgets,
+        futures::stream::select(budget_events, pod_events),
+        controller::Config::default().debounce(Duration::from_millis(300)),
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "disruption reconcile");
+        }
+    })
+    .await;
     Ok(())
 }
 
 /// The budgets in a pod's namespace whose selector matches it.
 fn budgets_of_pod(
     budgets: Store<PodDisruptionBudget>,
-) -> impl Fn(Pod) -> Vec<ObjectRef<PodDisruptionBudget>> + Send + Sync + Clone + 'static {
-    move |pod: Pod| {
+) -> impl Fn(&Pod) -> Vec<ObjectRef<PodDisruptionBudget>> + Send + Sync + Clone + 'static {
+    move |pod: &Pod| {
         let Some(ns) = pod.metadata.namespace.as_deref() else {
             return Vec::new();
         };

@@ -74,6 +74,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(cache::run_sources(
         ctx.client.clone(),
+        (ctx.informers.pods(), ctx.informers.nodes()),
         state.cache.clone(),
         queue.clone(),
         true,

@@ -14,6 +14,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
+pub mod informer;
 pub mod job;
 pub mod leader;
 pub mod localpath;
@@ -59,6 +60,18 @@ impl Default for ControllerConfig {
 pub struct Context {
     pub client: kube::Client,
     pub config: ControllerConfig,
+    /// Watches and caches of Pods and Nodes shared by every controller (see [`informer`]).
+    pub informers: informer::Informers,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, config: ControllerConfig) -> Context {
+        Context {
+            informers: informer::Informers::new(client.clone()),
+            client,
+            config,
+        }
+    }
 }
 
 /// A controller as the registry knows it.
@@ -153,6 +166,8 @@ pub fn registry() -> Vec<Registration> {
 
 /// Run every registered controller (restarting any that fails) for as long as `leading` is true.
 pub async fn run_all(ctx: Arc<Context>) {
+    // Shared watches of this term: they stop with it, like the controllers.
+    let ctx = Arc::new(Context::new(ctx.client.clone(), ctx.config.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     for registration in registry() {
         let ctx = ctx.clone();

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -187,14 +186,13 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     );
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Outcome>();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
-    let mut events = watcher(api.clone(), watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    // Nodes from the controllers' shared cache.
+    let mut events = ctx.informers.nodes().subscribe().boxed();
     // Nodes of a (re)list wait until the list is complete, so taken ranges are all known.
-    let mut listing: Option<Vec<Node>> = None;
-    let mut nodes: HashMap<String, Node> = HashMap::new();
+    let mut listing: Option<Vec<Arc<Node>>> = None;
+    let mut nodes: HashMap<String, Arc<Node>> = HashMap::new();
     loop {
-        let mut to_patch: Vec<(Node, String)> = Vec::new();
+        let mut to_patch: Vec<(Arc<Node>, String)> = Vec::new();
         tokio::select! {
             event = events.next() => {
                 let Some(event) = event else { anyhow::bail!("the node watch ended") };

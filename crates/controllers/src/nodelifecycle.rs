@@ -324,18 +324,8 @@ struct Monitor {
 
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let client = ctx.client.clone();
-    let (nodes, node_writer) = reflector::store();
     let (leases, lease_writer) = reflector::store();
-    let (pods, pod_writer) = reflector::store();
     let mut tasks = tokio::task::JoinSet::new();
-    let node_api: Api<Node> = Api::all(client.clone());
-    tasks.spawn(
-        reflector::reflector(
-            node_writer,
-            watcher(node_api, watcher::Config::default()).default_backoff(),
-        )
-        .for_each(|_| futures::future::ready(())),
-    );
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
     tasks.spawn(
         reflector::reflector(
@@ -344,18 +334,9 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         )
         .for_each(|_| futures::future::ready(())),
     );
-    let pod_api: Api<Pod> = Api::all(client.clone());
-    tasks.spawn(
-        reflector::reflector(
-            pod_writer,
-            watcher(
-                pod_api,
-                watcher::Config::default().fields("spec.nodeName!="),
-            )
-            .default_backoff(),
-        )
-        .for_each(|_| futures::future::ready(())),
-    );
+    // Nodes and pods from the controllers' shared caches.
+    let nodes = ctx.informers.nodes().store().await;
+    let pods = ctx.informers.pods().store().await;
     let reporter = |name: &str| Reporter {
         controller: name.into(),
         instance: None,
@@ -371,9 +352,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         next_taint: HashMap::new(),
         first_seen: HashMap::new(),
     };
-    monitor.nodes.wait_until_ready().await?;
     monitor.leases.wait_until_ready().await?;
-    monitor.pods.wait_until_ready().await?;
     // Upstream monitors every 5 s; a shorter grace period needs a shorter period to be honoured.
     let period = (ctx.config.node_monitor_grace_period / 8)
         .clamp(Duration::from_millis(250), Duration::from_secs(5));

@@ -303,22 +303,21 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     };
     let pod_driver = {
         let state = state.clone();
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .for_each(move |event| {
-                match event {
-                    Ok(watcher::Event::Init) => state.users.start_relist(),
-                    Ok(watcher::Event::InitDone) => state.users.finish_relist(),
-                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
-                        for (ns, claim) in state.users.apply(&pod) {
-                            state.queue.add(Key::Claim(ns, claim));
-                        }
+        // Pods from the controllers' shared cache.
+        ctx.informers.pods().subscribe().for_each(move |event| {
+            match event {
+                Ok(watcher::Event::Init) => state.users.start_relist(),
+                Ok(watcher::Event::InitDone) => state.users.finish_relist(),
+                Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                    for (ns, claim) in state.users.apply(&pod) {
+                        state.queue.add(Key::Claim(ns, claim));
                     }
-                    Ok(watcher::Event::Delete(pod)) => state.users.delete(&pod),
-                    Err(_) => {}
                 }
-                futures::future::ready(())
-            })
+                Ok(watcher::Event::Delete(pod)) => state.users.delete(&pod),
+                Err(_) => {}
+            }
+            futures::future::ready(())
+        })
     };
     let resync = {
         let state = state.clone();

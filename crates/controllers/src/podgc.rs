@@ -9,14 +9,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use serde_json::json;
 
 use crate::Context;
@@ -139,27 +137,9 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
 
 pub async fn run_with(ctx: Arc<Context>, config: PodGcConfig) -> anyhow::Result<()> {
     let client = ctx.client.clone();
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let (nodes, node_writer) = reflector::store::<Node>();
-    let mut tasks = tokio::task::JoinSet::new();
-    let pod_api: Api<Pod> = Api::all(client.clone());
-    tasks.spawn(
-        reflector::reflector(
-            pod_writer,
-            watcher(pod_api, watcher::Config::default()).default_backoff(),
-        )
-        .for_each(|_| futures::future::ready(())),
-    );
-    let node_api: Api<Node> = Api::all(client.clone());
-    tasks.spawn(
-        reflector::reflector(
-            node_writer,
-            watcher(node_api, watcher::Config::default()).default_backoff(),
-        )
-        .for_each(|_| futures::future::ready(())),
-    );
-    pods.wait_until_ready().await?;
-    nodes.wait_until_ready().await?;
+    // Pods and nodes from the controllers' shared caches.
+    let pods = ctx.informers.pods().store().await;
+    let nodes = ctx.informers.nodes().store().await;
     let mut gc = PodGc {
         client,
         config: config.clone(),
@@ -170,10 +150,8 @@ pub async fn run_with(ctx: Arc<Context>, config: PodGcConfig) -> anyhow::Result<
     let mut tick = tokio::time::interval(config.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => gc.pass().await,
-            Some(_) = tasks.join_next() => anyhow::bail!("a pod gc watch ended"),
-        }
+        tick.tick().await;
+        gc.pass().await;
     }
 }
 

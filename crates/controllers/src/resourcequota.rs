@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::quota::{self, ResourceList};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, ResourceQuota, ResourceQuotaStatus, Secret, Service,
 };
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::controller::{self, Action, ReconcileRequest};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
 use crate::Context;
@@ -45,55 +45,87 @@ pub enum Error {
 
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let client = ctx.client.clone();
-    let controller = Controller::new(
-        Api::<ResourceQuota>::all(client.clone()),
-        watcher::Config::default(),
+    let (quotas, writer) = reflector::store::<ResourceQuota>();
+    let quota_events = reflector::reflector(
+        writer,
+        watcher(
+            Api::<ResourceQuota>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     )
-    .with_config(controller::Config::default().debounce(Duration::from_millis(500)));
-    let quotas = controller.store();
+    .applied_objects()
+    .map_ok(|q| ReconcileRequest::from(ObjectRef::from_obj(&q)));
     // A change to an object a quota may count recounts the quotas of its namespace.
-    let controller = controller
-        .watches(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default(),
-            in_namespace(&quotas),
-        )
-        .watches(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-            in_namespace(&quotas),
-        )
-        .watches(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            watcher::Config::default(),
-            in_namespace(&quotas),
-        )
-        .watches(
-            Api::<ConfigMap>::all(client.clone()),
-            watcher::Config::default(),
-            in_namespace(&quotas),
-        )
-        .watches(
-            Api::<Secret>::all(client.clone()),
-            watcher::Config::default(),
-            in_namespace(&quotas),
-        );
-    controller
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "resourcequota reconcile");
-            }
-        })
-        .await;
+    fn recount<S, K, O>(
+        objects: S,
+        quotas: &Store<ResourceQuota>,
+    ) -> impl futures::Stream<Item = Result<ReconcileRequest<ResourceQuota>, watcher::Error>>
+    + Send
+    + 'static
+    where
+        S: futures::Stream<Item = Result<O, watcher::Error>> + Send + 'static,
+        O: std::borrow::Borrow<K>,
+        K: Resource,
+    {
+        let in_ns = in_namespace::<K>(quotas);
+        objects
+            .map_ok(move |obj| {
+                futures::stream::iter(
+                    in_ns(obj.borrow())
+                        .into_iter()
+                        .map(|r| Ok(ReconcileRequest::from(r))),
+                )
+            })
+            .try_flatten()
+    }
+    fn watch<K>(
+        client: &kube::Client,
+    ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + 'static,
+    {
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .touched_objects()
+    }
+    let triggers = futures::stream::select_all([
+        quota_events.boxed(),
+        // Pods from the controllers' shared cache.
+        recount::<_, Pod, _>(ctx.informers.pods().subscribe().touched_objects(), &quotas).boxed(),
+        recount::<_, Service, _>(watch::<Service>(&client), &quotas).boxed(),
+        recount::<_, PersistentVolumeClaim, _>(watch::<PersistentVolumeClaim>(&client), &quotas)
+            .boxed(),
+        recount::<_, ConfigMap, _>(watch::<ConfigMap>(&client), &quotas).boxed(),
+        recount::<_, Secret, _>(watch::<Secret>(&client), &quotas).boxed(),
+    ]);
+    controller::applier(
+        |q, ctx| Box::pin(reconcile(q, ctx)),
+        error_policy,
+        ctx,
+        quotas,
+        triggers,
+        controller::Config::default().debounce(Duration::from_millis(500)),
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "resourcequota reconcile");
+        }
+    })
+    .await;
     Ok(())
 }
 
 fn in_namespace<K: Resource>(
     quotas: &Store<ResourceQuota>,
-) -> impl Fn(K) -> Vec<ObjectRef<ResourceQuota>> + Send + Sync + Clone + 'static {
+) -> impl Fn(&K) -> Vec<ObjectRef<ResourceQuota>> + Send + Sync + Clone + 'static {
     let quotas = quotas.clone();
-    move |obj: K| {
+    move |obj: &K| {
         let Some(ns) = obj.meta().namespace.as_deref() else {
             return Vec::new();
         };

@@ -2,8 +2,9 @@
 //! our own (`inet <table>`), as in kube-proxy's nftables mode; and the LoadBalancer address
 //! allocator ([`servicelb`]).
 //!
-//! Architecture Invariant: the proxy only ever writes its own table, in whole `nft -f`
-//! transactions; it never reads or changes anyone else's rules.
+//! Architecture Invariant: the proxy only ever writes its own table, in whole transactions
+//! (`nft -f` for the table's fixed part, one nf_tables netlink batch for the Services: see
+//! [`netlink`]); it never reads or changes anyone else's rules.
 //!
 //! [`model`] extracts what matters of the API objects, [`rules`] turns a service port and its
 //! endpoints into chains and map elements (pure), [`proxier`] keeps what is programmed and

@@ -198,7 +198,7 @@ pub struct Proxier {
     programmed: HashMap<ServiceKey, DesiredService>,
     /// Elements are shared (a ClusterIP by its ports, a pod by its Services): added on the
     /// first user, deleted after the last.
-    element_refs: HashMap<Element, usize>,
+    element_refs: HashMap<Element, usize, full::FastHash>,
     chains: usize,
     rules: usize,
     /// The next free slot of the endpoint-slots maps (see [`Proxier::place`]).
@@ -214,7 +214,7 @@ impl Proxier {
             config,
             nft,
             programmed: HashMap::new(),
-            element_refs: HashMap::new(),
+            element_refs: HashMap::default(),
             chains: 0,
             rules: 0,
             next_slot: 0,
@@ -282,6 +282,12 @@ impl Proxier {
         let script_bytes = base.len() + script.len();
         self.programmed.clear();
         self.element_refs.clear();
+        self.element_refs.reserve(
+            desired
+                .iter()
+                .flat_map(|(_, ports)| ports.iter().map(|(_, r)| r.elements.len()))
+                .sum(),
+        );
         self.chains = 0;
         self.rules = 0;
         let services = desired.len();

@@ -116,8 +116,9 @@ pub struct ServiceRules {
 
 /// Number of `endpoint-slots-N` maps per family. A rule that reads a map costs every later
 /// element of it a walk over the map's users (and a new user a walk over its elements): one
-/// shared map would make a full load quadratic; 64 keep it linear in practice.
-pub const SLOT_MAPS: usize = 64;
+/// shared map would make a full load quadratic; 128 keep it linear in practice (more make the
+/// kernel's walks over the table's list of sets the cost).
+pub const SLOT_MAPS: usize = 128;
 
 /// A chain's final rule: one of `targets` at random, by `numgen random mod n offset b` into
 /// the `endpoint-slots-N` map whose elements `b + i : target i` the proxier allocates. One

@@ -125,34 +125,39 @@ pub fn plan(
     want
 }
 
-/// The InternalIPs of the Ready nodes.
-fn ready_node_ips(nodes: &BTreeMap<String, Node>) -> Vec<IpAddr> {
-    let mut ips = Vec::new();
-    for node in nodes.values() {
-        let Some(status) = &node.status else { continue };
-        let ready = status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        if !ready {
-            continue;
-        }
-        for a in status.addresses.iter().flatten() {
-            if a.type_ == "InternalIP"
-                && let Ok(ip) = a.address.parse()
-            {
-                ips.push(ip);
-            }
-        }
+/// The InternalIPs of a node if it is Ready (none otherwise): kept per node, so a change of
+/// one node does not re-read every other.
+fn ready_ips(node: &Node) -> Vec<IpAddr> {
+    let Some(status) = &node.status else {
+        return Vec::new();
+    };
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    if !ready {
+        return Vec::new();
     }
-    ips
+    status
+        .addresses
+        .iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect()
+}
+
+/// The InternalIPs of the Ready nodes.
+fn ready_node_ips(nodes: &BTreeMap<String, Vec<IpAddr>>) -> Vec<IpAddr> {
+    nodes.values().flatten().copied().collect()
 }
 
 #[derive(Default)]
 struct State {
     services: BTreeMap<ServiceKey, LbService>,
-    nodes: BTreeMap<String, Node>,
+    /// Each node's InternalIPs while it is Ready.
+    nodes: BTreeMap<String, Vec<IpAddr>>,
     synced_services: bool,
     synced_nodes: bool,
 }
@@ -217,7 +222,7 @@ pub async fn run_service_lb(client: kube::Client, config: LbConfig) -> anyhow::R
                     Ok(watcher::Event::Init) => listing.clear(),
                     Ok(watcher::Event::InitApply(n)) => {
                         if let Some(name) = n.metadata.name.clone() {
-                            listing.insert(name, n);
+                            listing.insert(name, ready_ips(&n));
                         }
                     }
                     Ok(watcher::Event::InitDone) => {
@@ -226,7 +231,12 @@ pub async fn run_service_lb(client: kube::Client, config: LbConfig) -> anyhow::R
                     }
                     Ok(watcher::Event::Apply(n)) => {
                         if let Some(name) = n.metadata.name.clone() {
-                            st.nodes.insert(name, n);
+                            let ips = ready_ips(&n);
+                            if st.nodes.get(&name) == Some(&ips) {
+                                // A heartbeat: nothing the allocator reads changed.
+                                continue;
+                            }
+                            st.nodes.insert(name, ips);
                         }
                     }
                     Ok(watcher::Event::Delete(n)) => {
@@ -254,11 +264,13 @@ pub async fn run_service_lb(client: kube::Client, config: LbConfig) -> anyhow::R
             if !st.synced_services || !st.synced_nodes {
                 continue;
             }
-            plan(
-                &st.services,
-                config.pool.as_deref(),
-                &ready_node_ips(&st.nodes),
-            )
+            // Node addresses matter only to a Service that wants them.
+            let node_ips = if st.services.values().any(|s| s.wants_lb) {
+                ready_node_ips(&st.nodes)
+            } else {
+                Vec::new()
+            };
+            plan(&st.services, config.pool.as_deref(), &node_ips)
         };
         for (key, ips) in changes {
             let ingress = if ips.is_empty() {

@@ -81,7 +81,10 @@ impl Cache {
         if old.pods.is_empty() {
             self.nodes.remove(name);
         } else {
-            self.node_mut(name).node = None;
+            let info = self.node_mut(name);
+            info.node = None;
+            info.unschedulable = false;
+            info.has_taints = false;
         }
         self.dirty.insert(name.to_string());
         self.structure_changed = true;

@@ -69,25 +69,24 @@ pub async fn lead(client: kube::Client, identity: String) {
     .default_backoff();
     tasks.spawn(forward(stream, tx.clone(), |e| Some(Msg::Namespace(e))));
 
-    let (_nodes, writer) = reflector::store::<Node>();
-    let stream = reflector(
-        writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff(),
-    );
+    // The cache keeps the nodes: no reflector store of them besides.
+    let stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(|n: &mut Node| n.metadata.managed_fields = None);
     tasks.spawn(forward(stream, tx.clone(), |e| Some(Msg::Node(e))));
 
-    let (pods, writer) = reflector::store::<Pod>();
-    let stream = reflector(
-        writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff(),
-    );
+    // The cache and the queue keep the pods: no reflector store of them besides (with
+    // thousands of pods, every copy of them counts).
+    let stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(|p: &mut Pod| p.metadata.managed_fields = None);
     tasks.spawn(forward(stream, tx.clone(), |e| Some(Msg::Pod(e))));
 
     let volume_listers = watch_storage(&client, &tx, &mut tasks).await;
     let mut framework = Framework::default_profile();
     framework.replace_plugin(plugins::volume_binding::with_listers(volume_listers));
 
-    let scheduler = Scheduler::new(client, &identity, Arc::new(framework), classes, pods, tx);
+    let scheduler = Scheduler::new(client, &identity, Arc::new(framework), classes, tx);
     scheduler.run(rx).await;
     tasks.abort_all();
 }

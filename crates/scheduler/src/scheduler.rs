@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ContainerImage, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Container, ContainerImage, Namespace, Node, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -52,6 +52,35 @@ pub fn num_feasible_nodes_to_find(num_all_nodes: usize, percentage: usize) -> us
         percentage
     };
     (num_all_nodes * pct / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
+}
+
+/// What the cache keeps of a pod on a node: what scheduling reads of pods other than the one
+/// being scheduled (metadata, the spec that decides placement, requests, ports, images, phase
+/// and start time), without volumes, container statuses and the rest of the containers, which
+/// are most of a pod's memory. With thousands of pods that is a large part of the scheduler's.
+pub fn trim_bound_pod(mut pod: Pod) -> Pod {
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.volumes = None;
+        let trim = |c: &mut Container| {
+            *c = Container {
+                name: std::mem::take(&mut c.name),
+                image: c.image.take(),
+                ports: c.ports.take(),
+                resources: c.resources.take(),
+                restart_policy: c.restart_policy.take(),
+                ..Default::default()
+            }
+        };
+        spec.containers.iter_mut().for_each(trim);
+        spec.init_containers.iter_mut().flatten().for_each(trim);
+        spec.ephemeral_containers = None;
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+    }
+    pod
 }
 
 /// Whether this scheduler is responsible for the pod.
@@ -298,7 +327,9 @@ pub struct Scheduler {
     nominated: HashMap<String, Vec<Arc<PodInfo>>>,
     nominations: HashMap<String, String>,
     priority_classes: Store<PriorityClass>,
-    pods_store: Store<Pod>,
+    /// The latest version seen of each pod without a node (what a failed attempt's status
+    /// update compares with).
+    unassigned: HashMap<String, Arc<Pod>>,
     tx: mpsc::UnboundedSender<Msg>,
     bindings: Arc<Semaphore>,
     work: mpsc::Sender<Work>,
@@ -315,7 +346,6 @@ impl Scheduler {
         identity: &str,
         framework: Arc<Framework>,
         priority_classes: Store<PriorityClass>,
-        pods_store: Store<Pod>,
         tx: mpsc::UnboundedSender<Msg>,
     ) -> Scheduler {
         let recorder = Recorder::new(
@@ -335,7 +365,7 @@ impl Scheduler {
             nominated: HashMap::new(),
             nominations: HashMap::new(),
             priority_classes,
-            pods_store,
+            unassigned: HashMap::new(),
             tx,
             bindings: Arc::new(Semaphore::new(MAX_CONCURRENT_BINDINGS)),
             work,
@@ -401,8 +431,12 @@ impl Scheduler {
     }
 
     fn pod_info(&self, pod: Pod) -> Arc<PodInfo> {
+        self.shared_pod_info(Arc::new(pod))
+    }
+
+    fn shared_pod_info(&self, pod: Arc<Pod>) -> Arc<PodInfo> {
         let priority = resolve_priority(&pod, &self.priority_classes);
-        Arc::new(PodInfo::new(Arc::new(pod), priority))
+        Arc::new(PodInfo::new(pod, priority))
     }
 
     fn set_nomination(&mut self, info: &Arc<PodInfo>, node: Option<&str>) {
@@ -556,6 +590,7 @@ impl Scheduler {
             }
             watcher::Event::InitDone => {
                 if let Some(seen) = self.relist_pods.take() {
+                    self.unassigned.retain(|key, _| seen.contains(key));
                     for key in self.cache.bound_pod_keys() {
                         if !seen.contains(&key) {
                             self.delete_pod(&key, now);
@@ -577,6 +612,7 @@ impl Scheduler {
     }
 
     fn delete_pod(&mut self, key: &str, now: Instant) {
+        self.unassigned.remove(key);
         self.queue.delete(key);
         self.clear_nomination(key);
         if self.cache.contains_pod(key) {
@@ -594,6 +630,7 @@ impl Scheduler {
             .and_then(|s| s.node_name.as_deref())
             .is_some_and(|n| !n.is_empty());
         if assigned {
+            self.unassigned.remove(&key);
             self.queue.delete(&key);
             self.clear_nomination(&key);
             if is_terminal(&pod) {
@@ -603,7 +640,7 @@ impl Scheduler {
             }
             let known = self.cache.pod(&key).cloned();
             let was_assumed = self.cache.is_assumed(&key);
-            let info = self.pod_info(pod);
+            let info = self.pod_info(trim_bound_pod(pod));
             let labels_changed = known
                 .as_ref()
                 .is_none_or(|k| k.pod.metadata.labels != info.pod.metadata.labels);
@@ -614,6 +651,8 @@ impl Scheduler {
             }
             return;
         }
+        let pod = Arc::new(pod);
+        self.unassigned.insert(key.clone(), pod.clone());
         if !responsible_for(&pod) || is_terminal(&pod) || pod.metadata.deletion_timestamp.is_some()
         {
             self.queue.delete(&key);
@@ -628,7 +667,7 @@ impl Scheduler {
             self.queue.delete(&key);
             return;
         }
-        let info = self.pod_info(pod);
+        let info = self.shared_pod_info(pod);
         let nominated = info.nominated_node().map(str::to_string);
         match nominated {
             Some(n) => self.set_nomination(&info, Some(&n)),
@@ -865,9 +904,9 @@ impl Scheduler {
         nominated: Option<Option<String>>,
     ) {
         let latest = self
-            .pods_store
-            .get(&ObjectRef::new(&pod.name).within(&pod.namespace))
-            .map(|p| (*p).clone())
+            .unassigned
+            .get(&pod.key)
+            .map(|p| (**p).clone())
             .unwrap_or_else(|| (*pod.pod).clone());
         let status = latest.status.as_ref();
         let current = status
@@ -1002,6 +1041,44 @@ mod tests {
     use super::*;
     use crate::plugins::testutil::{node_info, pod_info, simple_node};
     use serde_json::json;
+
+    #[test]
+    fn a_bound_pod_keeps_what_scheduling_reads() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "x"}},
+            "spec": {
+                "nodeName": "n1",
+                "containers": [{"name": "app", "image": "img:1", "env": [{"name": "A", "value": "1"}],
+                                "ports": [{"containerPort": 80, "hostPort": 8080}],
+                                "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}}],
+                "initContainers": [{"name": "side", "image": "side:1", "restartPolicy": "Always",
+                                    "resources": {"requests": {"cpu": "100m"}}}],
+                "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchLabels": {"app": "x"}}, "topologyKey": "kubernetes.io/hostname"}]}},
+                "volumes": [{"name": "data", "emptyDir": {}}]
+            },
+            "status": {"phase": "Running", "startTime": "2026-01-01T00:00:00Z",
+                       "containerStatuses": [{"name": "app", "image": "img:1", "imageID": "", "ready": true, "restartCount": 0}]}
+        }))
+        .unwrap();
+        let full = PodInfo::new(Arc::new(pod.clone()), 0);
+        let trimmed = trim_bound_pod(pod);
+        let kept = PodInfo::new(Arc::new(trimmed.clone()), 0);
+        assert_eq!(kept.requests, full.requests);
+        assert_eq!(kept.non_zero_requests, full.non_zero_requests);
+        assert_eq!(kept.required_anti_affinity.len(), 1);
+        assert_eq!(kept.labels(), full.labels());
+        let spec = trimmed.spec.as_ref().unwrap();
+        assert!(spec.volumes.is_none());
+        assert!(spec.containers[0].env.is_none());
+        assert_eq!(
+            spec.containers[0].ports.as_ref().unwrap()[0].host_port,
+            Some(8080)
+        );
+        let status = trimmed.status.as_ref().unwrap();
+        assert!(status.container_statuses.is_none());
+        assert!(status.start_time.is_some());
+    }
 
     #[test]
     fn nodes_to_find() {

@@ -5,13 +5,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use futures::{Stream, StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, PodStatus, Service};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
+use crate::informer::Informer;
 use crate::util::WorkQueue;
 
 /// Namespace and name of a Service.
@@ -88,46 +89,6 @@ pub fn selects(selector: &BTreeMap<String, String>, pod: &Pod) -> bool {
         .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
-/// Only what endpoints are computed from, to keep the cache small at 10,000s of pods.
-pub fn strip_pod(pod: Pod) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: pod.metadata.name,
-            namespace: pod.metadata.namespace,
-            uid: pod.metadata.uid,
-            labels: pod.metadata.labels,
-            deletion_timestamp: pod.metadata.deletion_timestamp,
-            resource_version: pod.metadata.resource_version,
-            ..Default::default()
-        },
-        spec: pod.spec.map(|s| PodSpec {
-            node_name: s.node_name,
-            hostname: s.hostname,
-            subdomain: s.subdomain,
-            restart_policy: s.restart_policy,
-            containers: s
-                .containers
-                .into_iter()
-                .map(|c| Container {
-                    name: c.name,
-                    ports: c.ports,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }),
-        status: pod.status.map(|s| PodStatus {
-            phase: s.phase,
-            pod_ip: s.pod_ip,
-            pod_ips: s.pod_ips,
-            conditions: s
-                .conditions
-                .map(|cs| cs.into_iter().filter(|c| c.type_ == "Ready").collect()),
-            ..Default::default()
-        }),
-    }
-}
-
 #[derive(Default)]
 pub struct Cache {
     services: HashMap<String, HashMap<String, Arc<Service>>>,
@@ -194,9 +155,9 @@ impl Cache {
     }
 
     /// Apply a pod change; returns the services to sync.
-    fn pod_changed(&mut self, pod: Option<Pod>, removed: Option<&Pod>) -> Vec<ServiceKey> {
+    fn pod_changed(&mut self, pod: Option<Arc<Pod>>, removed: Option<&Pod>) -> Vec<ServiceKey> {
         let mut keys = Vec::new();
-        let Some(key) = pod.as_ref().or(removed).and_then(|p| key_of(&p.metadata)) else {
+        let Some(key) = pod.as_deref().or(removed).and_then(|p| key_of(&p.metadata)) else {
             return keys;
         };
         let mut names = self.pod_services.remove(&key).unwrap_or_default();
@@ -212,7 +173,7 @@ impl Cache {
                     .get(&key.1)
                     .is_none_or(|old| is_newer(&pod.metadata, &old.metadata));
                 if newer {
-                    pods.insert(key.1.clone(), Arc::new(pod));
+                    pods.insert(key.1.clone(), pod);
                 }
             }
             None => {
@@ -232,6 +193,7 @@ impl Cache {
 /// services each change concerns; `synced` turns true once every watch has listed.
 pub async fn run_sources(
     client: kube::Client,
+    informers: (Arc<Informer<Pod>>, Arc<Informer<Node>>),
     cache: Arc<RwLock<Cache>>,
     queue: Arc<WorkQueue<ServiceKey>>,
     zones: bool,
@@ -239,8 +201,8 @@ pub async fn run_sources(
 ) {
     enum Source {
         Service(Box<Change<Service>>),
-        Pod(Box<Change<Pod>>),
-        Node(Box<Change<Node>>),
+        Pod(Box<Change<Arc<Pod>>>),
+        Node(Box<Change<Arc<Node>>>),
     }
     let services = changes(
         watcher::watcher(
@@ -251,21 +213,16 @@ pub async fn run_sources(
     )
     .map(|c| Source::Service(Box::new(c)))
     .boxed();
-    let pods = changes(
-        watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .map_ok(|e| e.modify(|p| *p = strip_pod(std::mem::take(p)))),
-    )
-    .map(|c| Source::Pod(Box::new(c)))
-    .boxed();
+    // Pods and nodes from the controllers' shared caches: the pods themselves, not copies.
+    let (pod_informer, node_informer) = informers;
+    let pods = changes(pod_informer.subscribe())
+        .map(|c| Source::Pod(Box::new(c)))
+        .boxed();
     let mut streams = vec![services, pods];
     if zones {
-        let nodes = changes(
-            watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-                .default_backoff(),
-        )
-        .map(|c| Source::Node(Box::new(c)))
-        .boxed();
+        let nodes = changes(node_informer.subscribe())
+            .map(|c| Source::Node(Box::new(c)))
+            .boxed();
         streams.push(nodes);
     }
     let mut pending_lists = streams.len();
@@ -386,7 +343,7 @@ fn remap_namespace(c: &mut Cache, namespace: &str) {
 }
 
 /// Apply a node change; true when some node's zone changed.
-fn node_changed(c: &mut Cache, change: Change<Node>) -> bool {
+fn node_changed(c: &mut Cache, change: Change<Arc<Node>>) -> bool {
     let zone = |n: &Node| {
         n.metadata
             .labels
@@ -476,22 +433,22 @@ mod tests {
         );
         let key = ("default".to_string(), "web".to_string());
         assert_eq!(
-            c.pod_changed(Some(pod("p", &[("app", "web")])), None),
+            c.pod_changed(Some(Arc::new(pod("p", &[("app", "web")]))), None),
             vec![key.clone()]
         );
         assert_eq!(c.selected_pods(&c.service(&key).unwrap()).len(), 1);
         // Relabelled: the old service is synced once more, then no longer.
         assert_eq!(
-            c.pod_changed(Some(pod("p", &[("app", "db")])), None),
+            c.pod_changed(Some(Arc::new(pod("p", &[("app", "db")]))), None),
             vec![key.clone()]
         );
         assert!(
-            c.pod_changed(Some(pod("p", &[("app", "db")])), None)
+            c.pod_changed(Some(Arc::new(pod("p", &[("app", "db")]))), None)
                 .is_empty()
         );
         assert!(c.selected_pods(&c.service(&key).unwrap()).is_empty());
         // A removed pod syncs the services it belonged to.
-        c.pod_changed(Some(pod("q", &[("app", "web")])), None);
+        c.pod_changed(Some(Arc::new(pod("q", &[("app", "web")]))), None);
         assert_eq!(c.pod_changed(None, Some(&pod("q", &[]))), vec![key]);
     }
 

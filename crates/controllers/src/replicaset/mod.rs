@@ -703,11 +703,10 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         let pods = pods.clone();
         let replicasets = replicasets.clone();
         let replication_controllers = replication_controllers.clone();
-        let api: Api<Pod> = Api::all(client.clone());
+        // Pods from the controllers' shared cache.
+        let pod_informer = ctx.informers.pods();
         async move {
-            let mut events = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .boxed();
+            let mut events = pod_informer.subscribe().boxed();
             while let Some(event) = events.try_next().await? {
                 let (changes, synced) = {
                     let mut cache = pods.write().unwrap_or_else(|e| e.into_inner());

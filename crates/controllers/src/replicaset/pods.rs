@@ -86,10 +86,10 @@ pub struct PodCache {
 
 impl PodCache {
     /// Apply one watcher event; returns what changed (nothing until a re-list completes).
-    pub fn apply(&mut self, event: watcher::Event<Pod>) -> Vec<Change> {
+    pub fn apply(&mut self, event: watcher::Event<Arc<Pod>>) -> Vec<Change> {
         match event {
             watcher::Event::Apply(pod) => {
-                let new = Arc::new(pod);
+                let new = pod;
                 let old = self.index.insert(new.clone());
                 vec![Change {
                     old,
@@ -97,10 +97,7 @@ impl PodCache {
                 }]
             }
             watcher::Event::Delete(pod) => {
-                let old = self
-                    .index
-                    .remove(&pod_key(&pod))
-                    .or_else(|| Some(Arc::new(pod)));
+                let old = self.index.remove(&pod_key(&pod)).or_else(|| Some(pod));
                 vec![Change { old, new: None }]
             }
             watcher::Event::Init => {
@@ -108,9 +105,7 @@ impl PodCache {
                 Vec::new()
             }
             watcher::Event::InitApply(pod) => {
-                self.relist
-                    .get_or_insert_with(Index::default)
-                    .insert(Arc::new(pod));
+                self.relist.get_or_insert_with(Index::default).insert(pod);
                 Vec::new()
             }
             watcher::Event::InitDone => {
@@ -181,8 +176,8 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-    fn pod(name: &str, owner: Option<&str>, rv: &str) -> Pod {
-        Pod {
+    fn pod(name: &str, owner: Option<&str>, rv: &str) -> Arc<Pod> {
+        Arc::new(Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("ns".into()),
@@ -200,7 +195,7 @@ mod tests {
                 ..Default::default()
             },
             ..Default::default()
-        }
+        })
     }
 
     fn names(pods: Vec<Arc<Pod>>) -> Vec<String> {

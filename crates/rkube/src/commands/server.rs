@@ -298,14 +298,14 @@ async fn start_components(pki: &pki::Pki, args: &ServerArgs, host: &str) -> anyh
     let controller_client =
         controllers::client_from_kubeconfig_yaml(&client_for("system:kube-controller-manager")?)
             .await?;
-    let ctx = std::sync::Arc::new(controllers::Context {
-        client: controller_client.clone(),
-        config: controllers::ControllerConfig {
+    let ctx = std::sync::Arc::new(controllers::Context::new(
+        controller_client.clone(),
+        controllers::ControllerConfig {
             cluster_cidr: args.cluster_cidr.clone(),
             node_monitor_grace_period: args.node_monitor_grace_period,
             local_storage_path: args.data_dir.join("storage").to_string_lossy().into_owned(),
         },
-    });
+    ));
     if args.sim_nodes > 0 {
         let sim_client =
             controllers::client_from_kubeconfig_yaml(&client_for("system:node:sim")?).await?;

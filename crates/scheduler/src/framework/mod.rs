@@ -108,11 +108,35 @@ impl Status {
 
 /// Per-cycle data plugins share between their extension points (computed in PreFilter, read in
 /// Filter), cloneable so preemption can dry-run on a copy.
+///
+/// Filter runs for every node a cycle evaluates (hundreds), each plugin looking up its state:
+/// a few entries searched in order (by address first: keys are the plugins' name constants)
+/// cost less than hashing the key every time.
 #[derive(Default)]
 pub struct CycleState {
-    data: HashMap<&'static str, Box<dyn StateData>>,
-    skip_filter: BTreeSet<&'static str>,
-    skip_score: BTreeSet<&'static str>,
+    data: Vec<(&'static str, Box<dyn StateData>)>,
+    skip_filter: Names,
+    skip_score: Names,
+}
+
+/// A small set of plugin names.
+#[derive(Default, Clone)]
+struct Names(Vec<&'static str>);
+
+fn same_name(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
+impl Names {
+    fn insert(&mut self, name: &'static str) {
+        if !self.contains(name) {
+            self.0.push(name);
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|n| same_name(n, name))
+    }
 }
 
 pub trait StateData: Any + Send + Sync {
@@ -149,16 +173,21 @@ impl Clone for CycleState {
 
 impl CycleState {
     pub fn write<T: StateData>(&mut self, key: &'static str, value: T) {
-        self.data.insert(key, Box::new(value));
+        match self.data.iter_mut().find(|(k, _)| same_name(k, key)) {
+            Some((_, slot)) => *slot = Box::new(value),
+            None => self.data.push((key, Box::new(value))),
+        }
     }
 
     pub fn read<T: 'static>(&self, key: &'static str) -> Option<&T> {
-        let data: &dyn StateData = self.data.get(key)?.as_ref();
+        let (_, data) = self.data.iter().find(|(k, _)| same_name(k, key))?;
+        let data: &dyn StateData = data.as_ref();
         data.as_any().downcast_ref()
     }
 
     pub fn read_mut<T: 'static>(&mut self, key: &'static str) -> Option<&mut T> {
-        let data: &mut dyn StateData = self.data.get_mut(key)?.as_mut();
+        let (_, data) = self.data.iter_mut().find(|(k, _)| same_name(k, key))?;
+        let data: &mut dyn StateData = data.as_mut();
         data.as_any_mut().downcast_mut()
     }
 }

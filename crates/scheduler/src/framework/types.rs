@@ -280,6 +280,10 @@ pub struct NodeInfo {
     pub allocatable: Resource,
     /// Normalized image name → size in bytes, from node.status.images.
     pub images: Arc<HashMap<String, i64>>,
+    /// `spec.unschedulable`, and whether the node has taints: read for every node of every
+    /// cycle, so kept here rather than behind another pointer.
+    pub unschedulable: bool,
+    pub has_taints: bool,
 }
 
 impl NodeInfo {
@@ -320,6 +324,11 @@ impl NodeInfo {
             }
         }
         self.images = Arc::new(images);
+        let spec = node.spec.as_ref();
+        self.unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        self.has_taints = spec
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| !t.is_empty());
         self.node = Some(node);
     }
 
@@ -331,6 +340,9 @@ impl NodeInfo {
     }
 
     pub fn taints(&self) -> &[Taint] {
+        if !self.has_taints {
+            return &[];
+        }
         self.node
             .as_ref()
             .and_then(|n| n.spec.as_ref())

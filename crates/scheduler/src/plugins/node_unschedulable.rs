@@ -42,12 +42,7 @@ impl Plugin for NodeUnschedulable {
 
 impl FilterPlugin for NodeUnschedulable {
     fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
-        let unschedulable = node
-            .node
-            .as_ref()
-            .and_then(|n| n.spec.as_ref())
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false);
+        let unschedulable = node.unschedulable;
         let tolerations = pod
             .pod
             .spec
