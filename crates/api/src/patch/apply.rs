@@ -5,12 +5,16 @@
 //! the field manager with operation `Apply`. Fields this manager applied before and no longer
 //! applies are removed, unless another `Apply` manager also owns them.
 //!
-//! Not (yet) upstream: no conflict detection (so `force` changes nothing), list items are
-//! identified by their patch merge key only, and `Update` operations are not tracked.
+//! List items are identified by their list-map keys (`port` and `protocol` of a Service's
+//! ports, for instance), as upstream's structured merge does.
+//!
+//! Not (yet) upstream: no conflict detection (so `force` changes nothing), and `Update`
+//! operations are not tracked.
 
 use serde_json::{Map, Value};
 
 use super::PatchError;
+use super::merge_keys::MapKey;
 use super::schema::{Schemas, TypeNode};
 use super::strategic;
 use crate::ResourceInfo;
@@ -57,7 +61,7 @@ pub fn server_side_apply(
         meta.shift_remove("managedFields");
     }
     let schemas = Schemas::of(resource);
-    let root = schemas.root();
+    let root = schemas.apply_root();
 
     let mut live = match original {
         Value::Object(map) => map.clone(),
@@ -184,11 +188,13 @@ fn list_set(
     for item in items {
         match (item, meta.merge_key) {
             (Value::Object(map), Some(key)) => {
-                let Some(id) = map.get(key) else { continue };
+                let Some(id) = item_key(map, key, meta.map_keys) else {
+                    continue;
+                };
                 let mut item_set = Map::new();
                 item_set.insert(".".into(), Value::Object(Map::new()));
                 item_set.extend(field_set(map, child.items(), depth + 1));
-                set.insert(item_key(key, id), Value::Object(item_set));
+                set.insert(id, Value::Object(item_set));
             }
             (Value::Object(_), None) => {}
             (scalar, _) => {
@@ -199,10 +205,22 @@ fn list_set(
     set
 }
 
-fn item_key(key: &str, id: &Value) -> String {
-    let mut m = Map::new();
-    m.insert(key.to_string(), id.clone());
-    format!("k:{}", Value::Object(m))
+/// The FieldsV1 path segment of a list item: `k:{"port":53,"protocol":"UDP"}`, with the
+/// list-map keys' defaults filled in as upstream does; None when a key without a default is
+/// missing.
+fn item_key(item: &Map<String, Value>, key: &str, map_keys: &[MapKey]) -> Option<String> {
+    let mut id = Map::new();
+    if map_keys.is_empty() {
+        id.insert(key.to_string(), item.get(key)?.clone());
+    }
+    for k in map_keys {
+        let value = item
+            .get(k.field)
+            .cloned()
+            .or_else(|| k.default.map(Value::from))?;
+        id.insert(k.field.to_string(), value);
+    }
+    Some(format!("k:{}", Value::Object(id)))
 }
 
 /// Removes what `previous` owned and `current` no longer names, unless another manager owns
@@ -413,5 +431,49 @@ mod tests {
             err.to_string().contains("fieldManager: Required value"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn service_ports_are_told_apart_by_port_and_protocol() {
+        let services = resources::lookup("", "v1", "services").unwrap();
+        let options = ApplyOptions {
+            field_manager: "m",
+            force: false,
+        };
+        let service = |ports: Value| {
+            json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "dns"},
+                "spec": {"ports": ports}
+            })
+            .to_string()
+        };
+        let both = service(json!([
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP"}
+        ]));
+        let first = server_side_apply(services, &Value::Null, both.as_bytes(), &options).unwrap();
+        let ports = first["spec"]["ports"].as_array().unwrap();
+        assert_eq!(ports.len(), 2, "{ports:?}");
+        assert_eq!(ports[0]["protocol"], "UDP");
+        assert_eq!(ports[1]["name"], "dns-tcp");
+        let fields = &first["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:ports"];
+        assert!(
+            fields.get(r#"k:{"port":53,"protocol":"UDP"}"#).is_some(),
+            "{fields}"
+        );
+        assert!(
+            fields.get(r#"k:{"port":53,"protocol":"TCP"}"#).is_some(),
+            "{fields}"
+        );
+
+        // Leaving the protocol out means TCP: the TCP item is updated, and the UDP one,
+        // no longer applied, is removed. (The server's defaulting sets the protocol again.)
+        let tcp_only = service(json!([{"name": "dns-tcp", "port": 53, "targetPort": 5353}]));
+        let second = server_side_apply(services, &first, tcp_only.as_bytes(), &options).unwrap();
+        let ports = second["spec"]["ports"].as_array().unwrap();
+        assert_eq!(ports.len(), 1, "{ports:?}");
+        assert_eq!(ports[0]["name"], "dns-tcp");
+        assert_eq!(ports[0]["targetPort"], 5353);
     }
 }

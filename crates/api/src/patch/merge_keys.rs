@@ -10,6 +10,18 @@ pub struct PatchMeta {
     pub strategy: &'static str,
     /// The key identifying list items, for lists of objects with strategy `merge`.
     pub merge_key: Option<&'static str>,
+    /// Under server-side apply, the fields that together identify a list item
+    /// (`x-kubernetes-list-map-keys`) when they differ from the merge key alone; empty
+    /// otherwise, and always empty for strategic merge patches, which use the merge key.
+    pub map_keys: &'static [MapKey],
+}
+
+/// One field of a list item's identity under server-side apply, with the value it has when
+/// the item leaves it out (upstream matches `protocol` as `TCP` when it is unset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapKey {
+    pub field: &'static str,
+    pub default: Option<&'static str>,
 }
 
 impl PatchMeta {
@@ -34,7 +46,49 @@ pub fn patch_meta(type_name: &str, field: &str) -> Option<PatchMeta> {
         .map(|&(_, _, strategy, merge_key)| PatchMeta {
             strategy,
             merge_key,
+            map_keys: &[],
         })
+}
+
+/// The list-map keys of `field` in `type_name` under server-side apply, where upstream's
+/// `+listMapKey` markers name more than the patch merge key.
+pub fn apply_map_keys(type_name: &str, field: &str) -> &'static [MapKey] {
+    const PORT_PROTOCOL: &[MapKey] = &[
+        MapKey {
+            field: "port",
+            default: None,
+        },
+        MapKey {
+            field: "protocol",
+            default: Some("TCP"),
+        },
+    ];
+    const CONTAINER_PORT_PROTOCOL: &[MapKey] = &[
+        MapKey {
+            field: "containerPort",
+            default: None,
+        },
+        MapKey {
+            field: "protocol",
+            default: Some("TCP"),
+        },
+    ];
+    const TOPOLOGY_SPREAD: &[MapKey] = &[
+        MapKey {
+            field: "topologyKey",
+            default: None,
+        },
+        MapKey {
+            field: "whenUnsatisfiable",
+            default: None,
+        },
+    ];
+    match (type_name, field) {
+        ("io.k8s.api.core.v1.ServiceSpec", "ports") => PORT_PROTOCOL,
+        (CORE_CONTAINER | CORE_EPHEMERAL_CONTAINER, "ports") => CONTAINER_PORT_PROTOCOL,
+        (CORE_POD_SPEC, "topologySpreadConstraints") => TOPOLOGY_SPREAD,
+        _ => &[],
+    }
 }
 
 /// Every tagged field: (type, field, strategy, merge key).
@@ -46,6 +100,7 @@ pub fn all() -> impl Iterator<Item = (&'static str, &'static str, PatchMeta)> {
             PatchMeta {
                 strategy,
                 merge_key,
+                map_keys: &[],
             },
         )
     })

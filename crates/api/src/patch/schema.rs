@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Map, Value};
 
-use super::merge_keys::{PatchMeta, patch_meta};
+use super::merge_keys::{PatchMeta, apply_map_keys, patch_meta};
 use crate::ResourceInfo;
 
 /// The schema of one resource type with every definition it references.
@@ -38,7 +38,12 @@ impl Schemas {
     }
 
     pub(crate) fn root(&self) -> TypeNode<'_> {
-        TypeNode::resolve(self, &self.root)
+        TypeNode::resolve(self, &self.root, false)
+    }
+
+    /// The root for server-side apply: list items are identified by their list-map keys.
+    pub(crate) fn apply_root(&self) -> TypeNode<'_> {
+        TypeNode::resolve(self, &self.root, true)
     }
 }
 
@@ -53,6 +58,8 @@ pub(crate) struct TypeNode<'a> {
     /// OpenAPI name of a named (`$ref`'d) type.
     name: Option<&'a str>,
     schema: Option<&'a Value>,
+    /// Server-side apply rather than a strategic merge patch.
+    apply: bool,
 }
 
 impl<'a> TypeNode<'a> {
@@ -61,24 +68,26 @@ impl<'a> TypeNode<'a> {
         Self::default()
     }
 
-    fn resolve(schemas: &'a Schemas, schema: &'a Value) -> Self {
+    fn resolve(schemas: &'a Schemas, schema: &'a Value, apply: bool) -> Self {
         if let Some(name) = reference(schema) {
             return Self {
                 schemas: Some(schemas),
                 name: Some(name),
                 schema: schemas.definitions.get(name),
+                apply,
             };
         }
         Self {
             schemas: Some(schemas),
             name: None,
             schema: Some(schema),
+            apply,
         }
     }
 
     fn child(&self, schema: Option<&'a Value>) -> Self {
         match (self.schemas, schema) {
-            (Some(schemas), Some(schema)) => Self::resolve(schemas, schema),
+            (Some(schemas), Some(schema)) => Self::resolve(schemas, schema, self.apply),
             _ => Self::unknown(),
         }
     }
@@ -108,7 +117,12 @@ impl<'a> TypeNode<'a> {
 
     /// The patch strategy of a field of this type.
     pub(crate) fn meta(&self, key: &str) -> Option<PatchMeta> {
-        patch_meta(self.name?, key)
+        let name = self.name?;
+        let mut meta = patch_meta(name, key)?;
+        if self.apply {
+            meta.map_keys = apply_map_keys(name, key);
+        }
+        Some(meta)
     }
 }
 
@@ -172,7 +186,7 @@ mod tests {
                 .get("properties")
                 .and_then(|p| p.get(field))
                 .unwrap_or_else(|| panic!("{type_name} has no field {field}"));
-            let node = TypeNode::resolve(schemas, property);
+            let node = TypeNode::resolve(schemas, property, false);
             let kind = node
                 .schema
                 .and_then(|s| s.get("type"))

@@ -16,7 +16,7 @@
 use serde_json::{Map, Value};
 
 use super::PatchError;
-use super::merge_keys::PatchMeta;
+use super::merge_keys::{MapKey, PatchMeta};
 use super::schema::TypeNode;
 
 const DIRECTIVE: &str = "$patch";
@@ -177,8 +177,8 @@ fn merge_parallel_lists(
             }
         };
         let meta = node.meta(field);
-        let key = meta.and_then(|m| m.merge_key);
-        validate_order(&patch_list, &order, key, field)?;
+        let identity = Identity::of(meta);
+        validate_order(&patch_list, &order, identity, field)?;
         let live = match original.get(field) {
             Some(Value::Array(list)) => list.clone(),
             _ => Vec::new(),
@@ -195,7 +195,7 @@ fn merge_parallel_lists(
                 field,
             )?
         };
-        let merged = normalize_order(merged, &order, &live, key);
+        let merged = normalize_order(merged, &order, &live, identity);
         if existed || !merged.is_empty() {
             original.insert(field.to_string(), Value::Array(merged));
         }
@@ -207,7 +207,7 @@ fn merge_parallel_lists(
 fn validate_order(
     patch_list: &[Value],
     order: &[Value],
-    key: Option<&str>,
+    identity: Identity,
     field: &str,
 ) -> Result<(), PatchError> {
     let items: Vec<&Value> = patch_list
@@ -216,8 +216,8 @@ fn validate_order(
         .collect();
     let mut o = 0;
     for item in items {
-        let id = identity(item, key);
-        while o < order.len() && identity(&order[o], key) != id {
+        let id = identity.id(item);
+        while o < order.len() && identity.id(&order[o]) != id {
             o += 1;
         }
         if o == order.len() {
@@ -236,11 +236,39 @@ fn is_directive_item(item: &Value) -> bool {
     item.as_object().is_some_and(|m| m.contains_key(DIRECTIVE))
 }
 
-/// What identifies a list item: its merge key value for lists of objects, else itself.
-fn identity<'v>(item: &'v Value, key: Option<&str>) -> Option<&'v Value> {
-    match (key, item) {
-        (Some(key), Value::Object(m)) => m.get(key),
-        _ => Some(item),
+/// What identifies the items of a list: the merge key (or, under server-side apply, the
+/// list-map keys) for lists of objects, else the item itself.
+#[derive(Clone, Copy, Default)]
+struct Identity {
+    key: Option<&'static str>,
+    map_keys: &'static [MapKey],
+}
+
+impl Identity {
+    fn of(meta: Option<PatchMeta>) -> Self {
+        meta.map(|m| Identity {
+            key: m.merge_key,
+            map_keys: m.map_keys,
+        })
+        .unwrap_or_default()
+    }
+
+    fn id(&self, item: &Value) -> Option<Value> {
+        let (Some(key), Value::Object(m)) = (self.key, item) else {
+            return Some(item.clone());
+        };
+        if self.map_keys.is_empty() {
+            return m.get(key).cloned();
+        }
+        self.map_keys
+            .iter()
+            .map(|k| {
+                m.get(k.field)
+                    .cloned()
+                    .or_else(|| k.default.map(Value::from))
+            })
+            .collect::<Option<Vec<Value>>>()
+            .map(Value::Array)
     }
 }
 
@@ -276,6 +304,7 @@ fn merge_list(
             "cannot merge lists without merge key for {field}"
         )));
     };
+    let identity = Identity::of(meta);
 
     // Special items first: deletions by key, a replace of the whole list.
     let mut live = original;
@@ -296,10 +325,11 @@ fn merge_list(
         };
         match directive.as_str() {
             Some("delete") => {
-                let Some(id) = map.get(key) else {
+                if !map.contains_key(key) {
                     return Err(no_merge_key(&map, key));
-                };
-                live.retain(|v| v.get(key) != Some(id));
+                }
+                let id = identity.id(&Value::Object(map));
+                live.retain(|v| identity.id(v) != id);
             }
             Some("replace") => replace = true,
             // Kept as an ordinary item when it carries the key; a bare marker is a no-op.
@@ -327,12 +357,17 @@ fn merge_list(
     let order: Vec<Value> = items.iter().cloned().map(Value::Object).collect();
     let server_order = live.clone();
     for item in items {
-        let Some(id) = item.get(key).cloned() else {
+        if !item.contains_key(key) {
             return Err(no_merge_key(&item, key));
+        }
+        let item = Value::Object(item);
+        let id = identity.id(&item);
+        let Value::Object(item) = item else {
+            unreachable!("built as an object")
         };
         match live
             .iter_mut()
-            .find(|v| v.get(key) == Some(&id) && v.is_object())
+            .find(|v| v.is_object() && identity.id(v) == id)
         {
             Some(existing) => {
                 let Value::Object(existing_map) = existing.take() else {
@@ -343,7 +378,7 @@ fn merge_list(
             None => live.push(Value::Object(merge_map(Map::new(), item, item_node)?)),
         }
     }
-    Ok(normalize_order(live, &order, &server_order, Some(key)))
+    Ok(normalize_order(live, &order, &server_order, identity))
 }
 
 fn no_merge_key(map: &Map<String, Value>, key: &str) -> PatchError {
@@ -374,7 +409,7 @@ fn merge_primitive_list(original: Vec<Value>, patch: Vec<Value>) -> Vec<Value> {
             merged.push(v);
         }
     }
-    normalize_order(merged, &values, &original, None)
+    normalize_order(merged, &values, &original, Identity::default())
 }
 
 /// Orders a merged list: items named by `patch_order` in that order, the others (server-only)
@@ -383,11 +418,12 @@ fn normalize_order(
     merged: Vec<Value>,
     patch_order: &[Value],
     server_order: &[Value],
-    key: Option<&str>,
+    identity: Identity,
 ) -> Vec<Value> {
     let position = |list: &[Value], item: &Value| -> Option<usize> {
-        let id = identity(item, key)?;
-        list.iter().position(|o| identity(o, key) == Some(id))
+        let id = identity.id(item)?;
+        list.iter()
+            .position(|o| identity.id(o).as_ref() == Some(&id))
     };
     let (mut from_patch, mut server_only): (Vec<Value>, Vec<Value>) = merged
         .into_iter()
