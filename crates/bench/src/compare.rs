@@ -4,7 +4,10 @@
 //! - throughput (per second): worse when it drops by more than 10%;
 //! - latency and duration (ms): worse when it grows by more than 20% plus 0.2 ms (the fixed
 //!   part keeps sub-millisecond figures from flagging on scheduler jitter);
-//! - bytes and ratios: worse when they grow by more than 10%.
+//! - bytes: worse when they grow by more than 10%;
+//! - ratios (and shares of a core): worse when they grow by more than 10% plus 0.5 (the
+//!   fixed part keeps an idle process's CPU, 0.0% in one run and 0.3% in the next, from
+//!   flagging).
 
 use crate::figure::{Report, Unit};
 
@@ -12,16 +15,19 @@ pub const THROUGHPUT_DROP: f64 = 0.10;
 pub const LATENCY_GROWTH: f64 = 0.20;
 pub const LATENCY_SLACK_MS: f64 = 0.2;
 pub const SIZE_GROWTH: f64 = 0.10;
+pub const RATIO_SLACK: f64 = 0.5;
 
 /// The noise rules in words, for help texts and the generated document.
 pub fn noise_rules() -> String {
     format!(
         "throughput worse by more than {:.0}%; latencies and durations worse by more than {:.0}% + {} ms; \
-         sizes and ratios worse by more than {:.0}%",
+         sizes worse by more than {:.0}%; ratios and CPU shares worse by more than {:.0}% + {}",
         THROUGHPUT_DROP * 100.0,
         LATENCY_GROWTH * 100.0,
         LATENCY_SLACK_MS,
-        SIZE_GROWTH * 100.0
+        SIZE_GROWTH * 100.0,
+        SIZE_GROWTH * 100.0,
+        RATIO_SLACK
     )
 }
 
@@ -30,7 +36,8 @@ pub fn is_worse(unit: Unit, old: f64, new: f64) -> bool {
     match unit {
         Unit::PerSecond => new < old * (1.0 - THROUGHPUT_DROP),
         Unit::Millis => new > old * (1.0 + LATENCY_GROWTH) + LATENCY_SLACK_MS,
-        Unit::Bytes | Unit::Ratio => new > old * (1.0 + SIZE_GROWTH),
+        Unit::Bytes => new > old * (1.0 + SIZE_GROWTH),
+        Unit::Ratio => new > old * (1.0 + SIZE_GROWTH) + RATIO_SLACK,
     }
 }
 
@@ -150,7 +157,11 @@ mod tests {
         assert!(is_worse(Unit::Millis, 100.0, 120.3));
         assert!(!is_worse(Unit::Bytes, 100.0, 110.0));
         assert!(is_worse(Unit::Bytes, 100.0, 110.1));
-        assert!(is_worse(Unit::Ratio, 2.0, 2.3));
+        // 2.0 may grow to 2.7 (10% + 0.5); an idle 0% of a core to 0.5%.
+        assert!(!is_worse(Unit::Ratio, 2.0, 2.69));
+        assert!(is_worse(Unit::Ratio, 2.0, 2.71));
+        assert!(!is_worse(Unit::Ratio, 0.0, 0.3));
+        assert!(is_worse(Unit::Ratio, 0.0, 0.6));
     }
 
     fn report(figures: Vec<Figure>) -> Report {

@@ -235,6 +235,88 @@ pub fn rss_bytes(pid: u32) -> Result<u64, BenchError> {
         .ok_or_else(|| BenchError::Scenario(format!("{path} has no VmRSS line")))
 }
 
+/// The proportional set size of a process (`Pss:` of `/proc/<pid>/smaps_rollup`): its
+/// private pages plus its share of the pages it shares.
+pub fn pss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    kib_field(&text, "Pss:").map(|kib| kib * 1024)
+}
+
+/// CPU time of a process so far, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTicks {
+    /// utime+stime: its own threads.
+    pub own: u64,
+    /// cutime+cstime: the children it waited for (e.g. the runc runs of an agent).
+    pub children: u64,
+}
+
+impl CpuTicks {
+    /// Reads `/proc/<pid>/stat`.
+    pub fn of(pid: u32) -> Result<Self, BenchError> {
+        let path = format!("/proc/{pid}/stat");
+        let text = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
+            context: format!("read {path}"),
+            source,
+        })?;
+        Self::parse(&text).ok_or_else(|| BenchError::Scenario(format!("{path}: unexpected format")))
+    }
+
+    /// Fields 14–17 of a `/proc/<pid>/stat` line; the command name in parentheses may hold
+    /// spaces, so fields are counted after the last `)`.
+    fn parse(stat: &str) -> Option<Self> {
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        (fields.len() == 4).then(|| Self {
+            own: fields[0] + fields[1],
+            children: fields[2] + fields[3],
+        })
+    }
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on every Linux this runs on otherwise).
+pub fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The CPU a process used over `window`, in % of one core: its own and with the children it
+/// reaped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuUse {
+    pub own_percent: f64,
+    pub with_children_percent: f64,
+    pub window: Duration,
+}
+
+/// Samples the process's CPU ticks before and after `window`.
+pub async fn cpu_use(pid: u32, window: Duration) -> Result<CpuUse, BenchError> {
+    let before = CpuTicks::of(pid)?;
+    let began = Instant::now();
+    tokio::time::sleep(window).await;
+    let after = CpuTicks::of(pid)?;
+    let elapsed = began.elapsed();
+    let percent = |ticks: u64| ticks as f64 / clock_ticks() / elapsed.as_secs_f64() * 100.0;
+    let own = after.own.saturating_sub(before.own);
+    let children = after.children.saturating_sub(before.children);
+    Ok(CpuUse {
+        own_percent: percent(own),
+        with_children_percent: percent(own + children),
+        window: elapsed,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +325,30 @@ mod tests {
     fn reads_own_rss() {
         let rss = rss_bytes(std::process::id()).unwrap();
         assert!(rss > 1024 * 1024, "{rss}");
+    }
+
+    #[test]
+    fn parses_cpu_ticks_after_the_command_name() {
+        let stat =
+            "1234 (rkube agent) S 1 1234 1234 0 -1 4194560 5000 0 0 0 150 25 7 3 20 0 4 0 100 0 0";
+        assert_eq!(
+            CpuTicks::parse(stat),
+            Some(CpuTicks {
+                own: 175,
+                children: 10
+            })
+        );
+        assert_eq!(CpuTicks::parse("1234 (x) S 1"), None);
+    }
+
+    #[tokio::test]
+    async fn own_cpu_use_is_read() {
+        let pid = std::process::id();
+        assert!(CpuTicks::of(pid).is_ok());
+        assert!(pss_bytes(pid).is_some_and(|b| b > 0));
+        let used = cpu_use(pid, Duration::from_millis(50)).await.unwrap();
+        assert!(used.own_percent >= 0.0 && used.own_percent.is_finite());
+        assert!(used.with_children_percent >= used.own_percent);
+        assert!(used.window >= Duration::from_millis(50));
     }
 }

@@ -46,6 +46,7 @@ impl SimProcess {
         kubeconfig: &Path,
         nodes: usize,
         log: &Path,
+        args: &[&str],
     ) -> Result<Self, BenchError> {
         let io = |context: String| move |source| BenchError::Io { context, source };
         let out = OpenOptions::new()
@@ -59,6 +60,7 @@ impl SimProcess {
             .arg(kubeconfig)
             .arg("--nodes")
             .arg(nodes.to_string())
+            .args(args)
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -124,6 +126,16 @@ impl Cluster {
         nodes: usize,
         limit: Duration,
     ) -> Result<Self, BenchError> {
+        Self::start_with(options, nodes, limit, &[]).await
+    }
+
+    /// As [`Cluster::start`], with more arguments for `rkube sim`.
+    pub(crate) async fn start_with(
+        options: &Options,
+        nodes: usize,
+        limit: Duration,
+        sim_args: &[&str],
+    ) -> Result<Self, BenchError> {
         let dir = tempfile::Builder::new()
             .prefix("rkube-bench-cluster-")
             .tempdir()
@@ -152,6 +164,7 @@ impl Cluster {
             &server.kubeconfig(),
             nodes,
             &dir.path().join("sim.log"),
+            sim_args,
         )?;
         node_watch
             .wait_until(&mut sim, began + limit, "nodes Ready", |s| {

@@ -1,46 +1,45 @@
 //! `footprint`: what rkube costs a machine. The binary's size; the resident memory (VmRSS)
 //! and CPU (utime+stime from `/proc/<pid>/stat` over a window) of an idle
-//! `rkube server --disable-agent`, of an idle server running its node agent with no pods, and
-//! of a server running 5,000 simulated nodes once all are Ready. The agent with 20 and 100
-//! pods is measured by the `pods` scenario.
+//! `rkube server --disable-agent`, of an idle server running its node agent; of `rkube agent`
+//! as its own process idle, with 20 and with 100 real pods (and its shims' memory); of a
+//! server running 5,000 simulated nodes once all are Ready.
 //!
 //! k3s's figures are quoted from its documentation, not measured here.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use http::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::client::ApiClient;
 use crate::figure::{Figure, MIB, Unit};
-use crate::process::{ServerProcess, rss_bytes};
+use crate::node::{
+    AgentCost, AgentNode, Killall, NodeNames, build_image, condition_true, is_root, wait_node_ready,
+};
+use crate::process::{ServerProcess, cpu_use, rss_bytes};
 use crate::scenarios::bulk::Watch;
-use crate::scenarios::proxy::is_root;
 use crate::{BenchError, Options};
 
 const SCENARIO: &str = "footprint";
 /// A /8 holds a /24 per simulated node (as the bulk scenario uses).
 const SIM_CLUSTER_CIDR: &str = "10.0.0.0/8";
-/// How long the node of the server with its agent may take to be Ready.
-const NODE_READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the simulated nodes may take to be Ready.
 const SIM_READY_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// k3s's published resource profile (docs.k3s.io, "Resource Profiling"; quoted, not
-/// measured). Its k3s 1.19.2 profile gives the lower figures used here: minimum RAM of a
-/// server with a workload on kine/SQLite 768 M, of an agent 256 M; its k3s v1.26.5 profile
-/// gives 1596 M and 275 M, and a server's minimum CPU of 6% of a core (Intel 8375C).
+/// k3s's published resource profile (https://docs.k3s.io/reference/resource-profiling;
+/// quoted, not measured). The lower of its two profiles is used for each figure: k3s 1.19.2
+/// gives the minimum RAM of a server with a workload on kine/SQLite 768 M and of an agent
+/// 256 M (its v1.26.5 profile: 1596 M and 275 M); v1.26.5 gives the minimum CPU, 6% of a core
+/// for the server and 3% for the agent (Intel 8375C; 1.19.2: 10% and 5%).
 const K3S_SERVER_RSS: f64 = 768.0 * MIB;
 const K3S_AGENT_RSS: f64 = 256.0 * MIB;
 const K3S_SERVER_CPU_PERCENT: f64 = 6.0;
+const K3S_AGENT_CPU_PERCENT: f64 = 3.0;
 /// The k3s README: "all in a binary less than 100 MB".
 const K3S_BINARY: f64 = 100e6;
 const K3S_SERVER_LABEL: &str = "k3s 1.19.2 server with a workload, published";
 const K3S_AGENT_LABEL: &str = "k3s 1.19.2 agent, published";
-const K3S_CPU_LABEL: &str = "k3s v1.26.5 server with a workload, published";
+const K3S_SERVER_CPU_LABEL: &str = "k3s v1.26.5 server with a workload, published";
+const K3S_AGENT_CPU_LABEL: &str = "k3s v1.26.5 agent, published";
 const K3S_BINARY_LABEL: &str = "k3s binary < 100 MB, published";
 
 fn fail(message: impl Into<String>) -> BenchError {
@@ -50,33 +49,6 @@ fn fail(message: impl Into<String>) -> BenchError {
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
     let context = context.into();
     move |source| BenchError::Io { context, source }
-}
-
-/// utime+stime of a `/proc/<pid>/stat` line, in clock ticks (fields 14 and 15; the command
-/// name in parentheses may hold spaces, so fields are counted after the last `)`).
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn cpu_ticks(pid: u32) -> Result<u64, BenchError> {
-    let path = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&path).map_err(io(format!("read {path}")))?;
-    parse_cpu_ticks(&text).ok_or_else(|| fail(format!("{path}: unexpected format")))
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 on every Linux this runs on otherwise).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// What one process costs at steady state.
@@ -96,15 +68,11 @@ async fn steady_cost(
     let pid = server
         .pid()
         .ok_or_else(|| fail("rkube server is not running"))?;
-    let before = cpu_ticks(pid)?;
-    let began = Instant::now();
-    tokio::time::sleep(window).await;
-    let after = cpu_ticks(pid)?;
-    let elapsed = began.elapsed().as_secs_f64();
     let rss = rss_bytes(pid)?;
+    let cpu = cpu_use(pid, window).await?;
     Ok(Cost {
         rss,
-        cpu_percent: after.saturating_sub(before) as f64 / clock_ticks() / elapsed * 100.0,
+        cpu_percent: cpu.own_percent,
     })
 }
 
@@ -112,124 +80,9 @@ fn temp_dir() -> Result<tempfile::TempDir, BenchError> {
     tempfile::Builder::new()
         .prefix("rkube-bench-footprint-")
         .tempdir()
-        .map_err(io("create a temporary directory for rkube server"))
-}
-
-/// What keeps the benchmark's node apart from other agents on the machine, and `rkube
-/// killall` of what its agent set up, run on drop (declare it before the server: locals drop
-/// in reverse order).
-struct Node {
-    binary: PathBuf,
-    data_dir: PathBuf,
-    name: String,
-    cgroup_root: String,
-    bridge: String,
-    args: Vec<String>,
-}
-
-impl Node {
-    fn new(binary: &Path, data_dir: &Path) -> Self {
-        let id = std::process::id() % 100_000;
-        let name = format!("bench-footprint-{id}");
-        let cgroup_root = format!("/rkube-bench-footprint-{id}/kubepods");
-        let bridge = format!("rkf{id}");
-        let args = vec![
-            "--node-name".to_string(),
-            name.clone(),
-            "--kubelet-port".into(),
-            testing::free_port().to_string(),
-            "--cgroup-root".into(),
-            cgroup_root.clone(),
-            "--cni-bridge".into(),
-            bridge.clone(),
-            // Outside 10.64.0.0/10, which the test harness hands to its clusters, and apart
-            // from the pods scenario's.
-            "--cluster-cidr".into(),
-            format!("10.{}.0.0/16", 224 + id % 32),
-        ];
-        Self {
-            binary: binary.to_path_buf(),
-            data_dir: data_dir.to_path_buf(),
-            name,
-            cgroup_root,
-            bridge,
-            args,
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let out = Command::new(&self.binary)
-            .arg("killall")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--cgroup-root")
-            .arg(&self.cgroup_root)
-            .arg("--cni-bridge")
-            .arg(&self.bridge)
-            .env_remove("RKUBE_DATA_DIR")
-            .stdin(Stdio::null())
-            .output();
-        match out {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "bench: rkube killall --data-dir {} failed: {}",
-                self.data_dir.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            Err(e) => eprintln!("bench: rkube killall: {e}"),
-        }
-        // killall removes the pods' cgroups; the benchmark's own parent is left empty.
-        if let Some(parent) = Path::new(&self.cgroup_root).parent()
-            && parent != Path::new("/")
-            && let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup")
-        {
-            for controller in controllers.flatten() {
-                let dir = controller
-                    .path()
-                    .join(parent.strip_prefix("/").unwrap_or(parent));
-                let _ = std::fs::remove_dir(dir.join("kubepods"));
-                let _ = std::fs::remove_dir(dir);
-            }
-        }
-    }
-}
-
-fn is_ready(node: &Value) -> bool {
-    node["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
-}
-
-/// Polls the Node until its Ready condition is True, checking that the server still runs.
-async fn wait_node_ready(
-    server: &ServerProcess,
-    client: &ApiClient,
-    name: &str,
-) -> Result<(), BenchError> {
-    let mut conn = client.connect().await?;
-    let path = format!("/api/v1/nodes/{name}");
-    let deadline = Instant::now() + NODE_READY_TIMEOUT;
-    loop {
-        // Fails once the server has exited.
-        server.rss_bytes()?;
-        let response = conn.send(Method::GET, &path, None).await?;
-        if response.status == StatusCode::OK {
-            let node: Value = serde_json::from_slice(&response.body)
-                .map_err(|e| fail(format!("GET {path}: {e}")))?;
-            if is_ready(&node) {
-                return Ok(());
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(fail(format!(
-                "node {name} not Ready within {NODE_READY_TIMEOUT:?}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .map_err(io(
+            "create a temporary directory for the footprint scenario",
+        ))
 }
 
 /// The nodes a watch saw Ready.
@@ -241,7 +94,7 @@ impl ReadyNodes {
         let Some(name) = node["metadata"]["name"].as_str() else {
             return;
         };
-        if kind != "DELETED" && is_ready(node) {
+        if kind != "DELETED" && condition_true(node, "Ready") {
             self.0.insert(name.to_string());
         } else {
             self.0.remove(name);
@@ -294,53 +147,96 @@ async fn sim_server(
     Ok((cost, ready_after))
 }
 
+/// An idle `rkube server` running its node agent (node Ready, no pods): its cost.
+async fn server_with_agent(
+    options: &Options,
+    settle: Duration,
+    window: Duration,
+) -> Result<Cost, BenchError> {
+    let dir = temp_dir()?;
+    let data = dir.path().join("data");
+    let node = NodeNames::unique(1);
+    // Declared before the server: it runs after the server is gone.
+    let _killall = Killall {
+        binary: options.binary.clone(),
+        data_dir: data.clone(),
+        node: node.clone(),
+    };
+    let mut args = node.agent_args();
+    args.extend(["--cluster-cidr".to_string(), node.cluster_cidr.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server =
+        ServerProcess::spawn_with_agent(&options.binary, &data, testing::free_port(), &args)?;
+    let client = server.wait_ready(None).await?;
+    let mut conn = client.connect().await?;
+    wait_node_ready(&mut conn, &node.node_name, || server.rss_bytes().map(drop)).await?;
+    drop(conn);
+    let cost = steady_cost(&server, settle, window).await?;
+    server.stop()?;
+    Ok(cost)
+}
+
+/// `rkube agent` as its own process: idle, then with each count of pods in `pods`.
+async fn agent_alone(
+    options: &Options,
+    pods: &[usize],
+    settle: Duration,
+    window: Duration,
+) -> Result<Vec<AgentCost>, BenchError> {
+    let dir = temp_dir()?;
+    let image = build_image(dir.path())?;
+    let mut node = AgentNode::start(options, dir.path(), &image, 2).await?;
+    let mut costs = vec![node.cost(settle, window).await?];
+    for count in pods {
+        node.scale_to(*count).await?;
+        costs.push(node.cost(settle, window).await?);
+    }
+    node.finish().await?;
+    Ok(costs)
+}
+
 pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
     if !is_root() {
         return Err(fail(
-            "the footprint scenario runs a node agent: run it as root (with runc and the CNI plugins installed)",
+            "the footprint scenario runs a node agent with real containers: run it as root \
+             (with runc, the CNI plugins, busybox-static and umoci installed)",
         ));
     }
-    let (sim_nodes, settle, window) = if options.quick {
-        (50, Duration::from_millis(300), Duration::from_secs(1))
+    let (sim_nodes, pods, settle, window): (usize, &[usize], _, _) = if options.quick {
+        (
+            50,
+            &[2, 5],
+            Duration::from_millis(300),
+            Duration::from_secs(1),
+        )
     } else {
-        (5_000, Duration::from_secs(5), Duration::from_secs(20))
+        (
+            5_000,
+            &[20, 100],
+            Duration::from_secs(5),
+            Duration::from_secs(20),
+        )
     };
     let binary_bytes = std::fs::metadata(&options.binary)
         .map_err(io(format!("size of {}", options.binary.display())))?
         .len();
 
-    // The server alone.
-    let dir = temp_dir()?;
-    let (server, _client) = ServerProcess::start(
-        &options.binary,
-        &dir.path().join("data"),
-        testing::free_port(),
-    )
-    .await?;
-    let alone = steady_cost(&server, settle, window).await?;
-    drop(server);
-    drop(dir);
-
-    // The server with its node agent, the node Ready, no pods.
-    let dir = temp_dir()?;
-    let data = dir.path().join("data");
-    let node = Node::new(&options.binary, &data);
-    let args: Vec<&str> = node.args.iter().map(String::as_str).collect();
-    let mut server =
-        ServerProcess::spawn_with_agent(&options.binary, &data, testing::free_port(), &args)?;
-    let client = server.wait_ready(None).await?;
-    wait_node_ready(&server, &client, &node.name).await?;
-    let with_agent = steady_cost(&server, settle, window).await?;
-    server.stop()?;
-    drop(server);
-    drop(node);
-    drop(dir);
-
+    let alone = {
+        let dir = temp_dir()?;
+        let (server, _client) = ServerProcess::start(
+            &options.binary,
+            &dir.path().join("data"),
+            testing::free_port(),
+        )
+        .await?;
+        steady_cost(&server, settle, window).await?
+    };
+    let with_agent = server_with_agent(options, settle, window).await?;
+    let agent = agent_alone(options, pods, settle, window).await?;
     let (sim, sim_ready) = sim_server(options, sim_nodes, settle, window).await?;
 
     let window_s = window.as_secs_f64();
-    let agent_share = with_agent.rss.saturating_sub(alone.rss);
-    Ok(vec![
+    let mut figures = vec![
         Figure::new(
             SCENARIO,
             "footprint.binary_bytes",
@@ -360,10 +256,13 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
         Figure::new(
             SCENARIO,
             "footprint.server_cpu_percent",
-            format!("CPU of `rkube server --disable-agent`, idle, % of one core over {window_s:.0} s"),
+            format!(
+                "CPU of `rkube server --disable-agent`, idle, % of one core over {window_s:.0} s"
+            ),
             alone.cpu_percent,
             Unit::Ratio,
-        ),
+        )
+        .published_reference(K3S_SERVER_CPU_LABEL, K3S_SERVER_CPU_PERCENT),
         Figure::new(
             SCENARIO,
             "footprint.server_agent_rss_bytes",
@@ -374,14 +273,6 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
         .published_reference(K3S_SERVER_LABEL, K3S_SERVER_RSS),
         Figure::new(
             SCENARIO,
-            "footprint.agent_share_rss_bytes",
-            "the agent's share: RSS of the server with its agent minus without",
-            agent_share as f64,
-            Unit::Bytes,
-        )
-        .published_reference(K3S_AGENT_LABEL, K3S_AGENT_RSS),
-        Figure::new(
-            SCENARIO,
             "footprint.server_agent_cpu_percent",
             format!(
                 "CPU of `rkube server` with its node agent, no pods, % of one core over {window_s:.0} s"
@@ -389,7 +280,12 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
             with_agent.cpu_percent,
             Unit::Ratio,
         )
-        .published_reference(K3S_CPU_LABEL, K3S_SERVER_CPU_PERCENT),
+        .published_reference(K3S_SERVER_CPU_LABEL, K3S_SERVER_CPU_PERCENT),
+    ];
+    for cost in &agent {
+        figures.extend(agent_figures(cost));
+    }
+    figures.extend([
         Figure::new(
             SCENARIO,
             "footprint.sim_server_rss_bytes",
@@ -409,25 +305,72 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
             sim.cpu_percent,
             Unit::Ratio,
         ),
-    ])
+    ]);
+    Ok(figures)
+}
+
+/// The figures of `rkube agent` with `cost.pods` pods (keys end in the count; `idle` without
+/// pods). k3s's agent figure is its whole service (agent, kubelet, containerd and shims), so
+/// the agent's RSS plus its shims' PSS is held beside it once there are pods.
+fn agent_figures(cost: &AgentCost) -> Vec<Figure> {
+    let window_s = cost.cpu.window.as_secs_f64();
+    if cost.pods == 0 {
+        return vec![
+            Figure::new(
+                SCENARIO,
+                "footprint.agent_idle_rss_bytes",
+                "RSS of `rkube agent` (its own process), node Ready, no pods",
+                cost.rss as f64,
+                Unit::Bytes,
+            )
+            .published_reference(K3S_AGENT_LABEL, K3S_AGENT_RSS),
+            Figure::new(
+                SCENARIO,
+                "footprint.agent_idle_cpu_percent",
+                format!("CPU of `rkube agent`, no pods, % of one core over {window_s:.0} s"),
+                cost.cpu.with_children_percent,
+                Unit::Ratio,
+            )
+            .published_reference(K3S_AGENT_CPU_LABEL, K3S_AGENT_CPU_PERCENT),
+        ];
+    }
+    let n = cost.pods;
+    let shims = cost.shim_pss.len();
+    vec![
+        Figure::new(
+            SCENARIO,
+            &format!("footprint.agent_rss_bytes.{n}"),
+            format!("RSS of `rkube agent` with {n} pods Running"),
+            cost.rss as f64,
+            Unit::Bytes,
+        ),
+        Figure::new(
+            SCENARIO,
+            &format!("footprint.node_rss_bytes.{n}"),
+            format!(
+                "`rkube agent` with {n} pods: its RSS plus the PSS of its {shims} shims (shared pages counted once)"
+            ),
+            cost.with_shims_bytes() as f64,
+            Unit::Bytes,
+        )
+        .published_reference(K3S_AGENT_LABEL, K3S_AGENT_RSS),
+        Figure::new(
+            SCENARIO,
+            &format!("footprint.agent_cpu_percent.{n}"),
+            format!(
+                "CPU of `rkube agent` with {n} pods (with the runc runs it reaped), % of one core over {window_s:.0} s"
+            ),
+            cost.cpu.with_children_percent,
+            Unit::Ratio,
+        )
+        .published_reference(K3S_AGENT_CPU_LABEL, K3S_AGENT_CPU_PERCENT),
+    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_cpu_ticks_after_the_command_name() {
-        let stat =
-            "1234 (rkube server) S 1 1234 1234 0 -1 4194560 5000 0 0 0 150 25 7 3 20 0 4 0 100 0 0";
-        assert_eq!(parse_cpu_ticks(stat), Some(175));
-        assert_eq!(parse_cpu_ticks("1234 (x) S 1"), None);
-    }
-
-    #[test]
-    fn own_cpu_ticks_are_read() {
-        assert!(cpu_ticks(std::process::id()).is_ok());
-    }
+    use crate::process::CpuUse;
 
     #[test]
     fn ready_nodes_follow_the_condition() {
@@ -441,5 +384,50 @@ mod tests {
         node["status"]["conditions"][0]["status"] = "Unknown".into();
         s.apply("MODIFIED", &node, Instant::now());
         assert!(s.0.is_empty());
+    }
+
+    fn cost(pods: usize) -> AgentCost {
+        AgentCost {
+            pods,
+            rss: 20 << 20,
+            cpu: CpuUse {
+                own_percent: 0.5,
+                with_children_percent: 1.5,
+                window: Duration::from_secs(20),
+            },
+            shim_pss: vec![1 << 19; pods],
+        }
+    }
+
+    #[test]
+    fn agent_figures_are_keyed_by_pod_count_and_held_beside_k3s() {
+        let idle = agent_figures(&cost(0));
+        let keys: Vec<&str> = idle.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "footprint.agent_idle_rss_bytes",
+                "footprint.agent_idle_cpu_percent"
+            ]
+        );
+        assert_eq!(idle[1].value, 1.5, "CPU counts the children it reaped");
+
+        let busy = agent_figures(&cost(100));
+        let node = busy
+            .iter()
+            .find(|f| f.key == "footprint.node_rss_bytes.100")
+            .unwrap();
+        assert_eq!(node.value, (20u64 * MIB as u64 + 100 * (1 << 19)) as f64);
+        let reference = node.reference.as_ref().unwrap();
+        assert!(reference.published);
+        assert_eq!(reference.value, K3S_AGENT_RSS);
+        assert!(
+            busy.iter()
+                .any(|f| f.key == "footprint.agent_rss_bytes.100")
+        );
+        assert!(
+            busy.iter()
+                .any(|f| f.key == "footprint.agent_cpu_percent.100")
+        );
     }
 }

@@ -34,7 +34,7 @@ pub enum BenchCommand {
     Proxy(RunArgs),
     /// Cluster DNS: queries/s and p50/p99 from one client, 16 in flight, beside dnsmasq serving the same names.
     Dns(RunArgs),
-    /// Binary size; RSS and CPU of the server idle, with its agent (root), and with 5,000 simulated nodes; k3s's published profile.
+    /// Binary size; RSS and CPU of the server idle, with its agent (root), of `rkube agent` idle and with 20 and 100 pods (root), and of the server with 5,000 simulated nodes; k3s's published profile.
     Footprint(RunArgs),
     /// Every scenario; rewrites the whole document.
     All(RunArgs),
