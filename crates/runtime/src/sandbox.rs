@@ -136,7 +136,8 @@ impl SandboxManager {
         self.config.cni_conf_dir.join(CONFLIST_FILE)
     }
 
-    /// Write the node's CNI conflist (bridge + host-local on `pod_cidr`, portmap, loopback).
+    /// Write the node's CNI conflist (bridge + host-local on `pod_cidr`, portmap; `lo` is set up
+    /// in-process).
     /// Idempotent; call again when the node's podCIDR becomes known.
     pub fn configure(&self, pod_cidr: &str) -> Result<()> {
         let cidr = self.write_conflist(pod_cidr)?;
@@ -359,7 +360,7 @@ impl SandboxManager {
         })
     }
 
-    /// Bring up `lo`, then ADD through the conflist; returns the pod's IPs.
+    /// ADD through the conflist; returns the pod's IPs.
     async fn add_network(
         &self,
         spec: &SandboxSpec,
@@ -384,15 +385,10 @@ impl SandboxManager {
             result: None,
         };
         let inv = invocation(&cache, &netns.to_string_lossy());
-        let loopback = cni::Invocation {
-            ifname: "lo".into(),
-            port_mappings: Vec::new(),
-            ..inv.clone()
-        };
         let cache_path = dir.join(CNI_CACHE_FILE);
         let config = cache.config.clone();
         // Record how far ADD got before each plugin runs: a crash or failure part way must
-        // still DEL whatever ran.
+        // still DEL whatever ran. (`lo` is already up: see `make_namespaces`.)
         let mut record_error = None;
         let record = |n| {
             cache.plugins_added = n;
@@ -404,16 +400,10 @@ impl SandboxManager {
                 }
             }
         };
-        // `lo` and `eth0` are independent: set them up side by side.
-        let loopback_config = cni::loopback_config();
-        let (up, added) = tokio::join!(
-            cni::add_one(bin_dir, &loopback_config, &loopback),
-            cni::add_list(bin_dir, &config, &inv, record),
-        );
+        let added = cni::add_list(bin_dir, &config, &inv, record).await;
         if let Some(e) = record_error {
             return Err(e);
         }
-        up.map_err(cni_error)?;
         let result = added.map_err(cni_error)?;
         let ips = cni::result_ips(&result);
         cache.result = Some(result);
@@ -527,8 +517,11 @@ fn invocation(cache: &cni::CniCache, netns: &str) -> cni::Invocation {
     }
 }
 
-/// Create the wanted namespaces in one `unshare`, each kept alive by a bind mount on its file,
-/// and set the hostname in the new UTS namespace.
+/// Create the wanted namespaces, each kept alive by a bind mount on its file, set the hostname
+/// in the new UTS namespace and bring `lo` up in the new network namespace.
+///
+/// Done in-process by a thread of our own that unshares its namespaces, bind-mounts
+/// `/proc/thread-self/ns/*` and ends: no `unshare`, `hostname` or loopback plugin to run.
 async fn make_namespaces(
     pod: &str,
     netns: &Option<PathBuf>,
@@ -536,44 +529,117 @@ async fn make_namespaces(
     uts_ns: &Option<PathBuf>,
     hostname: &str,
 ) -> Result<()> {
-    let mut cmd = tokio::process::Command::new("unshare");
-    let mut any = false;
-    for (flag, file) in [("--net", netns), ("--ipc", ipc_ns), ("--uts", uts_ns)] {
-        if let Some(file) = file {
-            // The mount point must exist.
-            std::fs::File::create(file).map_err(io_error(file))?;
-            let mut arg = std::ffi::OsString::from(format!("{flag}="));
-            arg.push(file);
-            cmd.arg(arg);
-            any = true;
-        }
-    }
-    if !any {
+    let wanted: Vec<(&'static str, PathBuf)> = [("net", netns), ("ipc", ipc_ns), ("uts", uts_ns)]
+        .into_iter()
+        .filter_map(|(name, file)| Some((name, file.clone()?)))
+        .collect();
+    if wanted.is_empty() {
         return Ok(());
     }
-    if uts_ns.is_some() && !hostname.is_empty() {
-        cmd.args(["hostname", "--", hostname]);
-    } else {
-        cmd.arg("true");
+    for (_, file) in &wanted {
+        // The mount point must exist.
+        std::fs::File::create(file).map_err(io_error(file))?;
     }
-    let output = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| SandboxError::Namespace {
-            pod: pod.to_owned(),
-            message: format!("running unshare: {e}"),
-        })?;
-    if !output.status.success() {
-        return Err(SandboxError::Namespace {
-            pod: pod.to_owned(),
-            message: format!(
-                "creating namespaces with unshare: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
+    let hostname = (uts_ns.is_some() && !hostname.is_empty()).then(|| hostname.to_owned());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("sandbox-ns".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let _ = tx.send(namespaces_in_this_thread(&wanted, hostname.as_deref()));
         });
+    let result = match spawned {
+        Ok(_) => rx
+            .await
+            .unwrap_or_else(|_| Err("the namespace thread ended without a word".into())),
+        Err(e) => Err(format!("starting a thread: {e}")),
+    };
+    result.map_err(|message| SandboxError::Namespace {
+        pod: pod.to_owned(),
+        message: format!("creating namespaces: {message}"),
+    })
+}
+
+/// Runs on a thread that ends right after: unshare its namespaces, set them up, and pin each
+/// on its file.
+#[allow(unsafe_code)]
+fn namespaces_in_this_thread(
+    wanted: &[(&'static str, PathBuf)],
+    hostname: Option<&str>,
+) -> std::result::Result<(), String> {
+    use rustix::thread::UnshareFlags;
+    let mut flags = UnshareFlags::empty();
+    for (name, _) in wanted {
+        flags |= match *name {
+            "net" => UnshareFlags::NEWNET,
+            "ipc" => UnshareFlags::NEWIPC,
+            _ => UnshareFlags::NEWUTS,
+        };
+    }
+    // SAFETY: only this thread's net, IPC and UTS namespaces change (no shared file table,
+    // filesystem or memory state), and the thread runs nothing else before it ends.
+    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(|e| format!("unshare: {e}"))?;
+    if let Some(hostname) = hostname {
+        rustix::system::sethostname(hostname.as_bytes())
+            .map_err(|e| format!("setting the hostname {hostname:?}: {e}"))?;
+    }
+    if wanted.iter().any(|(name, _)| *name == "net") {
+        loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
+    }
+    for (name, file) in wanted {
+        let source = format!("/proc/thread-self/ns/{name}");
+        rustix::mount::mount_bind(source.as_str(), file)
+            .map_err(|e| format!("bind-mounting {source} on {}: {e}", file.display()))?;
     }
     Ok(())
+}
+
+/// Set `lo` up in this thread's network namespace with one rtnetlink RTM_NEWLINK request
+/// (what the CNI loopback plugin does). In a new namespace `lo` is always interface 1.
+fn loopback_up() -> std::io::Result<()> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, netlink};
+    const RTM_NEWLINK: u16 = 16;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_ACK: u16 = 4;
+    const NLMSG_ERROR: u16 = 2;
+    const IFF_UP: u32 = 1;
+    const LOOPBACK_INDEX: i32 = 1;
+    let fd = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        None, // protocol 0: NETLINK_ROUTE
+    )?;
+    // nlmsghdr (16 bytes) then ifinfomsg (16 bytes), native endian.
+    let mut msg = Vec::with_capacity(32);
+    msg.extend_from_slice(&32u32.to_ne_bytes());
+    msg.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
+    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence number
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    msg.push(0); // ifi_family: AF_UNSPEC
+    msg.push(0); // padding
+    msg.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
+    msg.extend_from_slice(&LOOPBACK_INDEX.to_ne_bytes());
+    msg.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_flags
+    msg.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_change
+    let kernel = netlink::SocketAddrNetlink::new(0, 0);
+    rustix::net::sendto(&fd, &msg, rustix::net::SendFlags::empty(), &kernel)?;
+    let mut buf = [0u8; 256];
+    let (n, _) = rustix::net::recv(&fd, &mut buf[..], rustix::net::RecvFlags::empty())?;
+    let reply = &buf[..n.min(buf.len())];
+    // The ack is an NLMSG_ERROR whose error field (after the 16-byte header) is 0 or -errno.
+    if reply.len() >= 20 && u16::from_ne_bytes([reply[4], reply[5]]) == NLMSG_ERROR {
+        let errno = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
+        if errno != 0 {
+            return Err(std::io::Error::from_raw_os_error(-errno));
+        }
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "no rtnetlink acknowledgement",
+    ))
 }
 
 /// Whether `path` is a namespace file (a live bind mount of one).
@@ -683,6 +749,32 @@ mod tests {
             mtu: 1500,
         })
         .unwrap()
+    }
+
+    /// Needs root (CAP_SYS_ADMIN for unshare): skipped otherwise.
+    #[test]
+    #[allow(unsafe_code)]
+    fn loopback_comes_up_in_a_new_network_namespace() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        std::thread::spawn(|| {
+            // SAFETY: this test thread only changes its own network namespace and ends.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+                .unwrap();
+            let connect = || {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+                std::net::TcpStream::connect(listener.local_addr()?).map(|_| ())
+            };
+            assert!(connect().is_err(), "lo starts down in a new namespace");
+            loopback_up().unwrap();
+            connect().unwrap();
+            // Again: already up is fine.
+            loopback_up().unwrap();
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -3,13 +3,13 @@
 //! stderr into the log file in the CRI format, reaps it and records how it exited. The agent
 //! can restart while containers keep running.
 //!
-//! Life of a shim: the agent starts `shim` with a pipe on stdout; that process re-executes
-//! itself with `--detached` and exits at once, so the detached one is orphaned (the agent reaps
-//! only the first). The detached shim calls `setsid`, becomes a child subreaper (so the
-//! container's init, forked by `runc create`, is reparented to it), runs `runc create` and
-//! `runc start` with pipes as the container's stdio, reports one [`StartStatus`] line on the
-//! pipe and closes it, then copies output to the log until the container exits, writes
-//! `exit.json` and runs `runc delete`.
+//! Life of a shim: the agent starts `shim --detached` with a pipe on stdout and stderr on
+//! `shim.log` (`shim` without `--detached` re-executes itself detached and exits at once, for
+//! callers that cannot reap it). The detached shim calls `setsid`, becomes a child subreaper
+//! (so the container's init, forked by runc, is reparented to it), runs `runc run --detach`
+//! with pipes as the container's stdio, reports one [`StartStatus`] line on the pipe and
+//! closes it, then copies output to the log until the container exits, writes `exit.json`
+//! and runs `runc delete`.
 //!
 //! No async runtime and no threads: one `poll` over the two pipes and a pidfd.
 
@@ -211,7 +211,7 @@ fn report(status: &StartStatus) {
 
 type Started = (StartRecord, std::io::PipeReader, std::io::PipeReader);
 
-/// `runc create` with pipes as stdio, then `runc start`. Errors are runc's own words.
+/// `runc run --detach` with pipes as stdio. Errors are runc's own words.
 fn start_container(args: &ShimArgs) -> Result<Started, String> {
     let (out_r, out_w) = std::io::pipe().map_err(|e| format!("creating a pipe: {e}"))?;
     let (err_r, err_w) = std::io::pipe().map_err(|e| format!("creating a pipe: {e}"))?;
@@ -236,8 +236,12 @@ fn start_container(args: &ShimArgs) -> Result<Started, String> {
         Stdio::null()
     };
     let pid_file = args.bundle.join("pid");
-    let created = runc(args)
-        .arg("create")
+    let started_at = now_nanos();
+    // One `runc run --detach` rather than `runc create` then `runc start`: one runc process
+    // less per container. Its init is reparented to us (the subreaper) when runc exits.
+    let ran = runc(args)
+        .arg("run")
+        .arg("--detach")
         .arg("--bundle")
         .arg(&args.bundle)
         .arg("--pid-file")
@@ -249,24 +253,15 @@ fn start_container(args: &ShimArgs) -> Result<Started, String> {
         .status()
         .map_err(|e| format!("running {}: {e}", args.runc.display()))?;
     // Our copies of the write ends went with the Command: only the container holds them now.
-    if !created.success() {
-        return Err(runc_error(&args.bundle, "create", created));
+    if !ran.success() {
+        return Err(runc_error(&args.bundle, "run", ran));
     }
     let pid: u32 = std::fs::read_to_string(&pid_file)
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| format!("runc create wrote no pid to {}", pid_file.display()))?;
+        .ok_or_else(|| format!("runc run wrote no pid to {}", pid_file.display()))?;
+    // A container that already exited is our zombie until we reap it: its start time holds.
     let pid_start = proc_start_time(pid).unwrap_or(0);
-    let started_at = now_nanos();
-    let start = runc(args)
-        .args(["start", &args.id])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| format!("running {}: {e}", args.runc.display()))?;
-    if !start.success() {
-        return Err(runc_error(&args.bundle, "start", start));
-    }
     let shim_pid = std::process::id();
     let record = StartRecord {
         pid,

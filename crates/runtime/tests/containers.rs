@@ -599,14 +599,21 @@ fn containers_outlive_the_agent(env: &Env) -> anyhow::Result<()> {
     };
     let shim = started_record(env, &id)?;
     assert_eq!(shim.pid, pid);
-    // The shim is not our child: it lives in a session of its own.
+    // The shim lives in a session of its own (our terminal's and process group's signals never
+    // reach it), and outlives the runtime handle below.
     let shim_stat = std::fs::read_to_string(format!("/proc/{}/stat", shim.shim_pid))?;
-    let ppid: u32 = shim_stat[shim_stat.rfind(')').unwrap() + 2..]
+    let fields: Vec<&str> = shim_stat[shim_stat.rfind(')').unwrap() + 2..]
         .split_whitespace()
-        .nth(1)
+        .collect();
+    let session: u32 = fields[3].parse()?;
+    assert_eq!(session, shim.shim_pid);
+    let our_session = std::fs::read_to_string("/proc/self/stat")?;
+    let our_session: u32 = our_session[our_session.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .nth(3)
         .unwrap()
         .parse()?;
-    assert_ne!(ppid, std::process::id());
+    assert_ne!(session, our_session);
     // The shim trims its memory right after it reports the start.
     std::thread::sleep(Duration::from_millis(300));
     println!(

@@ -35,7 +35,8 @@ use crate::prober::{ContainerProbes, ProbeTarget};
 use crate::volumes::PodVolumes;
 use crate::volumes::env::{EnvContext, container_env};
 
-/// How often running containers are checked for an exit.
+/// How often containers are checked while the pod winds down (running ones otherwise wake the
+/// worker when they exit: see [`ExitWatch`]).
 const POLL: Duration = Duration::from_secs(1);
 /// Periodic resync: volumes are set up again (ConfigMap/Secret updates reach the files).
 const RESYNC: Duration = Duration::from_secs(10);
@@ -114,6 +115,19 @@ impl Drop for ProbeHandle {
     }
 }
 
+/// A task that wakes the pod worker when one running container's process exits, so that
+/// steady state costs nothing per pod and an exit is seen at once.
+struct ExitWatch {
+    container_id: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ExitWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// One container of the pod spec and what runs for it.
 struct Slot {
     name: String,
@@ -131,6 +145,7 @@ struct Slot {
     /// The finish time (unix ns) of the exit that the back-off has already counted.
     backoff_counted: Option<i64>,
     probes: Option<ProbeHandle>,
+    exit_watch: Option<ExitWatch>,
     failures_seen: u64,
     /// An adopted container's (started, ready) as the API last showed them, kept until this
     /// moment unless its new probe workers decide sooner: a restarted agent does not turn
@@ -152,6 +167,7 @@ impl Slot {
             crash_backoff: Backoff::default(),
             backoff_counted: None,
             probes: None,
+            exit_watch: None,
             failures_seen: 0,
             carried: None,
         }
@@ -511,6 +527,7 @@ impl Worker {
                 }
                 self.sync(resync).await;
             }
+            self.watch_exits();
             self.report_status().await;
             let wake = self.next_wakeup().min(next_resync);
             tokio::select! {
@@ -535,9 +552,6 @@ impl Worker {
             }
         };
         consider(self.status_retry_at);
-        if self.terminal.is_none() && self.slots.iter().any(Slot::is_running) {
-            consider(Some(now + POLL));
-        }
         if self.terminal.is_none() {
             for slot in &self.slots {
                 consider(slot.retry_at);
@@ -548,6 +562,40 @@ impl Worker {
             consider(Some(now + POLL));
         }
         wake
+    }
+
+    /// Every running container has a task that wakes the worker when it exits (a new one
+    /// after a restart, and for adopted containers).
+    fn watch_exits(&mut self) {
+        for slot in &mut self.slots {
+            let running = match slot.current.as_ref() {
+                Some(c) if matches!(c.state, ContainerState::Running { .. }) => Some(c.id.clone()),
+                _ => None,
+            };
+            let Some(id) = running else {
+                slot.exit_watch = None;
+                continue;
+            };
+            if slot
+                .exit_watch
+                .as_ref()
+                .is_some_and(|w| w.container_id == id && !w.task.is_finished())
+            {
+                continue;
+            }
+            let runtime = self.ctx.runtime.clone();
+            let notify = self.notify.clone();
+            let container_id = id.clone();
+            let task = tokio::spawn(async move {
+                if runtime.wait_exit(&container_id).await.is_ok() {
+                    notify.notify_one();
+                }
+            });
+            slot.exit_watch = Some(ExitWatch {
+                container_id: id,
+                task,
+            });
+        }
     }
 
     /// When activeDeadlineSeconds runs out.

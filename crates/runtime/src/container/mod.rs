@@ -359,7 +359,15 @@ impl ContainerRuntime {
     ) -> std::result::Result<(), String> {
         use tokio::io::AsyncReadExt;
         let c = &self.config;
+        let shim_log = dir.join("shim.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&shim_log)
+            .map_err(|e| format!("opening {}: {e}", shim_log.display()))?;
         let mut cmd = tokio::process::Command::new(&c.shim_exe);
+        // Detached at once: no intermediate shim process to execute (the shim calls setsid;
+        // tokio reaps it whenever it exits, after we let go of it below).
         cmd.arg("shim")
             .arg("--id")
             .arg(id)
@@ -373,10 +381,11 @@ impl ContainerRuntime {
             .arg(std::path::absolute(&spec.log_path).unwrap_or(spec.log_path.clone()))
             .arg("--log-max-size")
             .arg(spec.log_max_size.to_string())
+            .arg("--detached")
             .current_dir(dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
+            .stderr(std::process::Stdio::from(log));
         if spec.stdin {
             cmd.arg("--stdin");
         }
@@ -385,7 +394,7 @@ impl ContainerRuntime {
             .map_err(|e| format!("starting shim {}: {e}", c.shim_exe.display()))?;
         let mut out = Vec::new();
         if let Some(mut stdout) = child.stdout.take() {
-            // EOF once the detached shim reported and let go of the pipe.
+            // EOF once the shim reported and let go of the pipe.
             let read = stdout.read_to_end(&mut out);
             if tokio::time::timeout(Duration::from_secs(120), read)
                 .await
@@ -394,7 +403,9 @@ impl ContainerRuntime {
                 return Err("the shim did not report within 120s".to_string());
             }
         }
-        let _ = child.wait().await;
+        // The shim lives as long as its container: not waited for here (dropping the handle
+        // neither kills it nor leaves a zombie: tokio reaps it in the background).
+        drop(child);
         let line = String::from_utf8_lossy(&out);
         match serde_json::from_str::<crate::shim::StartStatus>(line.trim()) {
             Ok(crate::shim::StartStatus::Started(_)) => Ok(()),
@@ -434,6 +445,49 @@ impl ContainerRuntime {
     pub async fn container_state(&self, id: &str) -> Result<ContainerState> {
         let dir = self.existing_dir(id)?;
         Ok(self.state_of(id, &dir).await)
+    }
+
+    /// Returns once the container's process has exited, or at once if it has no running
+    /// process: callers learn of an exit as it happens rather than by polling
+    /// [`ContainerRuntime::container_state`] (which then waits for the shim's exit record).
+    /// Waits on a pidfd; polls /proc once a second only where pidfds are unavailable.
+    pub async fn wait_exit(&self, id: &str) -> Result<()> {
+        let dir = self.existing_dir(id)?;
+        if read_exit(&dir).is_some() {
+            return Ok(());
+        }
+        let Some(started) = read_started(&dir) else {
+            return Ok(());
+        };
+        let alive = || crate::shim::process_alive(started.pid, started.pid_start);
+        let pidfd = rustix::process::Pid::from_raw(started.pid as i32).and_then(|pid| {
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK).ok()
+        });
+        // Checked after opening: the pidfd is then known to be the container's process.
+        if !alive() {
+            return Ok(());
+        }
+        // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the same for
+        // the AsyncFd's whole life (tokio's requirement for registering it).
+        #[allow(unsafe_code)]
+        let registered = pidfd.and_then(|pidfd| {
+            unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    pidfd,
+                    tokio::io::Interest::READABLE,
+                )
+            }
+            .ok()
+        });
+        if let Some(fd) = registered {
+            // Readable once the process has exited.
+            let _ = fd.readable().await;
+            return Ok(());
+        }
+        while alive() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Ok(())
     }
 
     /// From the shim's records: exit.json wins; started.json with a live process is Running.

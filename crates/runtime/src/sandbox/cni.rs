@@ -104,11 +104,6 @@ pub(crate) fn node_conflist(
     })
 }
 
-/// The configuration of the loopback plugin, run on `lo` in every pod network namespace.
-pub(crate) fn loopback_config() -> Value {
-    json!({"cniVersion": CNI_VERSION, "name": "cni-loopback", "type": "loopback"})
-}
-
 /// The plugins of a configuration list (or the single plugin of a plain configuration).
 pub(crate) fn plugins(config: &Value) -> Vec<Map<String, Value>> {
     match config.get("plugins").and_then(Value::as_array) {
@@ -236,15 +231,6 @@ pub(crate) async fn del_list(
         }
     }
     first_error.map_or(Ok(()), Err)
-}
-
-/// ADD through a single plugin configuration (loopback).
-pub(crate) async fn add_one(
-    bin_dir: &Path,
-    config: &Value,
-    inv: &Invocation,
-) -> Result<Value, PluginError> {
-    add_list(bin_dir, config, inv, |_| true).await
 }
 
 /// portmap without port mappings passes its input through and touches nothing: not running
