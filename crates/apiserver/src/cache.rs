@@ -7,7 +7,7 @@
 //! memory.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use api::ResourceInfo;
@@ -18,11 +18,24 @@ use serde_json::{Map, Value};
 use store::{EventKind, KeyValue, RangeRequest, Revision, Store};
 use tokio::sync::{broadcast, watch};
 
-/// How many events each resource keeps for watches that resume from a resourceVersion.
+/// Most events each resource keeps for watches that resume from a resourceVersion.
 const EVENT_WINDOW: usize = 10_000;
+/// Most bytes of object JSON those events may hold per resource, beyond [`MIN_WINDOW`] events.
+/// A busy resource of large objects (thousands of nodes posting heartbeats, pods changing
+/// phase) would otherwise keep tens of MiB of superseded versions. Watchers resume from the
+/// last event or bookmark they saw, seconds old, so a shorter window costs at worst a re-list.
+const WINDOW_BYTES: usize = 4 << 20;
+/// Fewest events each resource keeps, whatever their size.
+const MIN_WINDOW: usize = 256;
+/// Events whose encoded watch lines are kept for the next watcher that sends them. Live
+/// watchers send an event soon after it happens; a watcher replaying older history encodes
+/// its lines again rather than every event holding a second copy of its object.
+const LINE_WINDOW: usize = 1_024;
 /// Capacity of the live event channel of each resource; a watcher that falls this far behind
 /// is closed (its client re-watches from its last resourceVersion).
 const LIVE_CAPACITY: usize = 4_096;
+/// How often the cache's size is logged (at debug level).
+const STATS_INTERVAL: Duration = Duration::from_secs(10);
 
 pub const REGISTRY_PREFIX: &str = "/registry/";
 
@@ -75,7 +88,10 @@ impl CachedObject {
             .cloned()
             .unwrap_or_default();
         let fields = api::fields::object_fields(resource, obj);
-        let json = Bytes::from(serde_json::to_vec(obj).expect("a JSON value always serializes"));
+        let mut json = serde_json::to_vec(obj).expect("a JSON value always serializes");
+        // `to_vec` grows by doubling: without this a quarter of the cache would be spare capacity.
+        json.shrink_to_fit();
+        let json = Bytes::from(json);
         CachedObject {
             key: key.into(),
             json,
@@ -92,6 +108,18 @@ impl CachedObject {
         }
         if prev.fields == self.fields {
             self.fields = prev.fields.clone();
+        }
+    }
+
+    /// The object without its JSON: what a selector reads of an event's previous version,
+    /// which need not keep a whole superseded copy alive.
+    fn selector_view(&self) -> CachedObject {
+        CachedObject {
+            key: self.key.clone(),
+            json: Bytes::new(),
+            mod_revision: self.mod_revision,
+            labels: self.labels.clone(),
+            fields: self.fields.clone(),
         }
     }
 
@@ -123,12 +151,21 @@ impl EventType {
 pub struct WatchEvent {
     pub kind: EventType,
     pub object: Arc<CachedObject>,
+    /// The previous version's labels and fields (its JSON left out), for selectors.
     pub prev: Option<Arc<CachedObject>>,
     pub revision: Revision,
     /// The event's JSON watch line for each type a watcher may see it as (selectors turn
     /// modifications into additions and deletions), made by the first watcher that sends it
     /// and shared by every other: one copy of the object per event, not one per watcher.
-    pub lines: [std::sync::OnceLock<Bytes>; 3],
+    /// Dropped once the event is [`LINE_WINDOW`] events old.
+    lines: Mutex<Lines>,
+}
+
+#[derive(Debug, Default)]
+struct Lines {
+    encoded: [Option<Bytes>; 3],
+    /// Too old to keep lines for.
+    expired: bool,
 }
 
 impl WatchEvent {
@@ -141,10 +178,36 @@ impl WatchEvent {
         WatchEvent {
             kind,
             object,
-            prev,
+            prev: prev.map(|p| Arc::new(p.selector_view())),
             revision,
-            lines: Default::default(),
+            lines: Mutex::default(),
         }
+    }
+
+    /// The event's watch line as `kind`: the one already encoded, or `encode`'s (kept while
+    /// the event is recent, for the other watchers).
+    pub fn line(&self, kind: EventType, encode: impl FnOnce() -> Bytes) -> Bytes {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(line) = &lines.encoded[kind as usize] {
+            return line.clone();
+        }
+        let line = encode();
+        if !lines.expired {
+            lines.encoded[kind as usize] = Some(line.clone());
+        }
+        line
+    }
+
+    fn expire_lines(&self) {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.encoded = Default::default();
+        lines.expired = true;
+    }
+
+    /// Bytes of encoded lines held (for the cache's size report).
+    fn line_bytes(&self) -> usize {
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.encoded.iter().flatten().map(Bytes::len).sum()
     }
 }
 
@@ -152,22 +215,87 @@ struct ResourceCache {
     resource: &'static ResourceInfo,
     objects: BTreeMap<Box<str>, Arc<CachedObject>>,
     events: VecDeque<Arc<WatchEvent>>,
+    /// JSON bytes of the objects of `events`.
+    window_bytes: usize,
     /// Watches may resume from any revision >= this one.
     window_start: Revision,
     live: broadcast::Sender<Arc<WatchEvent>>,
 }
 
 impl ResourceCache {
+    fn new(resource: &'static ResourceInfo) -> ResourceCache {
+        let (live, _) = broadcast::channel(LIVE_CAPACITY);
+        ResourceCache {
+            resource,
+            objects: BTreeMap::new(),
+            events: VecDeque::new(),
+            window_bytes: 0,
+            window_start: 0,
+            live,
+        }
+    }
+
     fn push(&mut self, event: Arc<WatchEvent>) {
-        if self.events.len() >= EVENT_WINDOW
-            && let Some(old) = self.events.pop_front()
+        self.window_bytes += event.object.json.len();
+        self.events.push_back(event.clone());
+        while self.events.len() > EVENT_WINDOW
+            || (self.window_bytes > WINDOW_BYTES && self.events.len() > MIN_WINDOW)
         {
+            let Some(old) = self.events.pop_front() else {
+                break;
+            };
+            self.window_bytes -= old.object.json.len();
             self.window_start = old.revision;
         }
-        self.events.push_back(event.clone());
+        if let Some(aged) = self
+            .events
+            .len()
+            .checked_sub(LINE_WINDOW + 1)
+            .and_then(|i| self.events.get(i))
+        {
+            aged.expire_lines();
+        }
         // No receivers is fine.
         let _ = self.live.send(event);
     }
+
+    fn stats(&self) -> ResourceStats {
+        let current: usize = self.objects.values().map(|o| o.json.len()).sum();
+        // Versions only the event window still holds.
+        let superseded: usize = self
+            .events
+            .iter()
+            .flat_map(|e| std::iter::once(&e.object).chain(e.prev.as_ref()))
+            .filter(|o| {
+                self.objects
+                    .get(&o.key)
+                    .is_none_or(|cur| !Arc::ptr_eq(cur, o))
+            })
+            .map(|o| o.json.len())
+            .sum();
+        ResourceStats {
+            resource: self.resource.storage,
+            objects: self.objects.len(),
+            object_bytes: current,
+            events: self.events.len(),
+            superseded_bytes: superseded,
+            line_bytes: self.events.iter().map(|e| e.line_bytes()).sum(),
+        }
+    }
+}
+
+/// What the cache holds of one resource, in JSON bytes (for logs and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceStats {
+    pub resource: &'static str,
+    pub objects: usize,
+    pub object_bytes: usize,
+    pub events: usize,
+    /// Older versions of objects that the event window alone keeps (counted once per event
+    /// that holds them).
+    pub superseded_bytes: usize,
+    /// Encoded watch lines kept with recent events.
+    pub line_bytes: usize,
 }
 
 /// A watch registered with the cache: events after its start revision, history first.
@@ -200,17 +328,7 @@ impl Cache {
     pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Cache>, store::StoreError> {
         let mut resources = HashMap::new();
         for r in api::resources::all().iter().filter(|r| r.storage_version) {
-            let (live, _) = broadcast::channel(LIVE_CAPACITY);
-            resources.insert(
-                r.storage,
-                RwLock::new(ResourceCache {
-                    resource: r,
-                    objects: BTreeMap::new(),
-                    events: VecDeque::new(),
-                    window_start: 0,
-                    live,
-                }),
-            );
+            resources.insert(r.storage, RwLock::new(ResourceCache::new(r)));
         }
         let listing = store.range(RangeRequest::prefix(REGISTRY_PREFIX)).await?;
         let revision = listing.revision;
@@ -239,6 +357,29 @@ impl Cache {
         tracing::info!(objects = listing.kvs.len(), revision, "watch cache filled");
         let follower = cache.clone();
         tokio::spawn(async move { follower.follow(revision).await });
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let reporter = Arc::downgrade(&cache);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(STATS_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    let Some(cache) = reporter.upgrade() else {
+                        return;
+                    };
+                    for s in cache.stats().iter().filter(|s| s.objects + s.events > 0) {
+                        tracing::debug!(
+                            resource = s.resource,
+                            objects = s.objects,
+                            object_bytes = s.object_bytes,
+                            events = s.events,
+                            superseded_bytes = s.superseded_bytes,
+                            line_bytes = s.line_bytes,
+                            "watch cache size"
+                        );
+                    }
+                }
+            });
+        }
         Ok(cache)
     }
 
@@ -524,6 +665,17 @@ impl Cache {
         )
     }
 
+    /// What the cache holds of every resource, by resource name.
+    pub fn stats(&self) -> Vec<ResourceStats> {
+        let mut stats: Vec<_> = self
+            .resources
+            .values()
+            .map(|rc| rc.read().unwrap().stats())
+            .collect();
+        stats.sort_by_key(|s| s.resource);
+        stats
+    }
+
     /// Number of objects of every resource (for metrics).
     pub fn counts(&self) -> Vec<(&'static str, usize)> {
         let mut counts: Vec<_> = self
@@ -545,4 +697,132 @@ fn restamp(resource: &ResourceInfo, obj: &CachedObject, revision: Revision) -> C
 /// `/registry/pods/ns/name` → (`pods`, `ns/name`).
 pub fn split_key(key: &str) -> Option<(&str, &str)> {
     key.strip_prefix(REGISTRY_PREFIX)?.split_once('/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pods() -> &'static ResourceInfo {
+        api::resources::all()
+            .iter()
+            .find(|r| r.storage == "pods" && r.storage_version)
+            .expect("pods are a resource")
+    }
+
+    /// A pod whose JSON is about `size` bytes.
+    fn pod(name: &str, size: usize, revision: Revision) -> Arc<CachedObject> {
+        let mut obj = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "ns", "annotations": {"pad": "x".repeat(size)}},
+        });
+        let key = format!("/registry/pods/ns/{name}");
+        Arc::new(CachedObject::from_value(pods(), &key, &mut obj, revision))
+    }
+
+    fn put(rc: &mut ResourceCache, name: &str, size: usize, revision: Revision) {
+        let object = pod(name, size, revision);
+        let prev = rc.objects.insert(object.key.clone(), object.clone());
+        let kind = if prev.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        rc.push(Arc::new(WatchEvent::new(kind, object, prev, revision)));
+    }
+
+    #[test]
+    fn cached_json_carries_the_resource_version() {
+        let obj = pod("a", 10, 42);
+        let value = obj.value();
+        assert_eq!(value["metadata"]["resourceVersion"], "42");
+        assert_eq!(obj.fields.get("metadata.name"), "a");
+    }
+
+    #[test]
+    fn the_event_window_is_bounded_by_bytes_but_keeps_a_minimum() {
+        // Events of 4 KiB: the byte budget, not the count, bounds the window.
+        let mut rc = ResourceCache::new(pods());
+        let n = 3 * WINDOW_BYTES / (4 << 10);
+        assert!(n < EVENT_WINDOW);
+        for i in 0..n {
+            put(&mut rc, &format!("p{}", i % 10), 4 << 10, i as Revision + 1);
+        }
+        assert!(rc.events.len() > MIN_WINDOW && rc.events.len() < n / 2);
+        let held: usize = rc.events.iter().map(|e| e.object.json.len()).sum();
+        assert_eq!(held, rc.window_bytes);
+        assert!(held <= WINDOW_BYTES, "{held} bytes held");
+        assert!(held + (5 << 10) > WINDOW_BYTES, "only {held} bytes held");
+        // Resuming is possible exactly from the revision before the oldest event kept.
+        let oldest = rc.events.front().unwrap().revision;
+        assert_eq!(rc.window_start, oldest - 1);
+
+        // Events of 64 KiB: at least MIN_WINDOW of them anyway.
+        let mut rc = ResourceCache::new(pods());
+        for i in 0..2 * MIN_WINDOW {
+            put(&mut rc, "p", 64 << 10, i as Revision + 1);
+        }
+        assert_eq!(rc.events.len(), MIN_WINDOW);
+        assert_eq!(rc.window_start, MIN_WINDOW as Revision);
+
+        // Small events: the count bounds it.
+        let mut rc = ResourceCache::new(pods());
+        for i in 0..EVENT_WINDOW + 10 {
+            put(&mut rc, "p", 0, i as Revision + 1);
+        }
+        assert_eq!(rc.events.len(), EVENT_WINDOW);
+        assert_eq!(rc.window_start, 10);
+    }
+
+    #[test]
+    fn watch_lines_are_shared_while_recent_then_dropped() {
+        let mut rc = ResourceCache::new(pods());
+        put(&mut rc, "first", 100, 1);
+        let first = rc.events[0].clone();
+        let encoded = std::cell::Cell::new(0);
+        let encode = || {
+            encoded.set(encoded.get() + 1);
+            Bytes::from_static(b"line\n")
+        };
+        assert_eq!(first.line(EventType::Added, encode), "line\n");
+        assert_eq!(first.line(EventType::Added, encode), "line\n");
+        assert_eq!(
+            encoded.get(),
+            1,
+            "the second watcher shares the first one's line"
+        );
+        assert_eq!(first.line_bytes(), 5);
+
+        // Still among the LINE_WINDOW newest events.
+        for i in 0..LINE_WINDOW - 1 {
+            put(&mut rc, "other", 10, i as Revision + 2);
+        }
+        assert_eq!(first.line_bytes(), 5, "still recent");
+        put(&mut rc, "other", 10, LINE_WINDOW as Revision + 1);
+        assert_eq!(first.line_bytes(), 0, "aged out");
+        // An old event is encoded again for whoever replays it, and not kept.
+        first.line(EventType::Added, encode);
+        assert_eq!(encoded.get(), 2);
+        assert_eq!(first.line_bytes(), 0);
+    }
+
+    #[test]
+    fn stats_count_versions_only_the_window_holds() {
+        let mut rc = ResourceCache::new(pods());
+        put(&mut rc, "a", 100, 1);
+        put(&mut rc, "a", 100, 2);
+        let s = rc.stats();
+        assert_eq!(s.objects, 1);
+        assert_eq!(s.events, 2);
+        let len = rc.objects.values().next().unwrap().json.len();
+        assert_eq!(s.object_bytes, len);
+        // The first version, held by the first event; the second's `prev` keeps only its
+        // selector data.
+        assert_eq!(s.superseded_bytes, rc.events[0].object.json.len());
+        let prev = rc.events[1].prev.as_ref().unwrap();
+        assert!(prev.json.is_empty());
+        assert!(Arc::ptr_eq(&prev.fields, &rc.events[0].object.fields));
+    }
 }

@@ -807,9 +807,7 @@ impl EventEncoder {
             _ => return None,
         };
         if matches!(self.format, Format::Json) && self.resource.storage_version {
-            let line = event.lines[kind as usize]
-                .get_or_init(|| json_event_line(kind, &event.object.json));
-            return Some(line.clone());
+            return Some(event.line(kind, || json_event_line(kind, &event.object.json)));
         }
         self.object_line(kind, &event.object).ok()
     }

@@ -52,10 +52,10 @@ impl Informers {
             .clone()
     }
 
-    /// Every Node.
+    /// Every Node, as [`trim_node`] leaves it.
     pub fn nodes(&self) -> Arc<Informer<Node>> {
         self.nodes
-            .get_or_init(|| Informer::start(Api::all(self.client.clone()), |_| {}))
+            .get_or_init(|| Informer::start(Api::all(self.client.clone()), trim_node))
             .clone()
     }
 }
@@ -67,6 +67,20 @@ pub fn trim_pod(pod: &mut Pod) {
     if let Some(volumes) = pod.spec.as_mut().and_then(|s| s.volumes.as_mut()) {
         volumes.retain(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some());
         volumes.shrink_to_fit();
+    }
+}
+
+/// What the shared cache keeps of a Node: all but the status fields no controller reads (the
+/// scheduler reads them from its own cache): its images (up to 50 a node, with their digests),
+/// resources, system info and kubelet endpoint. Controllers patch nodes, never replace them
+/// from this cache, so nothing is lost.
+pub fn trim_node(node: &mut Node) {
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+        status.capacity = None;
+        status.allocatable = None;
+        status.node_info = None;
+        status.daemon_endpoints = None;
     }
 }
 
@@ -370,6 +384,32 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["data", "scratch"]);
         assert_eq!(p.spec.as_ref().unwrap().containers[0].name, "c");
+    }
+
+    #[test]
+    fn trimmed_nodes_keep_what_controllers_read() {
+        let mut n: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n", "labels": {"zone": "a"}},
+            "status": {
+                "images": [{"names": ["registry.local/app@sha256:00", "registry.local/app:1"], "sizeBytes": 1}],
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "allocatable": {"cpu": "4"},
+                "nodeInfo": {"kubeletVersion": "v1.33.0", "architecture": "amd64", "bootID": "",
+                             "containerRuntimeVersion": "", "kernelVersion": "", "kubeProxyVersion": "",
+                             "machineID": "", "operatingSystem": "linux", "osImage": "", "systemUUID": ""}
+            },
+            "spec": {"podCIDR": "10.42.0.0/24", "taints": [{"key": "k", "effect": "NoSchedule"}]}
+        }))
+        .unwrap();
+        trim_node(&mut n);
+        let status = n.status.as_ref().unwrap();
+        assert!(status.images.is_none() && status.allocatable.is_none());
+        assert_eq!(status.conditions.as_ref().unwrap()[0].type_, "Ready");
+        assert!(status.node_info.is_none());
+        let spec = n.spec.as_ref().unwrap();
+        assert_eq!(spec.pod_cidr.as_deref(), Some("10.42.0.0/24"));
+        assert_eq!(spec.taints.as_ref().unwrap()[0].key, "k");
+        assert_eq!(n.metadata.labels.as_ref().unwrap()["zone"], "a");
     }
 
     #[tokio::test]
