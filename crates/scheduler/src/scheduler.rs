@@ -256,6 +256,7 @@ impl Algorithm {
                 diagnosis,
             })));
         }
+        let filters = fw.active_filters(state);
         let wanted = num_feasible_nodes_to_find(n, self.percentage_of_nodes_to_score);
         let mut feasible: Vec<Arc<NodeInfo>> = Vec::with_capacity(wanted.min(n));
         let mut diagnosis = Diagnosis::default();
@@ -268,8 +269,17 @@ impl Algorithm {
             }
             processed += 1;
             let node = &snapshot.node_infos[(start + i) % n];
-            let nominated_here = nominated.get(&node.name).unwrap_or(&empty);
-            let status = fw.run_filter_with_nominated(state, pod, node, nominated_here, snapshot);
+            // Usually no pod is nominated anywhere: no lookup per node then.
+            let nominated_here = if nominated.is_empty() {
+                &empty
+            } else {
+                nominated.get(&node.name).unwrap_or(&empty)
+            };
+            let status = if nominated_here.is_empty() {
+                filters.run(state, pod, node)
+            } else {
+                fw.run_filter_with_nominated(state, pod, node, nominated_here, snapshot)
+            };
             match status.code {
                 Code::Success => feasible.push(node.clone()),
                 Code::Error => return Err(ScheduleError::Internal(status)),
@@ -355,7 +365,7 @@ impl Scheduler {
                 instance: Some(identity.to_string()),
             },
         );
-        let work = spawn_workers(client.clone(), recorder);
+        let work = spawn_workers(client.clone(), recorder, identity);
         Scheduler {
             client,
             algorithm: Algorithm::new(framework),
@@ -981,13 +991,21 @@ impl Scheduler {
 }
 
 /// Workers that publish events, so the loop never waits on the API for them.
-fn spawn_workers(client: kube::Client, recorder: Recorder) -> mpsc::Sender<Work> {
-    let _ = client;
+///
+/// A pod is scheduled once, so its `Scheduled` event is created as it is; the kube Recorder,
+/// which aggregates repeats into series (what FailedScheduling needs), keeps every event of
+/// the last minutes and scans them all on each publish: with thousands of pods scheduled that
+/// scan was most of the events' cost.
+fn spawn_workers(client: kube::Client, recorder: Recorder, identity: &str) -> mpsc::Sender<Work> {
     let (tx, rx) = mpsc::channel::<Work>(10_000);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    // As the Recorder's Reporter: (reportingController, reportingInstance).
+    let reporter = Arc::new((DEFAULT_SCHEDULER_NAME.to_string(), identity.to_string()));
     for _ in 0..8 {
         let rx = rx.clone();
         let recorder = recorder.clone();
+        let client = client.clone();
+        let reporter = reporter.clone();
         tokio::spawn(async move {
             loop {
                 let next = rx.lock().await.recv().await;
@@ -1011,7 +1029,12 @@ fn spawn_workers(client: kube::Client, recorder: Recorder) -> mpsc::Sender<Work>
                             action: action.into(),
                             secondary: related.map(|r| r.object_ref(&())),
                         };
-                        if let Err(e) = recorder.publish(&event, &reference).await {
+                        let published = if reason == "Scheduled" {
+                            create_event(&client, &reporter, &event, reference).await
+                        } else {
+                            recorder.publish(&event, &reference).await
+                        };
+                        if let Err(e) = published {
                             tracing::debug!(error = %e, reason, "cannot record event");
                         }
                     }
@@ -1020,6 +1043,66 @@ fn spawn_workers(client: kube::Client, recorder: Recorder) -> mpsc::Sender<Work>
         });
     }
     tx
+}
+
+/// An `events.k8s.io/v1` Event about `regarding`, named as upstream names them
+/// (`<object>.<hex nanoseconds>`).
+pub fn new_event(
+    reporter: &(String, String),
+    event: &Event,
+    regarding: k8s_openapi::api::core::v1::ObjectReference,
+    now: Timestamp,
+) -> k8s_openapi::api::events::v1::Event {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let (controller, instance) = reporter;
+    k8s_openapi::api::events::v1::Event {
+        action: Some(event.action.clone()),
+        reason: Some(event.reason.clone()),
+        event_time: Some(MicroTime(now)),
+        note: event.note.clone(),
+        metadata: kube::api::ObjectMeta {
+            namespace: regarding.namespace.clone(),
+            name: Some(format!(
+                "{}.{:x}",
+                regarding.name.as_deref().unwrap_or(controller),
+                now.as_nanosecond()
+            )),
+            ..Default::default()
+        },
+        reporting_controller: Some(controller.clone()),
+        reporting_instance: Some(if instance.is_empty() {
+            controller.clone()
+        } else {
+            instance.clone()
+        }),
+        type_: Some(
+            match event.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .into(),
+        ),
+        regarding: Some(regarding),
+        related: event.secondary.clone(),
+        ..Default::default()
+    }
+}
+
+async fn create_event(
+    client: &kube::Client,
+    reporter: &(String, String),
+    event: &Event,
+    regarding: k8s_openapi::api::core::v1::ObjectReference,
+) -> Result<(), kube::Error> {
+    let namespace = regarding
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &namespace);
+    let event = new_event(reporter, event, regarding, Timestamp::now());
+    api.create(&kube::api::PostParams::default(), &event)
+        .await
+        .map(|_| ())
 }
 
 /// Event notes are limited to 1 KiB.
@@ -1223,6 +1306,39 @@ mod tests {
             ..Default::default()
         });
         assert!(scheduling_relevant_change(&node, &tainted));
+    }
+
+    #[test]
+    fn scheduled_events_name_the_pod_and_reporter() {
+        let pod: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "web", "namespace": "prod", "uid": "u1"}}),
+        )
+        .unwrap();
+        let reference = pod.object_ref(&());
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "Scheduled".into(),
+            note: Some("Successfully assigned prod/web to n1".into()),
+            action: "Binding".into(),
+            secondary: None,
+        };
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let reporter = ("default-scheduler".to_string(), "host-1".to_string());
+        let e = serde_json::to_value(new_event(&reporter, &event, reference, now)).unwrap();
+        assert_eq!(e["metadata"]["namespace"], "prod");
+        assert_eq!(
+            e["metadata"]["name"],
+            format!("web.{:x}", now.as_nanosecond())
+        );
+        assert_eq!(e["regarding"]["name"], "web");
+        assert_eq!(e["regarding"]["uid"], "u1");
+        assert_eq!(e["reason"], "Scheduled");
+        assert_eq!(e["type"], "Normal");
+        assert_eq!(e["action"], "Binding");
+        assert_eq!(e["reportingController"], "default-scheduler");
+        assert_eq!(e["reportingInstance"], "host-1");
+        assert_eq!(e["note"], "Successfully assigned prod/web to n1");
+        assert!(e["eventTime"].is_string());
     }
 
     #[test]

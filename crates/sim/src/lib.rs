@@ -8,6 +8,9 @@
 //! once if something else marked the node not Ready). Stopping it stops both, so the node
 //! lifecycle controller sees the nodes die.
 //!
+//! With [`SimConfig::run_pods`] off, the nodes only register and heartbeat; bound pods stay
+//! Pending (scheduler benchmarks, like upstream's scheduler_perf, whose nodes run nothing).
+//!
 //! One watch of all scheduled pods (`spec.nodeName!=`) feeds a level-triggered reconciler
 //! (bounded concurrency, status through the `pods/status` subresource, strategic merge so
 //! conditions owned by others survive) that reports each pod of its nodes as a kubelet would:
@@ -76,6 +79,13 @@ pub struct SimConfig {
     pub time_scale: f64,
     /// Requests in flight at once (registration, renewals, pod status).
     pub concurrency: usize,
+    /// Whether bound pods are run (reported Running, completed, deleted). Without it the nodes
+    /// only register and heartbeat, and pods stay bound but Pending, as on scheduler_perf's
+    /// nodes, which have no kubelet.
+    pub run_pods: bool,
+    /// Zones the nodes are spread over, round robin (`topology.kubernetes.io/zone`); none if
+    /// empty.
+    pub zones: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -93,6 +103,8 @@ impl Default for SimConfig {
             node_status_report_interval: Duration::from_secs(60),
             time_scale: 1.0,
             concurrency: 64,
+            run_pods: true,
+            zones: Vec::new(),
         }
     }
 }
@@ -175,7 +187,11 @@ pub async fn run(client: kube::Client, config: SimConfig) -> anyhow::Result<()> 
         "registered simulated nodes"
     );
     tasks.spawn(sim.clone().heartbeats());
-    tasks.spawn(sim.clone().run_pods());
+    if sim.config.run_pods {
+        tasks.spawn(sim.clone().run_pods());
+    } else {
+        tracing::info!("not running pods: bound pods stay Pending");
+    }
     while let Some(result) = tasks.join_next().await {
         result??;
     }

@@ -18,6 +18,9 @@ pub use api::node::{LEASE_NAMESPACE, healthy_conditions, heartbeat_patch, is_rea
 /// Marks a Node as simulated (as kwok's `kwok.x-k8s.io/node` does).
 pub const SIMULATED_ANNOTATION: &str = "rkube.io/simulated-node";
 
+/// The well-known label of a node's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
 /// The name of the `index`th node.
 pub fn node_name(config: &SimConfig, index: usize) -> String {
     format!("{}{index}", config.name_prefix)
@@ -41,7 +44,7 @@ pub(crate) fn fnv(s: &str) -> u64 {
 pub fn node(config: &SimConfig, index: usize, now: &Timestamp) -> Node {
     let name = node_name(config, index);
     let ip = node_ip(&config.name_prefix, index).to_string();
-    let labels: BTreeMap<String, String> = [
+    let mut labels: BTreeMap<String, String> = [
         ("beta.kubernetes.io/arch", "amd64"),
         ("beta.kubernetes.io/os", "linux"),
         ("kubernetes.io/arch", "amd64"),
@@ -51,6 +54,11 @@ pub fn node(config: &SimConfig, index: usize, now: &Timestamp) -> Node {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    if !config.zones.is_empty() {
+        // Round robin, so that every zone gets as many nodes.
+        let zone = &config.zones[index % config.zones.len()];
+        labels.insert(ZONE_LABEL.to_string(), zone.clone());
+    }
     let annotations: BTreeMap<String, String> = [
         ("node.alpha.kubernetes.io/ttl", "0"),
         (
@@ -141,6 +149,26 @@ mod tests {
             status.node_info.as_ref().unwrap().kubelet_version,
             config.kubelet_version
         );
+    }
+
+    #[test]
+    fn zones_go_round_robin() {
+        let now = Timestamp::now();
+        let zone = |config: &SimConfig, i| {
+            node(config, i, &now)
+                .metadata
+                .labels
+                .unwrap()
+                .get(ZONE_LABEL)
+                .cloned()
+        };
+        assert_eq!(zone(&SimConfig::default(), 0), None);
+        let config = SimConfig {
+            zones: vec!["moon-1".into(), "moon-2".into(), "moon-3".into()],
+            ..Default::default()
+        };
+        let zones: Vec<_> = (0..4).map(|i| zone(&config, i).unwrap()).collect();
+        assert_eq!(zones, ["moon-1", "moon-2", "moon-3", "moon-1"]);
     }
 
     #[test]

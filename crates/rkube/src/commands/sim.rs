@@ -40,6 +40,13 @@ pub struct SimArgs {
     /// `--node-monitor-grace-period`, or the nodes flap to NotReady between renewals.
     #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(i32).range(1..))]
     pub node_lease_duration_seconds: i32,
+    /// Register and heartbeat the nodes only: bound pods stay Pending (as on scheduler_perf's
+    /// nodes, which run no kubelet), for scheduler benchmarks.
+    #[arg(long)]
+    pub no_run_pods: bool,
+    /// Label the nodes with these zones (`topology.kubernetes.io/zone`), round robin.
+    #[arg(long, value_delimiter = ',')]
+    pub zones: Vec<String>,
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
@@ -68,6 +75,8 @@ async fn simulate(args: SimArgs) -> anyhow::Result<()> {
         ephemeral_storage: args.ephemeral_storage,
         time_scale: args.time_scale,
         concurrency: args.concurrency,
+        run_pods: !args.no_run_pods,
+        zones: args.zones,
         lease_duration_seconds: args.node_lease_duration_seconds,
         renew_interval: std::time::Duration::from_millis(
             u64::from(args.node_lease_duration_seconds.unsigned_abs()) * 250,

@@ -361,6 +361,23 @@ impl fmt::Display for FitError {
     }
 }
 
+/// The Filter plugins to run in a cycle, in order (see [`Framework::active_filters`]).
+pub struct ActiveFilters<'a>(Vec<(&'static str, &'a dyn FilterPlugin)>);
+
+impl ActiveFilters<'_> {
+    /// Run them on one node; the first failure is the node's status (as
+    /// [`Framework::run_filter`]).
+    pub fn run(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        for (name, plugin) in &self.0 {
+            let status = plugin.filter(state, pod, node);
+            if !status.is_success() {
+                return status.with_plugin(name);
+            }
+        }
+        Status::success()
+    }
+}
+
 /// One enabled plugin: the instance and its Score weight.
 struct Enabled {
     plugin: Arc<dyn Plugin>,
@@ -506,6 +523,19 @@ impl Framework {
             }
         }
         Status::success()
+    }
+
+    /// The Filter plugins PreFilter did not skip, looked up once for a cycle that filters
+    /// hundreds of nodes.
+    pub fn active_filters(&self, state: &CycleState) -> ActiveFilters<'_> {
+        ActiveFilters(
+            self.filter
+                .iter()
+                .map(|&i| self.plugin(i))
+                .filter(|p| !state.skip_filter.contains(p.name()))
+                .map(|p| (p.name(), p.as_filter().expect("indexed as Filter")))
+                .collect(),
+        )
     }
 
     /// Filters with the pods nominated to this node that are at least as important as `pod`

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod};
 
+use crate::cache::Snapshot;
 use crate::framework::types::{Labels, empty_labels};
 use crate::framework::{
-    CycleState, FilterPlugin, MAX_NODE_SCORE, NodeInfo, Plugin, PodInfo, PreScorePlugin,
-    ScorePlugin, Status, default_normalize_score,
+    CycleState, FilterPlugin, MAX_NODE_SCORE, NodeInfo, Plugin, PodInfo, PreFilterPlugin,
+    PreScorePlugin, ScorePlugin, Status, default_normalize_score,
 };
 
 pub const NAME: &str = "NodeAffinity";
@@ -121,9 +122,28 @@ fn has_preferred(pod: &Pod) -> bool {
         .is_some_and(|p| !p.is_empty())
 }
 
+/// Whether the pod restricts its nodes at all (a `nodeSelector` or required node affinity).
+fn has_required(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    spec.node_selector.as_ref().is_some_and(|s| !s.is_empty())
+        || spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .is_some_and(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .is_some()
+            })
+}
+
 impl Plugin for NodeAffinity {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
+        Some(self)
     }
     fn as_filter(&self) -> Option<&dyn FilterPlugin> {
         Some(self)
@@ -133,6 +153,18 @@ impl Plugin for NodeAffinity {
     }
     fn as_score(&self) -> Option<&dyn ScorePlugin> {
         Some(self)
+    }
+}
+
+impl PreFilterPlugin for NodeAffinity {
+    /// Nothing to filter for a pod without a selector or required affinity (as upstream, so
+    /// that thousands of nodes are not checked against nothing).
+    fn pre_filter(&self, _state: &mut CycleState, pod: &PodInfo, _snapshot: &Snapshot) -> Status {
+        if has_required(&pod.pod) {
+            Status::success()
+        } else {
+            Status::skip()
+        }
     }
 }
 
@@ -295,5 +327,35 @@ mod tests {
             {"weight": 70, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}}
         ]}}}}));
         assert_eq!(preferred_score(&p, &node), 15);
+    }
+
+    #[test]
+    fn pre_filter_skips_pods_without_requirements() {
+        use crate::framework::{Code, Framework};
+        use crate::plugins::testutil::{node_info, pod_info};
+        let snapshot = Snapshot::default();
+        let run = |p: serde_json::Value| {
+            NodeAffinity
+                .pre_filter(&mut CycleState::default(), &pod_info(p), &snapshot)
+                .code
+        };
+        let c = json!([{"name": "c", "image": "i"}]);
+        assert_eq!(run(json!({"spec": {"containers": c}})), Code::Skip);
+        assert_eq!(
+            run(json!({"spec": {"containers": c, "nodeSelector": {"zone": "a"}}})),
+            Code::Success
+        );
+        let required = json!({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}]}});
+        let constrained =
+            json!({"spec": {"containers": c, "affinity": {"nodeAffinity": required}}});
+        assert_eq!(run(constrained.clone()), Code::Success);
+        // Through the framework: the constrained pod is still filtered out of zone a.
+        let fw = Framework::default_profile();
+        let mut state = CycleState::default();
+        let p = pod_info(constrained);
+        assert!(fw.run_pre_filter(&mut state, &p, &snapshot).is_success());
+        let n = node_info(simple_node("n1", json!({"zone": "a"})), vec![]);
+        assert_eq!(fw.run_filter(&state, &p, &n).plugin, NAME);
     }
 }
