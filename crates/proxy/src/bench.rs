@@ -19,7 +19,7 @@ pub struct BenchReport {
     pub endpoints_per_service: usize,
     pub chains: usize,
     pub rules: usize,
-    /// Size of the full sync's nft script.
+    /// Size of the full sync's transactions (the fixed part's script, the netlink batch).
     pub script_bytes: usize,
     /// Full sync: rules generated from the objects and loaded in one transaction.
     pub full_sync: Duration,
@@ -34,7 +34,7 @@ impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "proxy: {} services x {} endpoints ({} chains, {} rules, {} KiB script): full sync {:.3} s, one endpoint change {:.1} ms",
+            "proxy: {} services x {} endpoints ({} chains, {} rules, {} KiB written): full sync {:.3} s, one endpoint change {:.1} ms",
             self.services,
             self.endpoints_per_service,
             self.chains,

@@ -1,12 +1,14 @@
-//! Our scripts' per-Service commands sent to the kernel as one nf_tables netlink batch, without
-//! the `nft` program: no process to start, no script to parse in C, no cache of the whole
-//! table to fetch first. A one-endpoint change then costs a few hundred bytes and one syscall.
+//! The per-Service commands sent to the kernel as one nf_tables netlink batch, without the
+//! `nft` program: no process to start, no script to parse in C, no cache of the whole table to
+//! fetch first. A one-endpoint change then costs a few hundred bytes and one syscall.
 //!
-//! Only the closed grammar the proxier writes (`add chain`, `add rule` with the matches and
-//! statements of [`crate::rules`], `add element`, ...) is understood; anything else is
-//! [`NetlinkError::Unsupported`], and the caller hands the script to `nft` instead. The
-//! table's fixed part (base chains with their hooks, fib, ct, reject, masquerade) is always
-//! loaded by `nft`.
+//! A [`Transaction`] is written straight from the proxier's chains, rules and elements (the
+//! full sync: no script text in between), or from a script of per-Service commands (the
+//! partial syncs, whose scripts are small). Only the closed grammar the proxier writes (`add
+//! chain`, `add rule` with the matches and statements of [`crate::rules`], `add element`, ...)
+//! is understood; anything else is [`NetlinkError::Unsupported`], and the caller hands the
+//! script to `nft` instead. The table's fixed part (base chains with their hooks, fib, ct,
+//! reject, masquerade) is always loaded by `nft`.
 
 use std::fs::File;
 use std::net::IpAddr;
@@ -83,18 +85,18 @@ const NFT_SET_EVAL: u32 = 0x20;
 const TYPE_IPADDR: u32 = 7;
 const TYPE_IP6ADDR: u32 = 8;
 
-/// Messages are built into one buffer; each remembers the script line it came from.
+/// Messages are built into one buffer; each remembers what it says, for error messages.
 struct Batch {
     buf: Vec<u8>,
-    /// (sequence number, script line) of each command.
-    lines: Vec<(u32, usize)>,
+    /// (sequence number, command) of each message.
+    lines: Vec<(u32, String)>,
     seq: u32,
 }
 
 impl Batch {
-    fn new(seq: u32) -> Batch {
+    fn new(seq: u32, capacity: usize) -> Batch {
         let mut b = Batch {
-            buf: Vec::with_capacity(1 << 16),
+            buf: Vec::with_capacity(capacity.max(1 << 12)),
             lines: Vec::new(),
             seq,
         };
@@ -128,13 +130,19 @@ impl Batch {
         self.buf[at..at + 4].copy_from_slice(&len.to_ne_bytes());
     }
 
-    fn command(&mut self, kind: u16, flags: u16, line: usize) -> usize {
+    fn command(&mut self, kind: u16, flags: u16, what: String) -> usize {
         let at = self.begin(kind, NLM_F_REQUEST | flags, NFPROTO_INET);
-        self.lines.push((self.seq, line));
+        self.lines.push((self.seq, what));
         at
     }
 
-    fn finish(mut self) -> (Vec<u8>, Vec<(u32, usize)>) {
+    /// Forget a message begun at `at` (it could not be encoded).
+    fn abandon(&mut self, at: usize) {
+        self.buf.truncate(at);
+        self.lines.pop();
+    }
+
+    fn finish(mut self) -> (Vec<u8>, Vec<(u32, String)>) {
         let at = self.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0);
         self.end(at);
         (self.buf, self.lines)
@@ -494,28 +502,49 @@ fn rule_exprs(rule: &str) -> Option<Vec<Expr>> {
     Some(out)
 }
 
-/// An element's key or data: fields joined by ` . `, each padded to 4 bytes when there are
-/// several. Numbers are ports, but in `endpoint-slots` keys, where they are slots.
-fn encode_fields(text: &str, numbers_are_slots: bool) -> Option<Vec<u8>> {
-    let fields: Vec<&str> = text.split(" . ").map(str::trim).collect();
-    let concat = fields.len() > 1;
-    let mut out = Vec::new();
-    for f in fields {
-        let mut b = if let Ok(ip) = f.parse::<IpAddr>() {
-            ip_bytes(&ip)
+/// An element's key or data as an attribute of type `kind`: fields joined by ` . `, each
+/// padded to 4 bytes when there are several. Numbers are ports, but in `endpoint-slots` keys,
+/// where they are slots. Written straight into `buf`; nothing is written when a field is not
+/// understood.
+fn fields_attr(buf: &mut Vec<u8>, kind: u16, text: &str, numbers_are_slots: bool) -> Option<()> {
+    let at = buf.len();
+    buf.extend_from_slice(&0u16.to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    let concat = text.contains(" . ");
+    for f in text.split(" . ").map(str::trim) {
+        let start = buf.len();
+        if let Ok(ip) = f.parse::<IpAddr>() {
+            match ip {
+                IpAddr::V4(a) => buf.extend_from_slice(&a.octets()),
+                IpAddr::V6(a) => buf.extend_from_slice(&a.octets()),
+            }
         } else if let Some(p) = proto_number(f) {
-            vec![p]
-        } else if numbers_are_slots {
-            f.parse::<u32>().ok()?.to_ne_bytes().to_vec()
+            buf.push(p);
+        } else if numbers_are_slots && let Ok(n) = f.parse::<u32>() {
+            buf.extend_from_slice(&n.to_ne_bytes());
+        } else if let Ok(port) = f.parse::<u16>() {
+            buf.extend_from_slice(&port.to_be_bytes());
         } else {
-            f.parse::<u16>().ok()?.to_be_bytes().to_vec()
-        };
-        if concat {
-            b.resize(b.len().div_ceil(4) * 4, 0);
+            buf.truncate(at);
+            return None;
         }
-        out.extend_from_slice(&b);
+        if concat {
+            let len = buf.len() - start;
+            buf.resize(start + len.div_ceil(4) * 4, 0);
+        }
     }
-    Some(out)
+    let len = buf.len() - at;
+    buf[at..at + 2].copy_from_slice(&(len as u16).to_ne_bytes());
+    buf.resize(at + len.div_ceil(4) * 4, 0);
+    Some(())
+}
+
+#[cfg(test)]
+fn encode_fields(text: &str, numbers_are_slots: bool) -> Option<Vec<u8>> {
+    let mut b = Vec::new();
+    fields_attr(&mut b, 1, text, numbers_are_slots)?;
+    let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+    Some(b[4..len].to_vec())
 }
 
 fn is_slot_map(set: &str) -> bool {
@@ -531,39 +560,45 @@ fn braces(s: &str) -> Option<Vec<&str>> {
     Some(inner.split(", ").map(str::trim).collect())
 }
 
-/// One element (`key` or `key : value`) as an NFTA_LIST_ELEM.
-fn element(buf: &mut Vec<u8>, set: &str, item: &str, with_data: bool) -> Option<()> {
-    let (key, value) = match item.split_once(" : ") {
+/// `key` or `key : value` → its parts.
+fn split_item(item: &str) -> (&str, Option<&str>) {
+    match item.split_once(" : ") {
         Some((k, v)) => (k, Some(v)),
         None => (item, None),
-    };
-    let slots = is_slot_map(set);
+    }
+}
+
+/// One element as an NFTA_LIST_ELEM; nothing is written when it is not understood.
+fn element(buf: &mut Vec<u8>, slots: bool, key: &str, value: Option<&str>) -> Option<()> {
+    let at = buf.len();
+    let written = element_attrs(buf, slots, key, value);
+    if written.is_none() {
+        buf.truncate(at);
+    }
+    written
+}
+
+fn element_attrs(buf: &mut Vec<u8>, slots: bool, key: &str, value: Option<&str>) -> Option<()> {
     let at = buf.nest_begin(1); // NFTA_LIST_ELEM
     let k = buf.nest_begin(1); // NFTA_SET_ELEM_KEY
-    buf.attr(1, &encode_fields(key, slots)?);
+    fields_attr(buf, 1, key, slots)?; // NFTA_DATA_VALUE
     buf.nest_end(k);
-    if let (true, Some(v)) = (with_data, value) {
+    if let Some(v) = value {
         let d = buf.nest_begin(2); // NFTA_SET_ELEM_DATA
-        let words: Vec<&str> = v.split_whitespace().collect();
-        match words.as_slice() {
-            [kind @ ("goto" | "jump"), chain] => {
+        let mut words = v.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some(kind @ ("goto" | "jump")), Some(chain), None) => {
                 let vd = buf.nest_begin(2); // NFTA_DATA_VERDICT
-                buf.u32_attr(
-                    1,
-                    (if *kind == "goto" { NFT_GOTO } else { NFT_JUMP }) as u32,
-                );
+                buf.u32_attr(1, (if kind == "goto" { NFT_GOTO } else { NFT_JUMP }) as u32);
                 buf.str_attr(2, chain);
                 buf.nest_end(vd);
             }
-            [code @ ("drop" | "accept")] => {
+            (Some(code @ ("drop" | "accept")), None, None) => {
                 let vd = buf.nest_begin(2);
-                buf.u32_attr(
-                    1,
-                    (if *code == "drop" { NF_DROP } else { NF_ACCEPT }) as u32,
-                );
+                buf.u32_attr(1, (if code == "drop" { NF_DROP } else { NF_ACCEPT }) as u32);
                 buf.nest_end(vd);
             }
-            _ => buf.attr(1, &encode_fields(v, false)?),
+            _ => fields_attr(buf, 1, v, false)?,
         }
         buf.nest_end(d);
     }
@@ -607,11 +642,207 @@ fn set_declaration(buf: &mut Vec<u8>, decl: &str, id: u32) -> Option<()> {
     Some(())
 }
 
-/// The batch for a script of per-Service commands on `inet <table>`.
-fn encode_script(script: &str, seq: u32) -> Result<Batch, NetlinkError> {
-    let mut b = Batch::new(seq);
-    let mut set_id = 0u32;
-    for (n, line) in script.lines().enumerate() {
+/// Elements per message: the kernel takes at most 64 KiB per netlink attribute.
+const ELEMENTS_PER_MESSAGE: usize = 256;
+
+/// One transaction of per-Service commands on `inet <table>`, written as nf_tables messages
+/// straight from the proxier's chains, rules and elements: no script text in between.
+pub struct Transaction {
+    batch: Batch,
+    table: String,
+    set_id: u32,
+}
+
+impl Transaction {
+    pub fn new(table: &str) -> Transaction {
+        Transaction::with_capacity(table, 0)
+    }
+
+    /// A transaction whose messages are expected to take about `bytes`.
+    pub fn with_capacity(table: &str, bytes: usize) -> Transaction {
+        Transaction {
+            batch: Batch::new(0, bytes),
+            table: table.to_string(),
+            set_id: 0,
+        }
+    }
+
+    /// Whether no command was written.
+    pub fn is_empty(&self) -> bool {
+        self.batch.lines.is_empty()
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.batch.buf.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.batch.buf
+    }
+
+    fn chain_command(&mut self, kind: u16, flags: u16, verb: &str, name: &str) {
+        let what = format!("{verb} chain inet {} {name}", self.table);
+        let at = self.batch.command(kind, flags, what);
+        let buf = &mut self.batch.buf;
+        buf.str_attr(1, &self.table); // NFTA_CHAIN_TABLE / NFTA_RULE_TABLE
+        // NFTA_CHAIN_NAME; NFTA_RULE_CHAIN for a flush
+        buf.str_attr(if kind == NFT_MSG_DELRULE { 2 } else { 3 }, name);
+        self.batch.end(at);
+    }
+
+    pub fn add_chain(&mut self, name: &str) {
+        self.chain_command(NFT_MSG_NEWCHAIN, NLM_F_CREATE, "add", name);
+    }
+
+    /// Remove every rule of a chain.
+    pub fn flush_chain(&mut self, name: &str) {
+        self.chain_command(NFT_MSG_DELRULE, 0, "flush", name);
+    }
+
+    pub fn delete_chain(&mut self, name: &str) {
+        self.chain_command(NFT_MSG_DELCHAIN, 0, "delete", name);
+    }
+
+    /// Append a rule (in the forms [`crate::rules`] and the proxier write) to a chain.
+    pub fn add_rule(&mut self, chain: &str, rule: &str) -> Result<(), NetlinkError> {
+        let exprs = rule_exprs(rule).ok_or_else(|| NetlinkError::Unsupported(rule.into()))?;
+        let what = format!("add rule inet {} {chain} {rule}", self.table);
+        let at = self
+            .batch
+            .command(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, what);
+        let buf = &mut self.batch.buf;
+        buf.str_attr(1, &self.table); // NFTA_RULE_TABLE
+        buf.str_attr(2, chain); // NFTA_RULE_CHAIN
+        let list = buf.nest_begin(4); // NFTA_RULE_EXPRESSIONS
+        for e in exprs {
+            let el = buf.nest_begin(1); // NFTA_LIST_ELEM
+            buf.str_attr(1, e.name); // NFTA_EXPR_NAME
+            let d = buf.nest_begin(2); // NFTA_EXPR_DATA
+            buf.extend_from_slice(&e.attrs);
+            buf.nest_end(d);
+            buf.nest_end(el);
+        }
+        buf.nest_end(list);
+        self.batch.end(at);
+        Ok(())
+    }
+
+    /// Declare a set (`type … ; flags … ; timeout …s ;`, as affinity sets are).
+    pub fn add_set(&mut self, name: &str, decl: &str) -> Result<(), NetlinkError> {
+        let what = format!("add set inet {} {name} {{ {decl} }}", self.table);
+        let at = self.batch.command(NFT_MSG_NEWSET, NLM_F_CREATE, what);
+        let buf = &mut self.batch.buf;
+        buf.str_attr(1, &self.table); // NFTA_SET_TABLE
+        buf.str_attr(2, name); // NFTA_SET_NAME
+        self.set_id += 1;
+        if set_declaration(buf, decl, self.set_id).is_none() {
+            self.batch.abandon(at);
+            return Err(NetlinkError::Unsupported(format!(
+                "set {name} {{ {decl} }}"
+            )));
+        }
+        self.batch.end(at);
+        Ok(())
+    }
+
+    fn set_command(&mut self, kind: u16, verb: &str, name: &str) {
+        let what = format!("{verb} set inet {} {name}", self.table);
+        let at = self.batch.command(kind, 0, what);
+        let buf = &mut self.batch.buf;
+        // NFTA_SET_TABLE, NFTA_SET_NAME (NFTA_SET_ELEM_LIST_TABLE, _SET for a flush)
+        buf.str_attr(1, &self.table);
+        buf.str_attr(2, name);
+        self.batch.end(at);
+    }
+
+    pub fn delete_set(&mut self, name: &str) {
+        self.set_command(NFT_MSG_DELSET, "delete", name);
+    }
+
+    /// Remove every element of a set (a DELSETELEM without elements).
+    pub fn flush_set(&mut self, name: &str) {
+        self.set_command(NFT_MSG_DELSETELEM, "flush", name);
+    }
+
+    /// Add elements (`key`, or `key` and its data) to a set or map.
+    pub fn add_elements<'a>(
+        &mut self,
+        set: &str,
+        items: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    ) -> Result<(), NetlinkError> {
+        self.elements(set, items, true)
+    }
+
+    /// Remove elements, by key.
+    pub fn delete_elements<'a>(
+        &mut self,
+        set: &str,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), NetlinkError> {
+        self.elements(set, keys.into_iter().map(|k| (k, None)), false)
+    }
+
+    fn elements<'a>(
+        &mut self,
+        set: &str,
+        items: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+        add: bool,
+    ) -> Result<(), NetlinkError> {
+        let slots = is_slot_map(set);
+        let (kind, flags, verb) = if add {
+            (NFT_MSG_NEWSETELEM, NLM_F_CREATE, "add")
+        } else {
+            (NFT_MSG_DELSETELEM, 0, "delete")
+        };
+        // (message, element list) offsets of the open message, and its element count
+        let mut open: Option<(usize, usize)> = None;
+        let mut count = 0;
+        for (key, value) in items {
+            let (at, list) = match open {
+                Some(o) => o,
+                None => {
+                    let what = format!("{verb} element inet {} {set} {{ {key}, … }}", self.table);
+                    let at = self.batch.command(kind, flags, what);
+                    self.batch.buf.str_attr(1, &self.table); // NFTA_SET_ELEM_LIST_TABLE
+                    self.batch.buf.str_attr(2, set); // NFTA_SET_ELEM_LIST_SET
+                    let list = self.batch.buf.nest_begin(3); // NFTA_SET_ELEM_LIST_ELEMENTS
+                    open = Some((at, list));
+                    (at, list)
+                }
+            };
+            let value = if add { value } else { None };
+            if element(&mut self.batch.buf, slots, key, value).is_none() {
+                let item = match value {
+                    Some(v) => format!("{key} : {v}"),
+                    None => key.to_string(),
+                };
+                self.batch.abandon(at);
+                return Err(NetlinkError::Unsupported(format!(
+                    "element {item} of {set}"
+                )));
+            }
+            count += 1;
+            if count == ELEMENTS_PER_MESSAGE {
+                self.batch.buf.nest_end(list);
+                self.batch.end(at);
+                open = None;
+                count = 0;
+            }
+        }
+        if let Some((at, list)) = open {
+            self.batch.buf.nest_end(list);
+            self.batch.end(at);
+        }
+        Ok(())
+    }
+}
+
+/// The transaction for a script of per-Service commands on `inet <table>`.
+pub(crate) fn encode_script(script: &str) -> Result<Transaction, NetlinkError> {
+    let mut tx: Option<Transaction> = None;
+    for line in script.lines() {
         let line = line.trim();
         if line.is_empty() {
             continue;
@@ -635,90 +866,39 @@ fn encode_script(script: &str, seq: u32) -> Result<Batch, NetlinkError> {
         if name.is_empty() {
             return Err(unsupported());
         }
+        let tx = tx.get_or_insert_with(|| Transaction::new(table));
+        if tx.table != table {
+            return Err(unsupported());
+        }
         match (verb, what) {
-            ("add", "chain") | ("flush", "chain") | ("delete", "chain") if tail.is_empty() => {
-                let (kind, flags) = match verb {
-                    "add" => (NFT_MSG_NEWCHAIN, NLM_F_CREATE),
-                    "flush" => (NFT_MSG_DELRULE, 0),
-                    _ => (NFT_MSG_DELCHAIN, 0),
-                };
-                let at = b.command(kind, flags, n);
-                // NFTA_CHAIN_TABLE/NAME; NFTA_RULE_TABLE/CHAIN for a flush
-                b.buf.str_attr(1, table);
-                b.buf.str_attr(if verb == "flush" { 2 } else { 3 }, name);
-                b.end(at);
-            }
-            ("add", "rule") => {
-                let exprs = rule_exprs(tail).ok_or_else(unsupported)?;
-                let at = b.command(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, n);
-                b.buf.str_attr(1, table); // NFTA_RULE_TABLE
-                b.buf.str_attr(2, name); // NFTA_RULE_CHAIN
-                let list = b.buf.nest_begin(4); // NFTA_RULE_EXPRESSIONS
-                for e in exprs {
-                    let el = b.buf.nest_begin(1); // NFTA_LIST_ELEM
-                    b.buf.str_attr(1, e.name); // NFTA_EXPR_NAME
-                    let d = b.buf.nest_begin(2); // NFTA_EXPR_DATA
-                    b.buf.extend_from_slice(&e.attrs);
-                    b.buf.nest_end(d);
-                    b.buf.nest_end(el);
-                }
-                b.buf.nest_end(list);
-                b.end(at);
-            }
+            ("add", "chain") if tail.is_empty() => tx.add_chain(name),
+            ("flush", "chain") if tail.is_empty() => tx.flush_chain(name),
+            ("delete", "chain") if tail.is_empty() => tx.delete_chain(name),
+            ("add", "rule") => tx.add_rule(name, tail).map_err(|_| unsupported())?,
             ("add", "set") => {
                 let decl = tail
                     .trim()
                     .strip_prefix('{')
-                    .and_then(|d| d.strip_suffix('}'));
-                let at = b.command(NFT_MSG_NEWSET, NLM_F_CREATE, n);
-                b.buf.str_attr(1, table); // NFTA_SET_TABLE
-                b.buf.str_attr(2, name); // NFTA_SET_NAME
-                set_id += 1;
-                set_declaration(&mut b.buf, decl.ok_or_else(unsupported)?, set_id)
+                    .and_then(|d| d.strip_suffix('}'))
                     .ok_or_else(unsupported)?;
-                b.end(at);
+                tx.add_set(name, decl.trim()).map_err(|_| unsupported())?;
             }
-            ("delete", "set") if tail.is_empty() => {
-                let at = b.command(NFT_MSG_DELSET, 0, n);
-                b.buf.str_attr(1, table);
-                b.buf.str_attr(2, name);
-                b.end(at);
-            }
-            ("flush", "set") if tail.is_empty() => {
-                // a DELSETELEM without elements empties the set
-                let at = b.command(NFT_MSG_DELSETELEM, 0, n);
-                b.buf.str_attr(1, table); // NFTA_SET_ELEM_LIST_TABLE
-                b.buf.str_attr(2, name); // NFTA_SET_ELEM_LIST_SET
-                b.end(at);
-            }
-            ("add", "element") | ("delete", "element") => {
+            ("delete", "set") if tail.is_empty() => tx.delete_set(name),
+            ("flush", "set") if tail.is_empty() => tx.flush_set(name),
+            ("add", "element") => {
                 let items = braces(tail).ok_or_else(unsupported)?;
-                if items.is_empty() {
-                    continue;
-                }
-                let add = verb == "add";
-                // Bounded messages: the kernel takes at most 64 KiB per netlink attribute.
-                for chunk in items.chunks(256) {
-                    let kind = if add {
-                        NFT_MSG_NEWSETELEM
-                    } else {
-                        NFT_MSG_DELSETELEM
-                    };
-                    let at = b.command(kind, if add { NLM_F_CREATE } else { 0 }, n);
-                    b.buf.str_attr(1, table);
-                    b.buf.str_attr(2, name);
-                    let list = b.buf.nest_begin(3); // NFTA_SET_ELEM_LIST_ELEMENTS
-                    for item in chunk {
-                        element(&mut b.buf, name, item, add).ok_or_else(unsupported)?;
-                    }
-                    b.buf.nest_end(list);
-                    b.end(at);
-                }
+                tx.add_elements(name, items.into_iter().map(split_item))
+                    .map_err(|_| unsupported())?;
+            }
+            ("delete", "element") => {
+                let items = braces(tail).ok_or_else(unsupported)?;
+                tx.delete_elements(name, items.into_iter().map(|i| split_item(i).0))
+                    .map_err(|_| unsupported())?;
             }
             _ => return Err(unsupported()),
         }
     }
-    Ok(b)
+    Ok(tx.unwrap_or_else(|| Transaction::new("")))
 }
 
 /// A netlink socket to nf_tables in one network namespace, kept open between syncs.
@@ -760,9 +940,12 @@ impl Netlink {
 
     /// Apply a script of per-Service commands as one transaction.
     pub fn apply(&mut self, script: &str) -> Result<(), NetlinkError> {
-        let batch = encode_script(script, self.seq)?;
-        self.seq = batch.seq;
-        let (buf, lines) = batch.finish();
+        self.commit(encode_script(script)?)
+    }
+
+    /// Send a transaction and wait for the kernel's verdict on it.
+    pub fn commit(&mut self, tx: Transaction) -> Result<(), NetlinkError> {
+        let (buf, lines) = tx.batch.finish();
         if lines.is_empty() {
             return Ok(());
         }
@@ -794,10 +977,8 @@ impl Netlink {
                     let code = i32::from_ne_bytes(payload[..4].try_into().unwrap_or_default());
                     if code != 0 {
                         let line = lines
-                            .iter()
-                            .find(|(s, _)| *s == seq)
-                            .and_then(|(_, l)| script.lines().nth(*l))
-                            .unwrap_or("?");
+                            .binary_search_by_key(&seq, |(s, _)| *s)
+                            .map_or("?", |i| lines[i].1.as_str());
                         let e = std::io::Error::from_raw_os_error(-code);
                         errors.push(format!("{e}: {}", truncate(line, 300)));
                     }
@@ -994,7 +1175,7 @@ mod tests {
         let script = "add chain inet t c\nflush chain inet t c\nadd rule inet t c goto d\n\
                       add element inet t service-ips { 10.96.0.1 . tcp . 80 : goto c }\n\
                       delete element inet t hairpin-ips { 10.0.0.1 . 10.0.0.1 }\n";
-        let (buf, lines) = encode_script(script, 0).unwrap().finish();
+        let (buf, lines) = encode_script(script).unwrap().batch.finish();
         assert_eq!(lines.len(), 5);
         let kinds: Vec<u16> = messages(&buf).iter().map(|m| m.0 & 0xff).collect();
         assert_eq!(
@@ -1010,7 +1191,7 @@ mod tests {
             ]
         );
         assert!(matches!(
-            encode_script("add table inet t\n", 0),
+            encode_script("add table inet t\n"),
             Err(NetlinkError::Unsupported(_))
         ));
     }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use crate::netlink::{Netlink, NetlinkError};
+use crate::netlink::{Netlink, NetlinkError, Transaction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -65,16 +65,22 @@ impl Nft {
         }
     }
 
+    /// Commit a transaction written through netlink.
+    pub fn commit(&self, tx: Transaction) -> Result<(), NftError> {
+        self.with_netlink(|nl| nl.commit(tx))
+    }
+
     /// Declare the table's fixed part; a table from an older layout that refuses it is
-    /// replaced whole.
-    pub fn apply_base(&self, table: &str, script: &str) -> Result<(), NftError> {
+    /// replaced whole (then true: what was in the table is gone).
+    pub fn apply_base(&self, table: &str, script: &str) -> Result<bool, NftError> {
         match self.apply(script) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(false),
             Err(NftError::Failed { stderr }) if self.table_exists(table) => {
                 tracing::warn!(table, error = %stderr, "replacing the service proxy's table");
                 self.apply(&format!(
                     "add table inet {table}\ndelete table inet {table}\n{script}"
-                ))
+                ))?;
+                Ok(true)
             }
             Err(e) => Err(e),
         }

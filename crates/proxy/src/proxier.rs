@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::model::{self, ServiceKey, ServicePort, ServicePortName, SliceInfo};
+use crate::netlink::NetlinkError;
 use crate::nft::{Nft, NftError};
 use crate::rules::{self, Element, RuleConfig, ServiceRules};
 
@@ -182,10 +183,50 @@ fn add_targets(delta: &mut HashMap<IpAddr, isize>, ports: &DesiredService, sign:
     }
 }
 
+/// What the proxier keeps of a full set of Services besides the Services themselves.
+struct Bookkeeping {
+    element_refs: HashMap<Element, usize, full::FastHash>,
+    targets: HashMap<IpAddr, isize>,
+    chains: usize,
+    rules: usize,
+}
+
+impl Bookkeeping {
+    fn of(desired: &[(ServiceKey, DesiredService)]) -> Bookkeeping {
+        let count = desired
+            .iter()
+            .flat_map(|(_, ports)| ports.iter().map(|(_, r)| r.elements.len()))
+            .sum();
+        let mut b = Bookkeeping {
+            element_refs: HashMap::with_capacity_and_hasher(count, Default::default()),
+            targets: HashMap::new(),
+            chains: 0,
+            rules: 0,
+        };
+        for (_, ports) in desired {
+            add_targets(&mut b.targets, ports, 1);
+            for (_, r) in ports {
+                b.chains += r.chains.len();
+                b.rules += r.rule_count();
+                for e in &r.elements {
+                    match b.element_refs.get_mut(e) {
+                        Some(n) => *n += 1,
+                        None => {
+                            b.element_refs.insert(e.clone(), 1);
+                        }
+                    }
+                }
+            }
+        }
+        b
+    }
+}
+
 /// What one sync did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncStats {
     pub services: usize,
+    /// What went to the kernel: script text, or netlink messages for the Services' part.
     pub script_bytes: usize,
 }
 
@@ -273,37 +314,53 @@ impl Proxier {
         desired: Vec<(ServiceKey, DesiredService)>,
     ) -> Result<SyncStats, NftError> {
         let desired = self.place(desired, true)?;
-        // The fixed part first (unchanged on a restart), then every Service at once.
+        // The fixed part goes first (unchanged on a restart), by `nft` in a process of its own,
+        // while the Services' transaction is written here. It adds only its own chains and
+        // sets, so what the table holds of the Services can be listed before.
         let base = self.base_script();
-        self.nft.apply_base(&self.table, &base)?;
-        let (chains, sets) = self.nft.list(&self.table)?;
-        let script = self.services_script(&desired, &chains, &sets);
-        self.nft.apply_services(&script)?;
-        let script_bytes = base.len() + script.len();
-        self.programmed.clear();
-        self.element_refs.clear();
-        self.element_refs.reserve(
-            desired
-                .iter()
-                .flat_map(|(_, ports)| ports.iter().map(|(_, r)| r.elements.len()))
-                .sum(),
-        );
-        self.chains = 0;
-        self.rules = 0;
-        let services = desired.len();
-        let mut targets = HashMap::new();
-        for (_, ports) in &desired {
-            add_targets(&mut targets, ports, 1);
-        }
-        self.routes.apply(&targets, true);
-        for (key, ports) in desired {
-            for (_, r) in &ports {
-                self.chains += r.chains.len();
-                self.rules += r.rule_count();
-                for e in &r.elements {
-                    *self.element_refs.entry(e.clone()).or_default() += 1;
+        let (mut chains, mut sets) = self.nft.list(&self.table)?;
+        let (replaced, written) = std::thread::scope(|s| {
+            let base_job = s.spawn(|| self.nft.apply_base(&self.table, &base));
+            let written = self.services_transaction(&desired, &chains, &sets);
+            let replaced = base_job
+                .join()
+                .unwrap_or_else(|_| Err(NftError::Spawn(std::io::Error::other("panicked"))));
+            (replaced, written)
+        });
+        let written = if replaced? {
+            // a table of an older layout was replaced: nothing of it is left
+            (chains, sets) = self.nft.list(&self.table)?;
+            self.services_transaction(&desired, &chains, &sets)
+        } else {
+            written
+        };
+        // The bookkeeping of what is programmed is prepared while the kernel commits.
+        let (committed, book) = std::thread::scope(|s| {
+            let book = s.spawn(|| Bookkeeping::of(&desired));
+            // Straight from the rules to netlink; a rule netlink cannot say sends all to `nft`.
+            let committed = match written {
+                Ok(tx) => {
+                    let bytes = tx.len();
+                    self.nft.commit(tx).map(|()| base.len() + bytes)
                 }
-            }
+                Err(NetlinkError::Unsupported(line)) => {
+                    tracing::debug!(%line, "service proxy script goes to nft");
+                    let script = self.services_script(&desired, &chains, &sets);
+                    self.nft.apply(&script).map(|()| base.len() + script.len())
+                }
+                Err(e) => Err(e.into()),
+            };
+            (committed, book.join())
+        });
+        let script_bytes = committed?;
+        let book = book.unwrap_or_else(|_| Bookkeeping::of(&desired));
+        self.element_refs = book.element_refs;
+        self.chains = book.chains;
+        self.rules = book.rules;
+        self.routes.apply(&book.targets, true);
+        let services = desired.len();
+        self.programmed.clear();
+        for (key, ports) in desired {
             if !ports.is_empty() {
                 self.programmed.insert(key, ports);
             }

@@ -246,10 +246,11 @@ fn restore(
             context: format!("run {program} in network namespace {netns}"),
             source,
         })?;
-    // iptables-restore reads its whole input before it commits, so this returns early.
+    // Written from a thread: the nf_tables backend works while it reads, so a slow load
+    // would otherwise keep this thread in the write past the deadline.
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    let written = stdin.write_all(script.as_bytes());
-    drop(stdin);
+    let input = script.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|source| BenchError::Io {
             context: format!("wait for {program} in network namespace {netns}"),
@@ -260,11 +261,16 @@ fn restore(
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
+            // the write ends with the reader gone
+            let _ = writer.join();
             return Ok(None);
         }
         std::thread::sleep(Duration::from_micros(200));
     };
     let took = began.elapsed();
+    let written = writer
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")));
     if !status.success() {
         let mut stderr = String::new();
         if let Some(mut pipe) = child.stderr.take() {

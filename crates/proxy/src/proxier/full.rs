@@ -3,11 +3,12 @@
 //! netlink transaction that also removes what is no longer wanted. The table is never
 //! deleted, so traffic flows throughout, and session affinity state survives a restart.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 
 use super::{DesiredService, Proxier};
 use crate::model::ServiceKey;
+use crate::netlink::{NetlinkError, Transaction};
 use crate::nft::NftError;
 use crate::rules::{self, Balancer, Element, SLOT_MAPS};
 
@@ -201,20 +202,51 @@ impl Proxier {
         existing_chains: &[String],
         existing_sets: &[String],
     ) -> String {
-        let t = &self.table;
-        let mut s = String::with_capacity(desired.len() * 1024 + 4096);
+        let mut script = Script {
+            table: &self.table,
+            s: String::with_capacity(desired.len() * 1024 + 4096),
+        };
+        // text takes everything
+        let _ = self.write_services(&mut script, desired, existing_chains, existing_sets);
+        script.s
+    }
+
+    /// The same as [`Proxier::services_script`], as a netlink transaction written straight from
+    /// the rules; [`NetlinkError::Unsupported`] when some rule needs `nft`.
+    pub fn services_transaction(
+        &self,
+        desired: &[(ServiceKey, DesiredService)],
+        existing_chains: &[String],
+        existing_sets: &[String],
+    ) -> Result<Transaction, NetlinkError> {
+        let elements: usize = desired
+            .iter()
+            .flat_map(|(_, ports)| ports.iter().map(|(_, r)| r.elements.len()))
+            .sum();
+        let mut tx = Transaction::with_capacity(&self.table, desired.len() * 512 + elements * 48);
+        self.write_services(&mut tx, desired, existing_chains, existing_sets)?;
+        Ok(tx)
+    }
+
+    fn write_services(
+        &self,
+        out: &mut impl Sink,
+        desired: &[(ServiceKey, DesiredService)],
+        existing_chains: &[String],
+        existing_sets: &[String],
+    ) -> Result<(), NetlinkError> {
         let base_sets = self.base_sets();
         let node_port_sets: HashSet<String> = rules::Family::ALL
             .iter()
             .map(|f| f.set("nodeport-ips"))
             .collect();
         for set in base_sets.iter().filter(|n| !node_port_sets.contains(*n)) {
-            let _ = writeln!(s, "flush set inet {t} {set}");
+            out.flush_set(set);
         }
         let existing: HashSet<&str> = existing_chains.iter().map(String::as_str).collect();
         let base_chains = self.base_chains();
-        let mut wanted_chains: HashSet<&str> = HashSet::new();
-        let mut wanted_sets: HashSet<&str> = HashSet::new();
+        let mut wanted_chains: HashSet<&str, FastHash> = HashSet::default();
+        let mut wanted_sets: HashSet<&str, FastHash> = HashSet::default();
         for (_, ports) in desired {
             for (_, r) in ports {
                 wanted_chains.extend(r.chains.keys().map(String::as_str));
@@ -227,9 +259,9 @@ impl Proxier {
             .filter(|c| !base_chains.contains(*c) && !wanted_chains.contains(c))
             .collect();
         for c in &stale_chains {
-            let _ = writeln!(s, "flush chain inet {t} {c}");
+            out.flush_chain(c);
         }
-        let mut elements: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        let mut elements: BTreeMap<&str, Vec<&Element>> = BTreeMap::new();
         let count = desired
             .iter()
             .flat_map(|(_, ports)| ports.iter().map(|(_, r)| r.elements.len()))
@@ -240,9 +272,9 @@ impl Proxier {
         for (_, ports) in desired {
             for (_, r) in ports {
                 for name in r.chains.keys() {
-                    let _ = writeln!(s, "add chain inet {t} {name}");
+                    out.add_chain(name);
                     if existing.contains(name.as_str()) {
-                        let _ = writeln!(s, "flush chain inet {t} {name}");
+                        out.flush_chain(name);
                     }
                 }
             }
@@ -250,34 +282,125 @@ impl Proxier {
         for (_, ports) in desired {
             for (_, r) in ports {
                 for (name, decl) in &r.sets {
-                    let _ = writeln!(s, "add set inet {t} {name} {{ {decl} }}");
+                    out.add_set(name, decl)?;
                 }
                 for (name, body) in &r.chains {
                     for rule in body {
-                        let _ = writeln!(s, "add rule inet {t} {name} {rule}");
+                        out.add_rule(name, rule)?;
                     }
                 }
                 for e in &r.elements {
                     if seen.insert(e) {
-                        elements.entry(&e.set).or_default().push(e.text());
+                        elements.entry(&e.set).or_default().push(e);
                     }
                 }
             }
         }
         for (set, items) in elements {
-            for chunk in items.chunks(2000) {
-                let _ = writeln!(s, "add element inet {t} {set} {{ {} }}", chunk.join(", "));
-            }
+            out.add_elements(set, &items)?;
         }
         for c in &stale_chains {
-            let _ = writeln!(s, "delete chain inet {t} {c}");
+            out.delete_chain(c);
         }
         for set in existing_sets {
             if !base_sets.contains(set) && !wanted_sets.contains(set.as_str()) {
-                let _ = writeln!(s, "delete set inet {t} {set}");
+                out.delete_set(set);
             }
         }
-        s
+        Ok(())
+    }
+}
+
+/// Where the per-Service part of a full sync is written: a script for `nft`, or a netlink
+/// transaction; the same commands in the same order.
+trait Sink {
+    fn flush_set(&mut self, set: &str);
+    fn add_chain(&mut self, chain: &str);
+    fn flush_chain(&mut self, chain: &str);
+    fn delete_chain(&mut self, chain: &str);
+    fn delete_set(&mut self, set: &str);
+    fn add_set(&mut self, set: &str, decl: &str) -> Result<(), NetlinkError>;
+    fn add_rule(&mut self, chain: &str, rule: &str) -> Result<(), NetlinkError>;
+    fn add_elements(&mut self, set: &str, items: &[&Element]) -> Result<(), NetlinkError>;
+}
+
+struct Script<'a> {
+    table: &'a str,
+    s: String,
+}
+
+impl Sink for Script<'_> {
+    fn flush_set(&mut self, set: &str) {
+        let _ = writeln!(self.s, "flush set inet {} {set}", self.table);
+    }
+    fn add_chain(&mut self, chain: &str) {
+        let _ = writeln!(self.s, "add chain inet {} {chain}", self.table);
+    }
+    fn flush_chain(&mut self, chain: &str) {
+        let _ = writeln!(self.s, "flush chain inet {} {chain}", self.table);
+    }
+    fn delete_chain(&mut self, chain: &str) {
+        let _ = writeln!(self.s, "delete chain inet {} {chain}", self.table);
+    }
+    fn delete_set(&mut self, set: &str) {
+        let _ = writeln!(self.s, "delete set inet {} {set}", self.table);
+    }
+    fn add_set(&mut self, set: &str, decl: &str) -> Result<(), NetlinkError> {
+        let _ = writeln!(self.s, "add set inet {} {set} {{ {decl} }}", self.table);
+        Ok(())
+    }
+    fn add_rule(&mut self, chain: &str, rule: &str) -> Result<(), NetlinkError> {
+        let _ = writeln!(self.s, "add rule inet {} {chain} {rule}", self.table);
+        Ok(())
+    }
+    fn add_elements(&mut self, set: &str, items: &[&Element]) -> Result<(), NetlinkError> {
+        // chunks keep single commands (and nft's memory for them) bounded
+        for chunk in items.chunks(2000) {
+            let _ = write!(self.s, "add element inet {} {set} {{ ", self.table);
+            for (i, e) in chunk.iter().enumerate() {
+                if i > 0 {
+                    self.s.push_str(", ");
+                }
+                self.s.push_str(&e.key);
+                if let Some(v) = &e.value {
+                    self.s.push_str(" : ");
+                    self.s.push_str(v);
+                }
+            }
+            self.s.push_str(" }\n");
+        }
+        Ok(())
+    }
+}
+
+impl Sink for Transaction {
+    fn flush_set(&mut self, set: &str) {
+        Transaction::flush_set(self, set);
+    }
+    fn add_chain(&mut self, chain: &str) {
+        Transaction::add_chain(self, chain);
+    }
+    fn flush_chain(&mut self, chain: &str) {
+        Transaction::flush_chain(self, chain);
+    }
+    fn delete_chain(&mut self, chain: &str) {
+        Transaction::delete_chain(self, chain);
+    }
+    fn delete_set(&mut self, set: &str) {
+        Transaction::delete_set(self, set);
+    }
+    fn add_set(&mut self, set: &str, decl: &str) -> Result<(), NetlinkError> {
+        Transaction::add_set(self, set, decl)
+    }
+    fn add_rule(&mut self, chain: &str, rule: &str) -> Result<(), NetlinkError> {
+        Transaction::add_rule(self, chain, rule)
+    }
+    fn add_elements(&mut self, set: &str, items: &[&Element]) -> Result<(), NetlinkError> {
+        Transaction::add_elements(
+            self,
+            set,
+            items.iter().map(|e| (e.key.as_str(), e.value.as_deref())),
+        )
     }
 }
 
@@ -348,6 +471,21 @@ mod tests {
         assert_eq!(lines.last(), Some(&"delete set inet t affinity-0-gone"));
         assert!(!s.contains("delete chain inet t services"), "{s}");
         assert!(!s.contains("delete set inet t cluster-ips"), "{s}");
+    }
+
+    #[test]
+    fn the_transaction_says_what_the_script_says() {
+        let (p, desired) = proxier_with_web();
+        let chain = desired[0].1[0].1.chains.keys().next().unwrap().clone();
+        let existing_chains = vec![chain, "service-0-bench/gone/tcp/http".to_string()];
+        let existing_sets = vec!["affinity-0-gone".to_string()];
+        let script = p.services_script(&desired, &existing_chains, &existing_sets);
+        let tx = p
+            .services_transaction(&desired, &existing_chains, &existing_sets)
+            .unwrap();
+        let parsed = crate::netlink::encode_script(&script).unwrap();
+        assert!(tx.len() > 1000);
+        assert_eq!(tx.bytes(), parsed.bytes());
     }
 
     #[test]

@@ -61,6 +61,34 @@ fn sync(proxier: &mut Proxier, cache: &mut Cache) -> String {
 }
 
 #[test]
+fn hairpin_elements_are_for_endpoints_on_this_node_only() {
+    let mut cache = Cache::default();
+    let mut p = Proxier::new("t", config(), Nft::default());
+    cache.upsert_service(&web(json!({})));
+    cache.upsert_slice(&slice(
+        "web",
+        "web-1",
+        8080,
+        json!([
+            ep("10.42.0.5", true, true, false, "n1"),
+            ep("10.42.0.7", true, true, false, "n2"),
+            {"addresses": ["10.42.0.9"], "conditions": {"ready": true}},
+        ]),
+    ));
+    let script = sync(&mut p, &mut cache);
+    let hairpin: Vec<&str> = script
+        .lines()
+        .filter(|l| l.contains("hairpin-ips"))
+        .collect();
+    // a pod on another node never reaches itself through this node; one of no known node may
+    assert_eq!(
+        hairpin,
+        ["add element inet t hairpin-ips { 10.42.0.5 . 10.42.0.5, 10.42.0.9 . 10.42.0.9 }"]
+    );
+    assert!(script.contains("10.42.0.7 . 8080"), "{script}");
+}
+
+#[test]
 fn cluster_ip_balances_over_ready_endpoints_only() {
     let mut cache = Cache::default();
     let mut p = Proxier::new("t", config(), Nft::default());
@@ -72,7 +100,7 @@ fn cluster_ip_balances_over_ready_endpoints_only() {
         json!([
             ep("10.42.0.5", true, true, false, "n1"),
             ep("10.42.0.6", false, false, false, "n2"),
-            ep("10.42.0.7", true, true, false, "n2"),
+            ep("10.42.0.7", true, true, false, "n1"),
         ]),
     ));
     let script = sync(&mut p, &mut cache);
@@ -111,7 +139,7 @@ add element inet t service-ips {{ 10.96.0.10 . tcp . 80 : goto {chain} }}
         json!([
             ep("10.42.0.5", true, true, false, "n1"),
             ep("10.42.0.6", false, false, false, "n2"),
-            ep("10.42.0.7", false, true, true, "n2"),
+            ep("10.42.0.7", false, true, true, "n1"),
         ]),
     ));
     let script = sync(&mut p, &mut cache);
