@@ -38,12 +38,12 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a process gets to exit after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
     let context = context.into();
     move |source| BenchError::Io { context, source }
 }
 
-fn fail(message: impl Into<String>) -> BenchError {
+pub(crate) fn fail(message: impl Into<String>) -> BenchError {
     BenchError::Scenario(message.into())
 }
 
@@ -121,7 +121,7 @@ impl NodeNames {
 /// PID on drop.
 pub(crate) struct Process {
     child: Option<Child>,
-    what: String,
+    pub(crate) what: String,
     log: PathBuf,
 }
 

@@ -6,306 +6,28 @@
 //! The image is built offline with umoci and imported into the node's image store, so no pull
 //! is timed. Every process is killed by PID and `rkube killall` removes what the agent set up.
 
-use std::collections::HashMap;
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::client::{ApiClient, Connection};
-use crate::figure::{Figure, MIB, Target, Unit, kib_field};
-use crate::process::{ServerProcess, rss_bytes};
-use crate::scenarios::api::{create_namespace, to_bytes};
+use crate::client::ApiClient;
+use crate::figure::{Figure, MIB, Target, Unit};
+use crate::node::{
+    BusyboxImage, Killall, NAMESPACE, NodeNames, PodStarts, Process, READY_TIMEOUT, build_image,
+    connections, create_pods, delete_pods, fail, import_image, io, is_root, path_str,
+    prepare_namespace, run_tool, shim_pids, wait_node_ready, wait_pods,
+};
+use crate::process::{CpuTicks, ServerProcess, clock_ticks, pss_bytes, rss_bytes};
 use crate::scenarios::bulk::Watch;
 use crate::stats::Samples;
 use crate::{BenchError, Options};
 
 const SCENARIO: &str = "pods";
-const NAMESPACE: &str = "bench-pods";
-/// The name the benchmark's image is imported under (pods name it `busybox:rkube-bench`).
-const IMAGE: &str = "docker.io/library/busybox:rkube-bench";
-const POD_IMAGE: &str = "busybox:rkube-bench";
 /// Clients creating the footprint pods, each on its own connection.
 const WRITERS: usize = 16;
-/// How long a start, a node registration, or all pods becoming Ready may take.
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long the pods may take to go away after their delete.
-const DELETE_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long a process gets to exit after SIGTERM before SIGKILL.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
-    let context = context.into();
-    move |source| BenchError::Io { context, source }
-}
-
-fn fail(message: impl Into<String>) -> BenchError {
-    BenchError::Scenario(message.into())
-}
-
-/// Runs a tool to completion; its stderr is in the error when it fails.
-fn run_tool(program: &str, args: &[&str]) -> Result<(), BenchError> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(io(format!("run {program} (is it installed?)")))?;
-    if !out.status.success() {
-        return Err(fail(format!(
-            "{program} {}: {}: {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
-}
-
-fn path_str(path: &Path) -> Result<&str, BenchError> {
-    path.to_str()
-        .ok_or_else(|| fail(format!("path {} is not UTF-8", path.display())))
-}
-
-/// What keeps this run's node apart from other agents on the machine.
-#[derive(Debug, Clone)]
-struct NodeNames {
-    node_name: String,
-    kubelet_port: u16,
-    cgroup_root: String,
-    bridge: String,
-    cluster_cidr: String,
-}
-
-impl NodeNames {
-    fn unique(n: u32) -> Self {
-        let id = std::process::id() % 100_000;
-        Self {
-            node_name: format!("bench-{id}-{n}"),
-            kubelet_port: testing::free_port(),
-            cgroup_root: format!("/rkube-bench-{id}-{n}/kubepods"),
-            bridge: format!("rkb{id}x{n}"),
-            // Outside 10.64.0.0/10, which the test harness hands to its clusters.
-            cluster_cidr: format!("10.{}.0.0/16", 160 + (id * 7 + n) % 64),
-        }
-    }
-
-    fn agent_args(&self) -> Vec<String> {
-        vec![
-            "--node-name".into(),
-            self.node_name.clone(),
-            "--kubelet-port".into(),
-            self.kubelet_port.to_string(),
-            "--cgroup-root".into(),
-            self.cgroup_root.clone(),
-            "--cni-bridge".into(),
-            self.bridge.clone(),
-        ]
-    }
-}
-
-/// A process the scenario started (a server with its agent, or `rkube agent`): stopped by
-/// PID on drop.
-struct Process {
-    child: Option<Child>,
-    what: String,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(binary: &Path, args: &[String], what: &str, log: &Path) -> Result<Self, BenchError> {
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(io(format!("open {what} log {}", log.display())))?;
-        let child = Command::new(binary)
-            .args(args)
-            .env_remove("RKUBE_DATA_DIR")
-            .env_remove("RKUBE_URL")
-            .env_remove("RKUBE_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .map_err(io(format!("start {what}")))?;
-        Ok(Self {
-            child: Some(child),
-            what: what.into(),
-            log: log.to_path_buf(),
-        })
-    }
-
-    fn pid(&self) -> Result<u32, BenchError> {
-        self.child
-            .as_ref()
-            .map(Child::id)
-            .ok_or_else(|| fail(format!("{} is not running", self.what)))
-    }
-
-    /// Fails if the process exited, with the end of its log.
-    fn check(&mut self) -> Result<(), BenchError> {
-        if let Some(child) = self.child.as_mut()
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            self.child = None;
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            return Err(fail(format!(
-                "{} exited with {status}; last lines of its log:\n{}",
-                self.what,
-                lines[lines.len().saturating_sub(20)..].join("\n")
-            )));
-        }
-        Ok(())
-    }
-
-    /// SIGTERM, as a user would stop it; SIGKILL if it does not exit in time.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // std has no way to send SIGTERM; `kill(1)` from procps is on every Linux.
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while sent && Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Runs `rkube killall` for a node's data dir on drop, after the processes that ran it are
-/// gone (declare it before them: locals drop in reverse order).
-struct Killall {
-    binary: PathBuf,
-    data_dir: PathBuf,
-    node: NodeNames,
-}
-
-impl Drop for Killall {
-    fn drop(&mut self) {
-        let out = Command::new(&self.binary)
-            .arg("killall")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--cgroup-root")
-            .arg(&self.node.cgroup_root)
-            .arg("--cni-bridge")
-            .arg(&self.node.bridge)
-            .env_remove("RKUBE_DATA_DIR")
-            .stdin(Stdio::null())
-            .output();
-        match out {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "bench: rkube killall --data-dir {} failed: {}",
-                self.data_dir.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            Err(e) => eprintln!("bench: rkube killall: {e}"),
-        }
-        // killall removes the pods' cgroups; the benchmark's own parent is left empty.
-        if let Some(parent) = Path::new(&self.node.cgroup_root).parent()
-            && parent != Path::new("/")
-            && let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup")
-        {
-            for controller in controllers.flatten() {
-                let dir = controller
-                    .path()
-                    .join(parent.strip_prefix("/").unwrap_or(parent));
-                let _ = std::fs::remove_dir(dir.join("kubepods"));
-                let _ = std::fs::remove_dir(dir);
-            }
-        }
-    }
-}
-
-/// The busybox image: an OCI layout tarball to import, and an unpacked rootfs for runc.
-struct BusyboxImage {
-    layout_tar: PathBuf,
-    rootfs: PathBuf,
-}
-
-/// Builds the image offline with umoci, as the acceptance scripts do: busybox-static and its
-/// applets as symlinks, `PATH=/bin`.
-fn build_image(dir: &Path) -> Result<BusyboxImage, BenchError> {
-    let busybox = Path::new("/usr/bin/busybox");
-    if !busybox.is_file() {
-        return Err(fail(
-            "/usr/bin/busybox is missing: apt-get install -y busybox-static",
-        ));
-    }
-    let layout = dir.join("oci");
-    let bundle = dir.join("bundle");
-    let (layout_s, bundle_s) = (path_str(&layout)?, path_str(&bundle)?);
-    let image = format!("{layout_s}:bench");
-    run_tool("umoci", &["init", "--layout", layout_s])?;
-    run_tool("umoci", &["new", "--image", &image])?;
-    run_tool(
-        "umoci",
-        &["unpack", "--rootless", "--image", &image, bundle_s],
-    )?;
-    let rootfs = bundle.join("rootfs");
-    let bin = rootfs.join("bin");
-    std::fs::create_dir_all(&bin).map_err(io(format!("create {}", bin.display())))?;
-    std::fs::copy(busybox, bin.join("busybox")).map_err(io("copy /usr/bin/busybox"))?;
-    for applet in ["sh", "sleep", "cat", "echo", "true"] {
-        std::os::unix::fs::symlink("busybox", bin.join(applet))
-            .map_err(io(format!("link /bin/{applet}")))?;
-    }
-    run_tool("umoci", &["repack", "--image", &image, bundle_s])?;
-    run_tool(
-        "umoci",
-        &[
-            "config",
-            "--image",
-            &image,
-            "--config.env",
-            "PATH=/bin",
-            "--config.workingdir",
-            "/",
-            "--config.cmd",
-            "sh",
-        ],
-    )?;
-    let layout_tar = dir.join("busybox-oci.tar");
-    run_tool("tar", &["-C", layout_s, "-cf", path_str(&layout_tar)?, "."])?;
-    Ok(BusyboxImage { layout_tar, rootfs })
-}
-
-/// Imports the image into the image store of a node whose data dir is `data_dir`.
-fn import_image(binary: &Path, data_dir: &Path, image: &BusyboxImage) -> Result<(), BenchError> {
-    run_tool(
-        path_str(binary)?,
-        &[
-            "images",
-            "--data-dir",
-            path_str(data_dir)?,
-            "import",
-            path_str(&image.layout_tar)?,
-            "--name",
-            IMAGE,
-        ],
-    )
-}
 
 /// Polls `/readyz` (with the admin kubeconfig once the server wrote it) until it answers 200.
 async fn wait_server(process: &mut Process, kubeconfig: &Path) -> Result<ApiClient, BenchError> {
@@ -336,192 +58,6 @@ async fn wait_server(process: &mut Process, kubeconfig: &Path) -> Result<ApiClie
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Polls the Node until its Ready condition is True.
-async fn wait_node_ready(
-    conn: &mut Connection,
-    node: &str,
-    processes: &mut [&mut Process],
-) -> Result<(), BenchError> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let path = format!("/api/v1/nodes/{node}");
-    loop {
-        for p in processes.iter_mut() {
-            p.check()?;
-        }
-        let response = conn.send(Method::GET, &path, None).await?;
-        if response.status == StatusCode::OK {
-            let node: Value = serde_json::from_slice(&response.body)
-                .map_err(|e| fail(format!("GET {path}: {e}")))?;
-            if condition_true(&node, "Ready") {
-                return Ok(());
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(fail(format!(
-                "node {node} not Ready within {READY_TIMEOUT:?}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Creates the namespace and waits for its default ServiceAccount, which the pods run as.
-async fn prepare_namespace(conn: &mut Connection) -> Result<(), BenchError> {
-    create_namespace(conn, NAMESPACE).await?;
-    let path = format!("/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if conn.send(Method::GET, &path, None).await?.status == StatusCode::OK {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Err(fail(format!("no {path} within 30 s")))
-}
-
-fn condition_true(object: &Value, kind: &str) -> bool {
-    object["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == kind && c["status"] == "True")
-    })
-}
-
-/// What the pod watch saw: when each pod was first Running and Ready, which are gone.
-#[derive(Default)]
-struct PodStarts {
-    ready: HashMap<String, Instant>,
-    deleted: usize,
-}
-
-impl PodStarts {
-    fn apply(&mut self, kind: &str, pod: &Value, now: Instant) {
-        let Some(name) = pod["metadata"]["name"].as_str() else {
-            return;
-        };
-        if kind == "DELETED" {
-            self.deleted += 1;
-            return;
-        }
-        if pod["status"]["phase"] == "Running"
-            && condition_true(pod, "Ready")
-            && !self.ready.contains_key(name)
-        {
-            self.ready.insert(name.to_string(), now);
-        }
-    }
-}
-
-/// A busybox pod that sleeps, its image already on the node.
-fn pod(name: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": "bench-pods"}},
-        "spec": {"containers": [{
-            "name": "sleep",
-            "image": POD_IMAGE,
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["sleep", "3600"]
-        }]}
-    })
-}
-
-/// Creates the pods `names`, one connection each taking every `conns.len()`-th; returns when
-/// each create was sent.
-async fn create_pods(
-    conns: &mut [Connection],
-    names: &[String],
-) -> Result<HashMap<String, Instant>, BenchError> {
-    let path = format!("/api/v1/namespaces/{NAMESPACE}/pods");
-    let writers = conns.len();
-    let runs = conns.iter_mut().enumerate().map(|(w, conn)| {
-        let path = &path;
-        async move {
-            let mut sent = Vec::new();
-            for name in names.iter().skip(w).step_by(writers) {
-                let body = to_bytes(&pod(name));
-                let at = Instant::now();
-                conn.expect(Method::POST, path, Some(body), StatusCode::CREATED)
-                    .await?;
-                sent.push((name.clone(), at));
-            }
-            Ok::<_, BenchError>(sent)
-        }
-    });
-    Ok(futures::future::try_join_all(runs)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect())
-}
-
-/// Waits until the watch saw `want` pods Ready (or `want` deletions), checking the processes.
-async fn wait_pods(
-    watch: &Watch<PodStarts>,
-    processes: &mut [&mut Process],
-    what: &str,
-    timeout: Duration,
-    done: impl Fn(&PodStarts) -> Result<(), usize>,
-) -> Result<(), BenchError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let progress = match watch.with(&done) {
-            Ok(()) => return Ok(()),
-            Err(n) => n,
-        };
-        for p in processes.iter_mut() {
-            p.check()?;
-        }
-        if Instant::now() >= deadline {
-            return Err(fail(format!(
-                "waiting for {what}: {progress} after {timeout:?}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Deletes the pods (1 s grace: `sleep` as PID 1 ignores SIGTERM) and waits until the watch
-/// saw them all go.
-async fn delete_pods(
-    conns: &mut [Connection],
-    names: &[String],
-    watch: &Watch<PodStarts>,
-    processes: &mut [&mut Process],
-) -> Result<(), BenchError> {
-    let before = watch.with(|s| s.deleted);
-    let writers = conns.len();
-    let runs = conns.iter_mut().enumerate().map(|(w, conn)| async move {
-        for name in names.iter().skip(w).step_by(writers) {
-            let path = format!("/api/v1/namespaces/{NAMESPACE}/pods/{name}?gracePeriodSeconds=1");
-            let response = conn.send(Method::DELETE, &path, None).await?;
-            if !matches!(response.status, StatusCode::OK | StatusCode::ACCEPTED) {
-                return Err(BenchError::Status {
-                    method: "DELETE".into(),
-                    path,
-                    status: response.status.as_u16(),
-                    body: String::from_utf8_lossy(&response.body).into_owned(),
-                });
-            }
-        }
-        Ok(())
-    });
-    futures::future::try_join_all(runs).await?;
-    let want = before + names.len();
-    wait_pods(watch, processes, "pods deleted", DELETE_TIMEOUT, |s| {
-        (s.deleted >= want).then_some(()).ok_or(s.deleted - before)
-    })
-    .await
-}
-
-async fn connections(client: &ApiClient, n: usize) -> Result<Vec<Connection>, BenchError> {
-    let mut conns = Vec::with_capacity(n);
-    for _ in 0..n {
-        conns.push(client.connect().await?);
-    }
-    Ok(conns)
 }
 
 /// Pod startup on `rkube server` with its agent: returns the creation-to-Ready latencies.
@@ -562,7 +98,7 @@ async fn pod_startup(
     )?;
     let client = wait_server(&mut server, &data.join("kubeconfig.yaml")).await?;
     let mut conns = connections(&client, pods.max(1)).await?;
-    wait_node_ready(&mut conns[0], &node.node_name, &mut [&mut server]).await?;
+    wait_node_ready(&mut conns[0], &node.node_name, || server.check()).await?;
     prepare_namespace(&mut conns[0]).await?;
     let watch = Watch::start(
         client.connect().await?,
@@ -721,66 +257,6 @@ impl Drop for BareRunc {
     }
 }
 
-/// The `rkube shim` processes of the agent whose data dir is `data_dir`.
-fn shim_pids(data_dir: &Path) -> Vec<u32> {
-    let marker = data_dir.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                return false;
-            };
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.get(1) == Some(&&b"shim"[..])
-                && args
-                    .iter()
-                    .any(|a| String::from_utf8_lossy(a).starts_with(&marker))
-        })
-        .collect()
-}
-
-/// The proportional set size of a process (`Pss:` of `/proc/<pid>/smaps_rollup`).
-fn pss_bytes(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    kib_field(&text, "Pss:").map(|kib| kib * 1024)
-}
-
-/// CPU time of a process so far (its own, and that of the children it reaped), in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<(u64, u64), BenchError> {
-    let path = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&path).map_err(io(format!("read {path}")))?;
-    parse_cpu_ticks(&text).ok_or_else(|| fail(format!("{path}: unexpected format")))
-}
-
-/// utime+stime and cutime+cstime of a `/proc/<pid>/stat` line (fields 14–17; the command
-/// name in parentheses may hold spaces, so fields are counted after the last `)`).
-fn parse_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    (fields.len() == 4).then(|| (fields[0] + fields[1], fields[2] + fields[3]))
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 on every Linux this runs on otherwise).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 struct Footprint {
     pods: usize,
     agent_idle_rss: u64,
@@ -840,7 +316,7 @@ async fn footprint(
         &dir.join("agent.log"),
     )?;
     let mut conns = connections(&client, WRITERS.min(pods.max(1))).await?;
-    wait_node_ready(&mut conns[0], &node.node_name, &mut [&mut agent]).await?;
+    wait_node_ready(&mut conns[0], &node.node_name, || agent.check()).await?;
     prepare_namespace(&mut conns[0]).await?;
     tokio::time::sleep(settle).await;
     agent.check()?;
@@ -874,10 +350,16 @@ async fn footprint(
         .filter_map(|pid| rss_bytes(*pid).ok())
         .collect();
     let shim_pss: Vec<u64> = shim_pids.iter().filter_map(|pid| pss_bytes(*pid)).collect();
-    let (own_before, children_before) = cpu_ticks(pid)?;
+    let CpuTicks {
+        own: own_before,
+        children: children_before,
+    } = CpuTicks::of(pid)?;
     let began = Instant::now();
     tokio::time::sleep(window).await;
-    let (own_after, children_after) = cpu_ticks(pid)?;
+    let CpuTicks {
+        own: own_after,
+        children: children_after,
+    } = CpuTicks::of(pid)?;
     let elapsed = began.elapsed().as_secs_f64();
     agent.check()?;
     let ticks = clock_ticks();
@@ -900,13 +382,6 @@ async fn footprint(
         cpu_with_children_percent: percent(own + children),
         window: Duration::from_secs_f64(elapsed),
     })
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| kib_field(&s, "Uid:"))
-        == Some(0)
 }
 
 pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
@@ -1036,41 +511,4 @@ pub async fn run(options: &Options) -> Result<Vec<Figure>, BenchError> {
             Unit::Ratio,
         ),
     ])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_cpu_ticks_after_the_command_name() {
-        let stat =
-            "1234 (rkube agent) S 1 1234 1234 0 -1 4194560 5000 0 0 0 150 25 7 3 20 0 4 0 100 0 0";
-        assert_eq!(parse_cpu_ticks(stat), Some((175, 10)));
-        assert_eq!(parse_cpu_ticks("1234 (x) S 1"), None);
-    }
-
-    #[test]
-    fn pod_starts_keep_the_first_ready() {
-        let mut s = PodStarts::default();
-        let t0 = Instant::now();
-        let mut p = pod("a");
-        s.apply("ADDED", &p, t0);
-        p["status"] =
-            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]});
-        s.apply("MODIFIED", &p, t0);
-        assert!(s.ready.is_empty());
-        p["status"]["conditions"][0]["status"] = json!("True");
-        let t1 = t0 + Duration::from_millis(3);
-        s.apply("MODIFIED", &p, t1);
-        s.apply("MODIFIED", &p, t1 + Duration::from_millis(9));
-        assert_eq!(s.ready["a"], t1);
-        s.apply("DELETED", &p, t1);
-        assert_eq!(s.deleted, 1);
-    }
-
-    #[test]
-    fn own_processes_are_not_shims() {
-        assert!(shim_pids(Path::new("/nonexistent-rkube-bench")).is_empty());
-    }
 }
